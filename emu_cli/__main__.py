@@ -1,0 +1,3 @@
+from emu_cli.cli import main
+
+main()

@@ -1,0 +1,137 @@
+"""The contract between the core and a model family ("backend").
+
+The core owns data, training, checkpoints, evaluation and publishing; a backend answers only
+the model-specific questions below. One shared trainer runs every stage of every backend, so
+the quality-tuning recipe lives in one place.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+PRESETS = ("tiny", "small", "base")
+
+
+@dataclass
+class Stage:
+    """One thing pre-training trains, e.g. the autoencoder then the denoiser."""
+
+    name: str
+    description: str
+    # How the stage's default run is sized, per preset: resolution of the images fed to it,
+    # steps, batch size and learning rate. A user's config overrides any of them.
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Model:
+    """A built or loaded model: named components (torch modules, tokenizer, scheduler) and
+    the options the backend needs to use them (e.g. the autoencoder's Fourier lift)."""
+
+    backend: str
+    components: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.components[name]
+
+    def to(self, device: torch.device | str) -> Model:
+        for component in self.components.values():
+            if hasattr(component, "to") and hasattr(component, "parameters"):
+                component.to(device)
+        return self
+
+
+class Backend(ABC):
+    """A model family. Subclass it, then register an instance from ``register_backends``.
+
+    Methods receive a :class:`Model` and plain tensors; none may read global state, so that
+    the trainer can run them in several processes and resume them exactly.
+    """
+
+    name: str
+    description: str = ""
+    stages: tuple[Stage, ...]
+    # Diffusion backends honour the recipe's noise offset; others document what they do instead.
+    uses_noise_offset: bool = True
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        known = ", ".join(s.name for s in self.stages)
+        raise ValueError(f"backend '{self.name}' has no stage '{name}' (stages: {known})")
+
+    @abstractmethod
+    def build(self, preset: str, options: dict[str, Any]) -> Model:
+        """A freshly initialised model from a size preset (``tiny``, ``small`` or ``base``)."""
+
+    @abstractmethod
+    def save(self, model: Model, path: Path) -> None:
+        """Write ``model`` as a diffusers-style folder (model_index.json, components with
+        config.json and safetensors). The core adds ``emu.json`` beside it."""
+
+    @abstractmethod
+    def load(self, path: Path) -> Model:
+        """Read a folder written by :meth:`save`. Raise ``ValueError`` naming the path and
+        what is wrong when the folder is not a checkpoint of this backend."""
+
+    @abstractmethod
+    def training_module(self, model: Model, stage: str, recipe: Any) -> torch.nn.Module:
+        """A module whose ``forward(batch)`` returns a dict with a scalar ``"loss"`` (and any
+        other scalars to log). Its parameters with ``requires_grad`` are what the stage
+        trains; it holds references to ``model``'s components, so training updates them.
+
+        ``batch`` is the output of :meth:`encode` plus ``"generator"``: a ``torch.Generator``
+        seeded by the trainer for this step and process, to be used for every random draw
+        (noise, timesteps, masks) so that runs resume and parallelise exactly.
+        """
+
+    @abstractmethod
+    def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
+        """Turn a batch of images in [-1, 1] (N, 3, H, W) and captions into training inputs
+        (latents, pixels or tokens; token ids). Pure and deterministic, so it can be cached."""
+
+    @abstractmethod
+    def sample(
+        self,
+        model: Model,
+        prompts: list[str],
+        *,
+        steps: int,
+        guidance: float,
+        seeds: list[int],
+        device: torch.device,
+    ) -> list[Image.Image]:
+        """One image per prompt; image ``i`` depends only on ``prompts[i]`` and ``seeds[i]``."""
+
+    def preview(
+        self, model: Model, stage: str, images: torch.Tensor, captions: list[str], seed: int
+    ) -> tuple[list[Image.Image], dict[str, float]]:
+        """Images and metrics a person looks at during training of ``stage``, computed on
+        held-out samples: reconstructions and PSNR for an autoencoder, generations for the
+        captions for a generator. The default samples the captions."""
+        import torch
+
+        device = next(
+            (c.device for c in model.components.values() if isinstance(c, torch.nn.Module)),
+            torch.device("cpu"),
+        )
+        seeds = [seed + i for i in range(len(captions))]
+        pictures = self.sample(model, captions, steps=20, guidance=5.0, seeds=seeds, device=device)
+        return pictures, {}
+
+    def prepare_stage(
+        self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
+    ) -> None:
+        """Data-dependent set-up before ``stage`` starts from scratch (never on resume), given
+        the same batch of training images in every process: e.g. scaling latents to unit
+        variance. The default does nothing."""
+        return None  # noqa: B027 - an optional hook, not an abstract one

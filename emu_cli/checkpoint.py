@@ -1,0 +1,126 @@
+"""Model checkpoints: a diffusers-style folder written by the backend, plus ``emu.json``.
+
+``emu.json`` records provenance: backend, stage(s) trained, steps, recipe, data fingerprint,
+parent checkpoint. Weights are safetensors only: folders holding pickled weights are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from emu_cli import __version__
+from emu_cli.backend import Backend, Model
+
+PROVENANCE = "emu.json"
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+
+class CheckpointError(ValueError):
+    """A folder is not a usable emu checkpoint; the message names it and says why."""
+
+
+def read_provenance(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' does not exist or is not a folder")
+    provenance = path / PROVENANCE
+    if not provenance.is_file():
+        if (path / "model_index.json").is_file():
+            pipeline = json.loads((path / "model_index.json").read_text()).get("_class_name")
+            raise CheckpointError(
+                f"'{path}' is a diffusers {pipeline} folder but not an emu checkpoint "
+                f"(no {PROVENANCE}); emu cannot tell which backend it belongs to"
+            )
+        raise CheckpointError(f"'{path}' is not an emu checkpoint (no {PROVENANCE})")
+    try:
+        data = json.loads(provenance.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"'{provenance}' is not valid JSON: {error}") from error
+    if not isinstance(data, dict) or "backend" not in data:
+        raise CheckpointError(f"'{provenance}' does not name a backend")
+    return data
+
+
+def refuse_pickles(path: Path) -> None:
+    pickled = [p for p in Path(path).rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if pickled:
+        raise CheckpointError(
+            f"'{path}' holds pickled weights ({pickled[0].relative_to(path)}); emu loads "
+            "safetensors only, since pickle files can run code when loaded"
+        )
+
+
+def save_checkpoint(backend: Backend, model: Model, path: Path, provenance: dict[str, Any]) -> Path:
+    """Write the model and its provenance into folder ``path``, keeping what else is there.
+
+    A run folder also holds logs and resumable state (``stages/``), so the model's entries are
+    swapped in one by one and ``emu.json`` is written last: until it is, the folder is not a
+    checkpoint, so a crash midway can never leave a mixed model that claims to be whole.
+    Entries the previous model listed in its manifest and the new one lacks are removed.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    previous = set()
+    if (path / PROVENANCE).is_file():
+        previous = set(json.loads((path / PROVENANCE).read_text()).get("files", []))
+    incoming = path / f".incoming.tmp{os.getpid()}"
+    shutil.rmtree(incoming, ignore_errors=True)
+    write_model(backend, model, incoming, provenance)
+    (path / PROVENANCE).unlink(missing_ok=True)
+    entries = [e.name for e in incoming.iterdir() if e.name != PROVENANCE]
+    for name in sorted(previous - set(entries)):
+        _remove(path / name)
+    for name in entries:
+        _remove(path / name)
+        os.replace(incoming / name, path / name)
+    os.replace(incoming / PROVENANCE, path / PROVENANCE)
+    shutil.rmtree(incoming, ignore_errors=True)
+    return path
+
+
+def _remove(target: Path) -> None:
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+
+
+def write_model(backend: Backend, model: Model, path: Path, provenance: dict[str, Any]) -> None:
+    """Write a checkpoint folder in place (callers that need atomicity write to a temp path)."""
+    backend.save(model, path)
+    record = {
+        "files": sorted(e.name for e in Path(path).iterdir()),
+        "backend": backend.name,
+        "options": model.options,
+        "emu_version": __version__,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance,
+    }
+    (path / PROVENANCE).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+
+
+def load_checkpoint(path: Path, backend: Backend | None = None) -> tuple[Backend, Model, dict]:
+    """Load a checkpoint with the backend its ``emu.json`` names."""
+    from emu_cli.plugins import get_backend
+
+    path = Path(path)
+    provenance = read_provenance(path)
+    refuse_pickles(path)
+    backend = backend or get_backend(provenance["backend"])
+    if backend.name != provenance["backend"]:
+        raise CheckpointError(
+            f"'{path}' is a '{provenance['backend']}' checkpoint, not a '{backend.name}' one"
+        )
+    try:
+        model = backend.load(path)
+    except (OSError, KeyError, RuntimeError) as error:
+        raise CheckpointError(
+            f"'{path}' could not be loaded as a {backend.name} model: {error}"
+        ) from error
+    model.options = {**provenance.get("options", {}), **model.options}
+    return backend, model, provenance

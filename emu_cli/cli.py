@@ -1,0 +1,279 @@
+"""The ``emu`` command line. Thin: each command parses options and calls into the library.
+
+Heavy modules (torch, diffusers, the models) are imported inside commands, so ``emu --help`` and
+``emu backends`` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from emu_cli import __version__, plugins
+from emu_cli.config import config_option
+
+RECIPE_KEYS = {
+    "steps",
+    "batch_size",
+    "learning_rate",
+    "resolution",
+    "resolution_schedule",
+    "warmup_steps",
+    "lr_schedule",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "max_grad_norm",
+    "ema_decay",
+    "noise_offset",
+    "caption_dropout",
+    "random_flip",
+    "gradient_accumulation_steps",
+    "mixed_precision",
+    "checkpoint_every",
+    "preview_every",
+    "keep_checkpoints",
+    "num_workers",
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="emu")
+def cli() -> None:
+    """emu: pre-train, curate, quality-tune, generate and evaluate text-to-image models
+    with the Emu quality-tuning recipe."""
+
+
+def device_option(function):
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where to run; auto picks CUDA when available.",
+    )(function)
+
+
+@cli.command()
+@click.option("--backend", "backend_name", required=True, help="Model family (see `emu backends`).")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Image folder with metadata.jsonl, or WebDataset .tar shards.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "small", "base"]),
+    default="small",
+    show_default=True,
+    help="Model size: tiny (tests), small (CPU), base (GPU).",
+)
+@click.option("--stage", "stages", multiple=True, help="Train only these stages (repeatable).")
+@click.option("--steps", type=int, help="Steps per stage (overrides the preset).")
+@click.option("--batch-size", type=int, help="Batch size per process.")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float)
+@click.option("--noise-offset", type=float, help="Noise offset (diffusion backends).")
+@click.option("--checkpoint-every", type=int, help="Write a resumable checkpoint every N steps.")
+@click.option("--preview-every", type=int, help="Write a preview grid every N steps.")
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]))
+@click.option("--text-encoder", help="Pretrained CLIP text encoder: hub name or local folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", help="'latest' to continue the run in --out, or a checkpoint folder.")
+@device_option
+@config_option(extra_keys=RECIPE_KEYS | {"stages_recipe"})
+@click.pass_context
+def pretrain(
+    ctx: click.Context,
+    backend_name: str,
+    data: Path,
+    out: Path,
+    preset: str,
+    stages: tuple[str, ...],
+    text_encoder: str | None,
+    seed: int,
+    resume: str | None,
+    device: str,
+    **overrides,
+) -> None:
+    """Pre-train a backend's model from scratch, stage by stage.
+
+    Recipe fields not offered as options (warmup_steps, ema_decay, resolution_schedule, ...)
+    can be set in the --config file; a `stages_recipe:` mapping sets them per stage.
+    """
+    from emu_cli.pretrain import pretrain as run_pretrain
+
+    backend = plugins.get_backend(backend_name)
+    extra = dict(ctx.meta.get("config", {}))
+    per_stage = extra.pop("stages_recipe", {}) or {}
+    options = {"text_encoder": text_encoder} if text_encoder else {}
+    result = _run(
+        lambda: run_pretrain(
+            backend,
+            data=data,
+            out=out,
+            preset=preset,
+            stages=list(stages) or None,
+            recipe_overrides={**extra, **overrides, "seed": seed},
+            per_stage=per_stage,
+            options=options,
+            device=device,
+            resume=resume,
+        )
+    )
+    for stage in result.stages:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in stage.metrics.items())
+        click.echo(
+            f"{stage.stage}: {stage.steps} steps, loss {stage.final_loss:.4f}, "
+            f"{stage.images_per_second:.1f} images/s" + (f", {metrics}" if metrics else "")
+        )
+    click.echo(f"checkpoint: {out}")
+
+
+@cli.command()
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Checkpoint folder.",
+)
+@click.argument("prompts", nargs=-1, required=True)
+@click.option(
+    "-n", "--num-images", type=int, default=4, show_default=True, help="Images per prompt."
+)
+@click.option("--steps", type=int, default=25, show_default=True, help="Sampling steps.")
+@click.option(
+    "--guidance", type=float, default=5.0, show_default=True, help="Classifier-free guidance scale."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
+@device_option
+@config_option()
+def generate(
+    model_path: Path,
+    prompts: tuple[str, ...],
+    num_images: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    out: Path,
+    device: str,
+) -> None:
+    """Generate images for PROMPTS: PNG files, a grid, and index.json."""
+    from emu_cli.generate import generate as run_generate
+
+    written = _run(
+        lambda: run_generate(
+            model_path,
+            list(prompts),
+            num_images=num_images,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            out=out,
+            device=device,
+        )
+    )
+    click.echo(f"wrote {len(written.images)} images and {written.grid} to {out}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backends(as_json: bool) -> None:
+    """List installed backend plugins with their distribution and version."""
+    infos = plugins.plugin_infos()
+    descriptions = {name: b.description for name, b in plugins.get_backends().items()}
+    failures = plugins.load_failures()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "plugins": [info.__dict__ for info in infos],
+                    "backends": descriptions,
+                    "failed": [failure.__dict__ for failure in failures],
+                },
+                indent=2,
+            )
+        )
+        return
+    if not infos and not failures:
+        click.echo("no plugins installed")
+    for info in infos:
+        version = f" {info.version}" if info.version else ""
+        click.echo(f"{info.name} ({info.distribution or 'registered in-process'}{version})")
+        for name in info.backends:
+            click.echo(f"  backend {name}: {descriptions.get(name, '')}")
+        for name in info.filters:
+            click.echo(f"  filter {name}")
+    for failure in failures:
+        click.echo(f"{failure.name}: FAILED to load: {failure.error}")
+
+
+@cli.group()
+def data() -> None:
+    """Make and inspect datasets."""
+
+
+@data.command()
+@click.option("--n", "count", type=int, required=True, help="Number of image-caption pairs.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["imagefolder", "webdataset"]),
+    default="imagefolder",
+    show_default=True,
+)
+@click.option("--workers", type=int, help="Processes drawing images (default: all cores).")
+def synth(count: int, out: Path, seed: int, size: int, format_: str, workers: int | None) -> None:
+    """Write the built-in world's image-caption pairs (deterministic for a seed)."""
+    from emu_cli.world.synth import synthesize
+
+    _run(lambda: synthesize(count, out, seed=seed, size=size, format=format_, workers=workers))
+    click.echo(f"wrote {count} samples to {out} ({format_})")
+
+
+def _not_yet(name: str, issue: str, summary: str) -> None:
+    @cli.command(
+        name=name,
+        help=f"{summary} (not available yet: {issue}).",
+        context_settings={"ignore_unknown_options": True},
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        raise click.ClickException(
+            f"`emu {name}` is not implemented yet in emu {__version__}; it is tracked as {issue}"
+        )
+
+
+_not_yet("filter", "the [curate] issue", "Automatic curation of a raw image pool")
+_not_yet("review", "the [review] issue", "Web app for the human filtering stages")
+_not_yet("quality-tune", "the [qt] issue", "Quality-tune a pre-trained model on a curated set")
+_not_yet("evaluate", "the [qt] issue", "Side-by-side preference evaluation of two models")
+_not_yet("push", "the [hub] issue", "Push a checkpoint or curated set to the Hugging Face Hub")
+
+
+def _run(action):
+    """Run a library call, turning bad input into a clear one-line error and exit code 1."""
+    from emu_cli.training.trainer import TrainingDiverged
+
+    try:
+        return action()
+    except (ValueError, TrainingDiverged) as error:  # DatasetError, CheckpointError included
+        raise click.ClickException(str(error)) from error
+
+
+def main() -> None:
+    plugins.register_commands(cli)
+    cli(prog_name="emu")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

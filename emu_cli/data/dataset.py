@@ -1,0 +1,150 @@
+"""Decoded, transformed training samples with deterministic randomness.
+
+Every random choice (crop position is central, so only flip and caption dropout) is drawn from
+a generator seeded by (seed, epoch, sample index): the same sample gets the same treatment in a
+resumed run, in another process and in another DataLoader worker.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from emu_cli.data.sources import DatasetError, Sample, SampleIndex
+
+# Refuse decompression bombs as bad samples rather than letting PIL only warn about them.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def read_image(sample: Sample) -> Image.Image:
+    """Decode a sample's image as RGB, EXIF orientation applied. Raises on any defect."""
+    if sample.offset < 0:
+        with open(sample.path, "rb") as handle:
+            data = handle.read()
+    else:
+        with open(sample.path, "rb") as handle:
+            handle.seek(sample.offset)
+            data = handle.read(sample.size)
+    if len(data) != sample.size:
+        raise OSError(f"expected {sample.size} bytes, read {len(data)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise OSError(f"image is {image.width}x{image.height}, over {MAX_IMAGE_PIXELS} pixels")
+        image.load()
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "P") or "transparency" in image.info:
+        # Composite transparency on white rather than letting it become black.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def resize_and_crop(image: Image.Image, resolution: int) -> Image.Image:
+    """Scale the shorter side to ``resolution`` and take the centre square."""
+    return ImageOps.fit(image, (resolution, resolution), Image.Resampling.BICUBIC)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) float32 in [-1, 1]."""
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def to_images(batch: torch.Tensor) -> list[Image.Image]:
+    """Tensors in [-1, 1] (N, 3, H, W) to PIL images."""
+    array = ((batch.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in array]
+
+
+def sample_generator(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+@dataclass
+class TrainingDataset(torch.utils.data.Dataset):
+    """Map-style dataset over an index; bad samples are skipped and reported, never raised.
+
+    Each item is ``(image, caption, skipped)``: ``skipped`` lists ``(key, reason)`` of the
+    unreadable samples passed over to reach this one, so the trainer can count them wherever
+    the decoding ran. Positions past the end continue into later epochs (see StepBatches).
+    """
+
+    index: SampleIndex
+    resolution: int
+    seed: int = 0
+    random_flip: bool = True
+    caption_dropout: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, str, list[tuple[str, str]]]:
+        samples = self.index.samples
+        epoch, position = divmod(position, len(samples))
+        skipped: list[tuple[str, str]] = []
+        for attempt in range(len(samples)):
+            sample = samples[(position + attempt) % len(samples)]
+            try:
+                image = read_image(sample)
+            except Exception as error:  # PIL raises many types for broken files
+                skipped.append((sample.key, f"{type(error).__name__}: {error}"))
+                continue
+            rng = sample_generator(self.seed, epoch, (position + attempt) % len(samples))
+            image = resize_and_crop(image, self.resolution)
+            if self.random_flip and rng.random() < 0.5:
+                image = ImageOps.mirror(image)
+            caption = "" if rng.random() < self.caption_dropout else sample.caption
+            return to_tensor(image), caption, skipped
+        raise DatasetError(f"dataset '{self.index.source}' has no readable image")
+
+
+def collate(items: list) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
+    images = torch.stack([item[0] for item in items])
+    captions = [item[1] for item in items]
+    skipped = [entry for item in items for entry in item[2]]
+    return images, captions, skipped
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
+    return sample_generator(seed, 1_000_003, epoch).permutation(size)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The positions each optimizer micro-step reads, from ``first_batch`` on.
+
+    Global batch ``b`` covers positions ``[b*G, (b+1)*G)`` of an endless sequence of shuffled
+    epochs, where G is the global batch size; process ``rank`` takes its contiguous slice.
+    So the data position of a run is just the step number, and a resumed run continues
+    exactly where the killed one stopped.
+    """
+
+    def __init__(
+        self, size: int, per_process: int, world: int, rank: int, seed: int, first: int, count: int
+    ):
+        self.size, self.per_process, self.world, self.rank = size, per_process, world, rank
+        self.seed, self.first, self.count = seed, first, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[list[int]]:
+        global_batch = self.per_process * self.world
+        orders: dict[int, np.ndarray] = {}
+        for batch in range(self.first, self.first + self.count):
+            start = batch * global_batch + self.rank * self.per_process
+            positions = []
+            for flat in range(start, start + self.per_process):
+                epoch, offset = divmod(flat, self.size)
+                if epoch not in orders:
+                    orders = {epoch: epoch_order(self.size, self.seed, epoch)}
+                positions.append(int(orders[epoch][offset]) + epoch * self.size)
+            yield positions

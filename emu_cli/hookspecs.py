@@ -1,0 +1,41 @@
+"""The plugin API of emu. Each hook's docstring is its documentation.
+
+A plugin is a module (usually a package published with an entry point in group ``emu``)
+that implements some of these hooks with ``@emu_cli.hookimpl``. The built-in backends are
+plugins of exactly this kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+import pluggy
+
+hookspec = pluggy.HookspecMarker("emu")
+hookimpl = pluggy.HookimplMarker("emu")
+
+
+@hookspec
+def register_backends(register: Callable[[object], None]) -> None:
+    """Register model families.
+
+    Call ``register(backend)`` with an object implementing :class:`emu_cli.backend.Backend`
+    for each family the plugin provides. Its ``name`` is what users pass to ``--backend``.
+    Keep this hook cheap: import torch and model code inside the backend's methods, so that
+    ``emu --help`` and ``emu backends`` stay fast.
+    """
+
+
+@hookspec
+def register_filters(register: Callable[[object], None]) -> None:
+    """Register automatic curation filters used by ``emu filter``.
+
+    Call ``register(filter)`` once per filter. A filter has a unique ``name`` and decides,
+    for a batch of samples, a score and whether each sample is kept.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add extra commands or command groups to the ``emu`` CLI with ``cli.command()``."""

@@ -1,0 +1,170 @@
+"""``emu pretrain``: train a backend's stages in order, resumable, leaving a checkpoint folder.
+
+Layout of ``--out``::
+
+    OUT/                     the model after the last completed stage (diffusers folder + emu.json)
+    OUT/stages/STAGE/        log.jsonl, loss.png, previews/*.png, summary.json
+    OUT/stages/STAGE/checkpoints/step-NNNNNNNN/   resumable training state
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from emu_cli.backend import PRESETS, Backend, Model
+from emu_cli.checkpoint import PROVENANCE, load_checkpoint, read_provenance, save_checkpoint
+from emu_cli.data.sources import SampleIndex, index_dataset
+from emu_cli.runtime import quiet_libraries
+from emu_cli.training import state as checkpoints
+from emu_cli.training.recipe import Recipe
+from emu_cli.training.trainer import StageResult, Trainer
+
+
+def make_accelerator(device: str, recipe: Recipe) -> Any:
+    """An ``accelerate.Accelerator`` for ``--device auto|cpu|cuda``; under ``accelerate launch``
+    or ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPUs)."""
+    import torch
+    from accelerate import Accelerator
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda was asked for but no CUDA device is available")
+    return Accelerator(
+        cpu=device == "cpu",
+        mixed_precision=recipe.mixed_precision,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+    )
+
+
+def stage_recipe(
+    backend: Backend, stage: str, preset: str, overrides: dict[str, Any], per_stage: dict
+) -> Recipe:
+    """The stage's preset defaults, then the user's overrides, then overrides for this stage."""
+    defaults = backend.stage(stage).defaults.get(preset, {})
+    specific = per_stage.get(stage, {}) or {}
+    unknown = set(specific) - Recipe.field_names()
+    if unknown:
+        raise click.BadParameter(
+            f"stages.{stage} has unknown recipe keys: {', '.join(sorted(unknown))}"
+        )
+    recipe = Recipe().updated(**defaults).updated(**overrides).updated(**specific)
+    if (
+        "steps" in {**overrides, **specific}
+        and recipe.resolution_schedule
+        and ("resolution_schedule" not in {**overrides, **specific})
+    ):
+        recipe.resolution_schedule = []  # a new step count replaces the preset's phases
+    return recipe.validate()
+
+
+@dataclass
+class PretrainResult:
+    out: Path
+    stages: list[StageResult] = field(default_factory=list)
+
+
+def _report_index(index: SampleIndex) -> None:
+    if index.rejected:
+        named = "; ".join(f"{key} ({reason})" for key, reason in index.rejected[:5])
+        click.echo(f"{len(index.rejected)} samples skipped while indexing, e.g. {named}", err=True)
+
+
+def pretrain(
+    backend: Backend,
+    *,
+    data: Path,
+    out: Path,
+    preset: str = "tiny",
+    stages: list[str] | None = None,
+    recipe_overrides: dict[str, Any] | None = None,
+    per_stage: dict[str, dict[str, Any]] | None = None,
+    options: dict[str, Any] | None = None,
+    device: str = "auto",
+    resume: str | None = None,
+) -> PretrainResult:
+    quiet_libraries()
+    if preset not in PRESETS:
+        raise click.BadParameter(f"preset must be one of {', '.join(PRESETS)}, got '{preset}'")
+    recipe_overrides = {k: v for k, v in (recipe_overrides or {}).items() if v is not None}
+    per_stage = per_stage or {}
+    names = stages or [s.name for s in backend.stages]
+    for name in names:
+        backend.stage(name)
+    out = Path(out)
+    existing = (out / PROVENANCE).is_file() or (out / "stages").is_dir()
+    if existing and resume is None:
+        raise click.ClickException(
+            f"'{out}' already holds a run; pass --resume latest to continue it, or choose "
+            "another --out"
+        )
+    index = index_dataset(data)
+    _report_index(index)
+    first = stage_recipe(backend, names[0], preset, recipe_overrides, per_stage)
+    accelerator = make_accelerator(device, first)
+
+    completed: list[str] = []
+    provenance: dict[str, Any] = {}
+    if (out / PROVENANCE).is_file():
+        provenance = read_provenance(out)
+        completed = list(provenance.get("stages_completed", []))
+    result = PretrainResult(out)
+    for name in names:
+        recipe = stage_recipe(backend, name, preset, recipe_overrides, per_stage)
+        folder = out / "stages" / name
+        if name in completed and resume is not None:
+            click.echo(f"stage '{name}' already completed; reusing it", err=True)
+            continue
+        resume_from = None
+        if resume is not None:
+            resume_from = checkpoints.latest_checkpoint(folder / "checkpoints")
+            if resume not in ("latest", None):
+                resume_from = Path(resume)
+        model = _starting_model(backend, preset, options or {}, out, resume_from)
+        record = {
+            "preset": preset,
+            "stages_completed": completed,
+            "recipes": {**provenance.get("recipes", {}), name: recipe.to_dict()},
+            "data": {
+                "source": str(data),
+                "fingerprint": index.fingerprint(),
+                "samples": len(index),
+                "rejected_while_indexing": len(index.rejected),
+            },
+            "parent": provenance.get("parent"),
+            "processes": accelerator.num_processes,
+        }
+        if resume_from is not None:
+            click.echo(f"resuming stage '{name}' from {resume_from}", err=True)
+        trainer = Trainer(backend, model, name, recipe, index, folder, accelerator)
+        stage_result = trainer.run(resume_from, record)
+        completed = [*completed, name]
+        steps = {**provenance.get("steps", {}), name: stage_result.steps}
+        provenance = {
+            **record,
+            "stage": name,
+            "stages_completed": completed,
+            "steps": steps,
+            "step": stage_result.steps,
+            "holdout_metrics": {
+                **provenance.get("holdout_metrics", {}),
+                name: stage_result.metrics,
+            },
+        }
+        if accelerator.is_main_process:
+            save_checkpoint(backend, model, out, provenance)
+        accelerator.wait_for_everyone()
+        result.stages.append(stage_result)
+    return result
+
+
+def _starting_model(
+    backend: Backend, preset: str, options: dict[str, Any], out: Path, resume_from: Path | None
+) -> Model:
+    if resume_from is not None:
+        return load_checkpoint(resume_from / "model", backend)[1]
+    if (out / PROVENANCE).is_file():
+        return load_checkpoint(out, backend)[1]
+    return backend.build(preset, options)

@@ -1,0 +1,1 @@
+"""The shared trainer: one loop for every backend, for pre-training and quality-tuning."""

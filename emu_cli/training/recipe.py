@@ -1,0 +1,82 @@
+"""How a stage is trained. One dataclass for every backend and for both pre-training and
+quality-tuning, so the quality-tuning recipe lives in exactly one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Recipe:
+    steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    # A progressive-resolution schedule as the paper pre-trains: [[resolution, steps], ...].
+    # Empty means one phase at ``resolution`` for ``steps``.
+    resolution_schedule: list[list[int]] = field(default_factory=list)
+    resolution: int = 64
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"  # "cosine" or "constant" (after warm-up)
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999  # 0 disables the EMA
+    noise_offset: float = 0.0  # the paper: 0.02 late in pre-training, 0.1 for quality-tuning
+    caption_dropout: float = 0.1  # for classifier-free guidance
+    random_flip: bool = True
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # "no", "fp16", "bf16"
+    checkpoint_every: int = 500
+    preview_every: int = 500
+    keep_checkpoints: int = 2
+    num_workers: int = 1
+    seed: int = 0
+
+    def phases(self) -> list[tuple[int, int]]:
+        """(resolution, steps) per phase; their steps add up to ``steps``."""
+        if not self.resolution_schedule:
+            return [(self.resolution, self.steps)]
+        phases = [(int(r), int(s)) for r, s in self.resolution_schedule]
+        if sum(s for _, s in phases) != self.steps:
+            raise ValueError(
+                f"resolution_schedule {self.resolution_schedule} has "
+                f"{sum(s for _, s in phases)} steps but the recipe has steps={self.steps}"
+            )
+        return phases
+
+    def validate(self) -> Recipe:
+        problems = []
+        if self.steps < 1:
+            problems.append(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            problems.append(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            problems.append(
+                f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
+            )
+        if not 0 <= self.caption_dropout < 1:
+            problems.append(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if problems:
+            raise ValueError("invalid recipe: " + "; ".join(problems))
+        self.phases()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def updated(self, **changes: Any) -> Recipe:
+        unknown = set(changes) - self.field_names()
+        if unknown:
+            raise ValueError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,314 @@
+"""The shared trainer: one loop for every backend and stage, for pre-training and quality-tuning.
+
+Every random draw of a step comes from generators seeded by (seed, stage, step, process) and
+the data position is the step number, so a run killed at any point and resumed from its last
+checkpoint ends with the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from emu_cli.backend import Backend, Model
+from emu_cli.data.dataset import StepBatches, TrainingDataset, collate
+from emu_cli.data.sources import SampleIndex
+from emu_cli.images import save_grid
+from emu_cli.training import state as checkpoints
+from emu_cli.training.ema import EMA
+from emu_cli.training.recipe import Recipe
+from emu_cli.training.report import TrainingLog
+
+PREVIEW_SAMPLES = 8
+SKIPPED_NAMED = 5
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class StageResult:
+    stage: str
+    steps: int
+    final_loss: float
+    images_per_second: float
+    skipped_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+def step_seed(seed: int, stage: str, step: int, rank: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{stage}/{step}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def learning_rate_factor(recipe: Recipe) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        if recipe.lr_schedule == "constant":
+            return 1.0
+        progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def split_holdout(index: SampleIndex, seed: int) -> tuple[SampleIndex, SampleIndex]:
+    """A few samples kept out of training for previews and held-out metrics (e.g. PSNR)."""
+    size = len(index.samples)
+    count = min(PREVIEW_SAMPLES, size // 10)
+    if count == 0:  # too small to hold anything out: preview on training samples
+        return index, SampleIndex(index.source, index.samples[:PREVIEW_SAMPLES])
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(order[:count])
+    train = [s for i, s in enumerate(index.samples) if i not in held]
+    return (
+        SampleIndex(index.source, train, index.rejected),
+        SampleIndex(index.source, [index.samples[i] for i in sorted(held)]),
+    )
+
+
+class Trainer:
+    """Trains one stage of one backend's model on one dataset under a recipe."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        model: Model,
+        stage: str,
+        recipe: Recipe,
+        index: SampleIndex,
+        folder: Path,
+        accelerator: Any,
+    ):
+        self.backend, self.model, self.stage = backend, model, stage
+        self.recipe = recipe.validate()
+        self.folder = folder
+        self.accelerator = accelerator
+        self.train_index, self.holdout_index = split_holdout(index, recipe.seed)
+        self.log = TrainingLog(folder, enabled=accelerator.is_main_process)
+        self.skipped: list[tuple[str, str]] = []
+
+    # -- pieces -------------------------------------------------------------------------
+    def _loader(self, resolution: int, first: int, count: int) -> torch.utils.data.DataLoader:
+        recipe, accelerator = self.recipe, self.accelerator
+        dataset = TrainingDataset(
+            self.train_index,
+            resolution,
+            seed=recipe.seed,
+            random_flip=recipe.random_flip,
+            caption_dropout=recipe.caption_dropout,
+        )
+        micro = recipe.gradient_accumulation_steps
+        sampler = StepBatches(
+            len(dataset),
+            recipe.batch_size,
+            accelerator.num_processes,
+            accelerator.process_index,
+            recipe.seed,
+            first * micro,
+            count * micro,
+        )
+        workers = recipe.num_workers
+        if workers < 0:  # auto: decoding inline is cheap next to a CPU training step
+            workers = 0 if accelerator.device.type == "cpu" else 4
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers
+        )
+
+    def _save_model(self, path: Path, provenance: dict[str, Any]) -> None:
+        from emu_cli.checkpoint import write_model
+
+        write_model(self.backend, self.model, path, provenance)
+
+    def _preview(self, step: int, ema: EMA | None) -> dict[str, float]:
+        if not self.accelerator.is_main_process:
+            return {}
+        images, captions = [], []
+        dataset = TrainingDataset(self.holdout_index, self._resolution_at(step), random_flip=False)
+        for i in range(len(dataset)):
+            image, caption, _ = dataset[i]
+            images.append(image)
+            captions.append(caption)
+        if ema is not None:
+            ema.swap_in()
+        try:
+            batch = torch.stack(images).to(self.accelerator.device)
+            pictures, metrics = self.backend.preview(
+                self.model, self.stage, batch, captions, seed=self.recipe.seed
+            )
+        finally:
+            if ema is not None:
+                ema.swap_out()
+        save_grid(pictures, self.folder / "previews" / f"step-{step:08d}.png")
+        return metrics
+
+    def _prepare(self, device: torch.device) -> None:
+        """Let the backend see one batch of training data before the stage starts."""
+        dataset = TrainingDataset(self.train_index, self._resolution_at(0), random_flip=False)
+        items = [dataset[i] for i in range(min(len(dataset), self.recipe.batch_size))]
+        images, captions, _ = collate(items)
+        self.backend.prepare_stage(self.model, self.stage, images.to(device), captions)
+
+    def _resolution_at(self, step: int) -> int:
+        passed = 0
+        for resolution, steps in self.recipe.phases():
+            passed += steps
+            if step < passed:
+                return resolution
+        return self.recipe.phases()[-1][0]
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self, resume_from: Path | None, provenance: dict[str, Any]) -> StageResult:
+        recipe, accelerator, backend = self.recipe, self.accelerator, self.backend
+        self.model.to(accelerator.device)
+        if resume_from is None:
+            self._prepare(accelerator.device)
+        module = backend.training_module(self.model, self.stage, recipe)
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        if not parameters:
+            raise ValueError(f"stage '{self.stage}' of backend '{backend.name}' trains nothing")
+        optimizer = torch.optim.AdamW(
+            parameters,
+            lr=recipe.learning_rate,
+            betas=(recipe.adam_beta1, recipe.adam_beta2),
+            weight_decay=recipe.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe))
+        ema = EMA(parameters, recipe.ema_decay) if recipe.ema_decay > 0 else None
+
+        start = 0
+        if resume_from is not None:
+            resumed = checkpoints.read_checkpoint(resume_from)
+            start = resumed.step
+            checkpoints.restore_optimizer(optimizer, resumed)
+            scheduler.load_state_dict(resumed.meta["scheduler"])
+            checkpoints.restore_rng(resumed.tensors, resumed.meta)
+            if ema is not None:
+                ema.load_state_tensors(resumed.tensors, resumed.meta["ema_updates"])
+            self.skipped = [tuple(s) for s in resumed.meta.get("skipped", [])]
+            self.log.truncate_after(start)
+        prepared, optimizer = accelerator.prepare(module, optimizer)
+
+        def save(step: int) -> Path | None:
+            if not accelerator.is_main_process:
+                return None
+            meta = {"ema_updates": ema.updates if ema else 0, "skipped": self.skipped[:1000]}
+            tensors = ema.state_tensors() if ema else {}
+            record = {**provenance, "stage": self.stage, "step": step}
+            path = checkpoints.write_checkpoint(
+                self.folder / "checkpoints",
+                step,
+                lambda p: self._save_model(p, record),
+                optimizer,
+                scheduler,
+                tensors,
+                meta,
+                recipe.keep_checkpoints,
+            )
+            self.log.plot()
+            return path
+
+        images_seen, started, loss_value, metrics = 0, time.perf_counter(), float("nan"), {}
+        global_batch = recipe.batch_size * accelerator.num_processes
+        progress = tqdm(
+            total=recipe.steps,
+            initial=start,
+            desc=f"{backend.name}/{self.stage}",
+            disable=not accelerator.is_main_process,
+            dynamic_ncols=True,
+        )
+        step, phase_end = start, 0
+        for resolution, phase_steps in recipe.phases():
+            phase_end += phase_steps
+            if step >= phase_end:
+                continue
+            loader = iter(self._loader(resolution, step, phase_end - step))
+            while step < phase_end:
+                for _ in range(recipe.gradient_accumulation_steps):
+                    images, captions, skipped = next(loader)
+                    self.skipped.extend(skipped)
+                    with torch.no_grad():
+                        batch = backend.encode(
+                            self.model, self.stage, images.to(accelerator.device), captions
+                        )
+                    seed = step_seed(recipe.seed, self.stage, step, accelerator.process_index)
+                    batch["generator"] = torch.Generator(accelerator.device).manual_seed(seed)
+                    with accelerator.accumulate(prepared):
+                        outputs = prepared(batch)
+                        loss = outputs["loss"]
+                        mean_loss = accelerator.reduce(loss.detach(), "mean")
+                        if not torch.isfinite(mean_loss):
+                            progress.close()
+                            last = checkpoints.latest_checkpoint(self.folder / "checkpoints")
+                            raise TrainingDiverged(
+                                f"the loss of stage '{self.stage}' became {mean_loss.item()} at "
+                                f"step {step}; training stopped. The last good checkpoint is "
+                                f"{last or 'none (no checkpoint was written yet)'}. Lower the "
+                                "learning rate or raise max_grad_norm clipping, then resume."
+                            )
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and recipe.max_grad_norm > 0:
+                            accelerator.clip_grad_norm_(parameters, recipe.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                if ema is not None:
+                    ema.update()
+                step += 1
+                images_seen += global_batch * recipe.gradient_accumulation_steps
+                loss_value = mean_loss.item()
+                rate = images_seen / (time.perf_counter() - started)
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}", res=resolution)
+                logged = {k: float(v) for k, v in outputs.items() if k != "loss" and v.numel() == 1}
+                self.log.write(
+                    step=step,
+                    loss=loss_value,
+                    lr=scheduler.get_last_lr()[0],
+                    images_per_second=rate,
+                    resolution=resolution,
+                    **logged,
+                )
+                if step % recipe.preview_every == 0 or step == recipe.steps:
+                    metrics = self._preview(step, ema)
+                    if metrics:
+                        self.log.write(step=step, **{f"holdout_{k}": v for k, v in metrics.items()})
+                if step % recipe.checkpoint_every == 0 and step < recipe.steps:
+                    save(step)
+                    accelerator.wait_for_everyone()
+        progress.close()
+        accelerator.wait_for_everyone()
+        if ema is not None:
+            ema.swap_in()  # the stage's result is the averaged model
+        self.log.plot()
+        if self.skipped and accelerator.is_main_process:
+            named = "; ".join(f"{k} ({r})" for k, r in self.skipped[:SKIPPED_NAMED])
+            tqdm.write(f"skipped {len(self.skipped)} unreadable samples, e.g. {named}")
+        elapsed = time.perf_counter() - started
+        summary = {
+            "stage": self.stage,
+            "steps": step,
+            "final_loss": loss_value,
+            "images_per_second": images_seen / elapsed if elapsed else 0.0,
+            "skipped_samples": len(self.skipped),
+            "skipped_examples": self.skipped[:SKIPPED_NAMED],
+            "metrics": metrics,
+            "processes": accelerator.num_processes,
+        }
+        if accelerator.is_main_process:
+            (self.folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return StageResult(
+            self.stage, step, loss_value, summary["images_per_second"], len(self.skipped), metrics
+        )

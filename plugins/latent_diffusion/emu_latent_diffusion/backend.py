@@ -1,0 +1,281 @@
+"""Latent diffusion as Emu pre-trains it: an AutoencoderKL (stage 1), then a text-conditioned
+UNet2DConditionModel on its latents (stage 2). Checkpoints are StableDiffusionPipeline folders."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emu_cli.backend import Backend, Model, Stage
+from emu_latent_diffusion.presets import PRESETS, STAGE_DEFAULTS
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from torch import nn
+
+# torch, diffusers and the model code are imported inside the methods: registering this
+# backend must stay cheap so that `emu --help` and `emu backends` answer at once.
+
+DISCRIMINATOR = "discriminator"
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "algorithm_type": "dpmsolver++",
+    "solver_order": 2,
+    "steps_offset": 1,
+}
+
+
+def _tokens(model: Model, captions: list[str], device: torch.device) -> torch.Tensor:
+    tokenizer = model["tokenizer"]
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+
+
+class LatentDiffusion(Backend):
+    name = "latent"
+    description = "Latent diffusion (Emu): 16-channel AutoencoderKL + UNet2DConditionModel"
+    stages = (
+        Stage(
+            "autoencoder", "AutoencoderKL with Fourier-lifted input", STAGE_DEFAULTS["autoencoder"]
+        ),
+        Stage("denoiser", "text-conditioned UNet on latents", STAGE_DEFAULTS["denoiser"]),
+    )
+
+    # -- building, saving, loading ---------------------------------------------------------
+    def build(self, preset: str, options: dict[str, Any]) -> Model:
+        from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
+
+        from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
+        from emu_latent_diffusion.autoencoder import PatchDiscriminator, lifted_channels
+
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
+        spec = PRESETS[preset]
+        frequencies = int(options.get("fourier_frequencies", spec["fourier_frequencies"]))
+        vae_spec = {**spec["vae"], **options.get("vae", {})}
+        depth = len(vae_spec["block_out_channels"])
+        vae = AutoencoderKL(
+            in_channels=lifted_channels(frequencies),
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * depth,
+            up_block_types=("UpDecoderBlock2D",) * depth,
+            sample_size=spec["resolution"],
+            **vae_spec,
+        )
+        if options.get("text_encoder"):
+            tokenizer, text_encoder = load_text_encoder(options["text_encoder"])
+        else:
+            tokenizer = offline_clip_tokenizer(spec["max_tokens"])
+            text_encoder = build_text_encoder(spec["text_encoder"])
+        unet_spec = {**spec["unet"], **options.get("unet", {})}
+        unet = UNet2DConditionModel(
+            sample_size=spec["resolution"] // 2 ** (depth - 1),
+            in_channels=vae_spec["latent_channels"],
+            out_channels=vae_spec["latent_channels"],
+            cross_attention_dim=text_encoder.config.hidden_size,
+            **unet_spec,
+        )
+        components = {
+            "vae": vae,
+            "unet": unet,
+            "text_encoder": text_encoder,
+            "tokenizer": tokenizer,
+            "scheduler": DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
+        }
+        adversarial = float(options.get("adversarial_weight", spec["adversarial_weight"]))
+        if adversarial > 0:
+            components[DISCRIMINATOR] = PatchDiscriminator()
+        return Model(
+            self.name,
+            components,
+            {
+                "preset": preset,
+                "fourier_frequencies": frequencies,
+                "adversarial_weight": adversarial,
+                "train_text_encoder": bool(
+                    options.get("train_text_encoder", not options.get("text_encoder"))
+                ),
+                "latent_scale_calibrated": False,
+            },
+        )
+
+    def pipeline(self, model: Model) -> Any:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(
+            vae=model["vae"],
+            text_encoder=model["text_encoder"],
+            tokenizer=model["tokenizer"],
+            unet=model["unet"],
+            scheduler=model["scheduler"],
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def save(self, model: Model, path: Path) -> None:
+        from safetensors.torch import save_model
+
+        self.pipeline(model).save_pretrained(path, safe_serialization=True)
+        if DISCRIMINATOR in model.components:
+            folder = Path(path) / DISCRIMINATOR
+            folder.mkdir(parents=True, exist_ok=True)
+            discriminator = model[DISCRIMINATOR]
+            save_model(discriminator, str(folder / "model.safetensors"))
+            (folder / "config.json").write_text(json.dumps(discriminator.config))
+
+    def load(self, path: Path) -> Model:
+        from diffusers import (
+            AutoencoderKL,
+            DPMSolverMultistepScheduler,
+            UNet2DConditionModel,
+        )
+        from safetensors.torch import load_model
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        from emu_latent_diffusion.autoencoder import PatchDiscriminator
+
+        path = Path(path)
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ValueError(f"'{path}' has no model_index.json: not a latent-diffusion checkpoint")
+        pipeline_class = json.loads(index.read_text()).get("_class_name")
+        if pipeline_class != "StableDiffusionPipeline":
+            raise ValueError(f"'{path}' holds a {pipeline_class}, not a StableDiffusionPipeline")
+        components = {
+            "vae": AutoencoderKL.from_pretrained(path / "vae"),
+            "unet": UNet2DConditionModel.from_pretrained(path / "unet"),
+            "text_encoder": CLIPTextModel.from_pretrained(path / "text_encoder"),
+            "tokenizer": CLIPTokenizer.from_pretrained(path / "tokenizer"),
+            "scheduler": DPMSolverMultistepScheduler.from_pretrained(path / "scheduler"),
+        }
+        if (path / DISCRIMINATOR).is_dir():
+            config = json.loads((path / DISCRIMINATOR / "config.json").read_text())
+            discriminator = PatchDiscriminator(**config)
+            load_model(discriminator, str(path / DISCRIMINATOR / "model.safetensors"))
+            components[DISCRIMINATOR] = discriminator
+        return Model(self.name, components, {})
+
+    # -- training ----------------------------------------------------------------------------
+    def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
+        from emu_latent_diffusion.autoencoder import fourier_lift
+
+        if stage == "autoencoder":
+            return {"pixels": images}
+        vae = model["vae"]
+        lifted = fourier_lift(images, model.options["fourier_frequencies"])
+        latents = vae.encode(lifted).latent_dist.mode() * vae.config.scaling_factor
+        return {"latents": latents, "input_ids": _tokens(model, captions, images.device)}
+
+    def prepare_stage(
+        self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
+    ) -> None:
+        """Before the denoiser trains, scale latents to unit variance, as diffusion expects."""
+        import torch
+
+        from emu_latent_diffusion.autoencoder import fourier_lift
+
+        if stage != "denoiser" or model.options.get("latent_scale_calibrated"):
+            return
+        vae = model["vae"]
+        with torch.no_grad():
+            lifted = fourier_lift(images, model.options["fourier_frequencies"])
+            latents = vae.encode(lifted).latent_dist.mode()
+        vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
+        model.options["latent_scale_calibrated"] = True
+
+    def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
+        from diffusers import DDPMScheduler
+
+        from emu_latent_diffusion.autoencoder import AutoencoderTraining
+        from emu_latent_diffusion.denoiser import DenoiserTraining
+
+        for component in ("vae", "unet", "text_encoder"):
+            model[component].requires_grad_(False)
+        if stage == "autoencoder":
+            model["vae"].requires_grad_(True)
+            discriminator = model.components.get(DISCRIMINATOR)
+            return AutoencoderTraining(
+                model["vae"],
+                model.options["fourier_frequencies"],
+                discriminator=discriminator,
+                adversarial_weight=model.options.get("adversarial_weight", 0.0),
+            )
+        if stage == "denoiser":
+            model["unet"].requires_grad_(True)
+            train_text = bool(model.options.get("train_text_encoder", False))
+            model["text_encoder"].requires_grad_(train_text)
+            noise_schedule = DDPMScheduler.from_config(model["scheduler"].config)
+            return DenoiserTraining(
+                model["unet"],
+                model["text_encoder"],
+                noise_schedule,
+                recipe.noise_offset,
+                train_text,
+            )
+        raise ValueError(f"backend 'latent' has no stage '{stage}'")
+
+    # -- looking at results ------------------------------------------------------------------
+    def sample(
+        self,
+        model: Model,
+        prompts: list[str],
+        *,
+        steps: int,
+        guidance: float,
+        seeds: list[int],
+        device: torch.device,
+    ) -> list[Image.Image]:
+        import torch
+
+        pipe = self.pipeline(model)
+        # A private scheduler copy: DPM-Solver keeps per-call state.
+        pipe.scheduler = copy.deepcopy(model["scheduler"])
+        resolution = model["unet"].config.sample_size * pipe.vae_scale_factor
+        images: list[Image.Image] = []
+        with torch.no_grad():
+            for start in range(0, len(prompts), 16):
+                chunk = slice(start, start + 16)
+                generators = [torch.Generator(device).manual_seed(s) for s in seeds[chunk]]
+                images += pipe(
+                    prompts[chunk],
+                    height=resolution,
+                    width=resolution,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    generator=generators,
+                    output_type="pil",
+                ).images
+        return images
+
+    def preview(
+        self, model: Model, stage: str, images: torch.Tensor, captions: list[str], seed: int
+    ) -> tuple[list[Image.Image], dict[str, float]]:
+        if stage != "autoencoder":
+            return super().preview(model, stage, images, captions, seed)
+        import torch
+
+        from emu_cli.data.dataset import to_images
+        from emu_latent_diffusion.autoencoder import fourier_lift, psnr
+
+        vae = model["vae"]
+        with torch.no_grad():
+            lifted = fourier_lift(images, model.options["fourier_frequencies"])
+            reconstruction = vae.decode(vae.encode(lifted).latent_dist.mode()).sample
+        value = float(psnr(reconstruction, images).mean())
+        # Originals above their reconstructions.
+        return to_images(torch.cat([images, reconstruction])), {"psnr": value}

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+EMU = [sys.executable, "-m", "emu_cli"]
+ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+
+
+def emu(*args: str, check: bool = True, env: dict | None = None, timeout: int = 600):
+    """Run the real `emu` command in a child process, as a user would."""
+    result = subprocess.run(
+        [*EMU, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"emu {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def invoke(*args: str):
+    """Run the CLI in-process (fast); returns click's Result."""
+    from emu_cli.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> Path:
+    from emu_cli.world.synth import synthesize
+
+    return synthesize(160, tmp_path_factory.mktemp("world"), seed=1, size=32, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_latent(tmp_path_factory, world) -> Path:
+    """A tiny latent model pre-trained through the real CLI (both stages)."""
+    out = tmp_path_factory.mktemp("runs") / "latent"
+    emu("pretrain", "--backend", "latent", "--preset", "tiny", "--data", world, "--out", out,
+        "--steps", "12", "--batch-size", "8", "--checkpoint-every", "6", "--preview-every", "6",
+        "--device", "cpu")
+    return out
