@@ -42,6 +42,17 @@ class Model:
     def __getitem__(self, name: str) -> Any:
         return self.components[name]
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (its first torch module's first parameter)."""
+        import torch
+
+        for component in self.components.values():
+            if isinstance(component, torch.nn.Module):
+                for parameter in component.parameters():
+                    return parameter.device
+        return torch.device("cpu")
+
     def to(self, device: torch.device | str) -> Model:
         for component in self.components.values():
             if hasattr(component, "to") and hasattr(component, "parameters"):
@@ -118,14 +129,10 @@ class Backend(ABC):
         """Images and metrics a person looks at during training of ``stage``, computed on
         held-out samples: reconstructions and PSNR for an autoencoder, generations for the
         captions for a generator. The default samples the captions."""
-        import torch
-
-        device = next(
-            (c.device for c in model.components.values() if isinstance(c, torch.nn.Module)),
-            torch.device("cpu"),
-        )
         seeds = [seed + i for i in range(len(captions))]
-        pictures = self.sample(model, captions, steps=20, guidance=5.0, seeds=seeds, device=device)
+        pictures = self.sample(
+            model, captions, steps=20, guidance=5.0, seeds=seeds, device=model.device
+        )
         return pictures, {}
 
     def prepare_stage(

@@ -122,7 +122,7 @@ def pretrain(
             resume_from = checkpoints.latest_checkpoint(folder / "checkpoints")
             if resume not in ("latest", None):
                 resume_from = Path(resume)
-        model = _starting_model(backend, preset, options or {}, out, resume_from)
+        model = _starting_model(backend, preset, options or {}, out, resume_from, recipe.seed)
         record = {
             "preset": preset,
             "stages_completed": completed,
@@ -161,10 +161,18 @@ def pretrain(
 
 
 def _starting_model(
-    backend: Backend, preset: str, options: dict[str, Any], out: Path, resume_from: Path | None
+    backend: Backend,
+    preset: str,
+    options: dict[str, Any],
+    out: Path,
+    resume_from: Path | None,
+    seed: int,
 ) -> Model:
     if resume_from is not None:
         return load_checkpoint(resume_from / "model", backend)[1]
     if (out / PROVENANCE).is_file():
         return load_checkpoint(out, backend)[1]
+    from accelerate.utils import set_seed
+
+    set_seed(seed)  # the same --seed builds the same initial weights in every process
     return backend.build(preset, options)

@@ -16,7 +16,10 @@ ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 def emu(*args: str, check: bool = True, env: dict | None = None, timeout: int = 600):
     """Run the real `emu` command in a child process, as a user would."""
     result = subprocess.run(
-        [*EMU, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+        [*EMU, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
@@ -42,7 +45,25 @@ def world(tmp_path_factory) -> Path:
 def tiny_latent(tmp_path_factory, world) -> Path:
     """A tiny latent model pre-trained through the real CLI (both stages)."""
     out = tmp_path_factory.mktemp("runs") / "latent"
-    emu("pretrain", "--backend", "latent", "--preset", "tiny", "--data", world, "--out", out,
-        "--steps", "12", "--batch-size", "8", "--checkpoint-every", "6", "--preview-every", "6",
-        "--device", "cpu")
+    emu(
+        "pretrain",
+        "--backend",
+        "latent",
+        "--preset",
+        "tiny",
+        "--data",
+        world,
+        "--out",
+        out,
+        "--steps",
+        "12",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "6",
+        "--preview-every",
+        "6",
+        "--device",
+        "cpu",
+    )
     return out

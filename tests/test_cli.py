@@ -5,8 +5,16 @@ import time
 
 from conftest import emu, invoke
 
-COMMANDS = ["pretrain", "filter", "review", "quality-tune", "generate", "evaluate", "push",
-            "backends"]
+COMMANDS = [
+    "pretrain",
+    "filter",
+    "review",
+    "quality-tune",
+    "generate",
+    "evaluate",
+    "push",
+    "backends",
+]
 
 
 def test_help_lists_every_command_quickly():
@@ -19,8 +27,10 @@ def test_help_lists_every_command_quickly():
 
 
 def test_help_and_backends_do_not_import_torch():
-    code = ("import sys; from emu_cli.cli import cli; from emu_cli import plugins; "
-            "plugins.get_backends(); print('torch' in sys.modules)")
+    code = (
+        "import sys; from emu_cli.cli import cli; from emu_cli import plugins; "
+        "plugins.get_backends(); print('torch' in sys.modules)"
+    )
     assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "False"
 
 
@@ -37,16 +47,22 @@ def test_backends_lists_latent_with_distribution_and_version():
 
 
 def test_unfinished_commands_say_so_and_fail():
-    for command, issue in [("filter", "[curate]"), ("review", "[review]"),
-                           ("quality-tune", "[qt]"), ("evaluate", "[qt]"), ("push", "[hub]")]:
+    for command, issue in [
+        ("filter", "[curate]"),
+        ("review", "[review]"),
+        ("quality-tune", "[qt]"),
+        ("evaluate", "[qt]"),
+        ("push", "[hub]"),
+    ]:
         result = emu(command, "--anything", check=False)
         assert result.returncode != 0
         assert "not implemented yet" in result.stderr and issue in result.stderr
 
 
 def test_unknown_backend_is_a_clear_error(world, tmp_path):
-    result = emu("pretrain", "--backend", "nope", "--data", world, "--out", tmp_path / "o",
-                 check=False)
+    result = emu(
+        "pretrain", "--backend", "nope", "--data", world, "--out", tmp_path / "o", check=False
+    )
     assert result.returncode == 1
     assert "unknown backend 'nope'" in result.stderr and "latent" in result.stderr
 
@@ -56,9 +72,21 @@ def test_config_file_sets_options_and_command_line_overrides(tmp_path, world):
 
     config = tmp_path / "run.yaml"
     config.write_text("steps: 3\nbatch-size: 4\nwarmup_steps: 1\nnoise_offset: 0.05\n")
-    ctx = pretrain.make_context("pretrain", [
-        "--backend", "latent", "--data", str(world), "--out", str(tmp_path / "o"),
-        "--config", str(config), "--steps", "5"])
+    ctx = pretrain.make_context(
+        "pretrain",
+        [
+            "--backend",
+            "latent",
+            "--data",
+            str(world),
+            "--out",
+            str(tmp_path / "o"),
+            "--config",
+            str(config),
+            "--steps",
+            "5",
+        ],
+    )
     assert ctx.params["steps"] == 5  # command line wins
     assert ctx.params["batch_size"] == 4  # from the file
     assert ctx.params["noise_offset"] == 0.05  # an option, set from the file
@@ -66,16 +94,35 @@ def test_config_file_sets_options_and_command_line_overrides(tmp_path, world):
 
     toml = tmp_path / "run.toml"
     toml.write_text("steps = 7\n")
-    ctx = pretrain.make_context("pretrain", [
-        "--backend", "latent", "--data", str(world), "--out", str(tmp_path / "o"),
-        "--config", str(toml)])
+    ctx = pretrain.make_context(
+        "pretrain",
+        [
+            "--backend",
+            "latent",
+            "--data",
+            str(world),
+            "--out",
+            str(tmp_path / "o"),
+            "--config",
+            str(toml),
+        ],
+    )
     assert ctx.params["steps"] == 7
 
 
 def test_config_file_with_unknown_key_is_rejected(tmp_path, world):
     config = tmp_path / "bad.yaml"
     config.write_text("stepz: 3\n")
-    result = invoke("pretrain", "--backend", "latent", "--data", world, "--out", tmp_path / "o",
-                    "--config", config)
+    result = invoke(
+        "pretrain",
+        "--backend",
+        "latent",
+        "--data",
+        world,
+        "--out",
+        tmp_path / "o",
+        "--config",
+        config,
+    )
     assert result.exit_code == 2
     assert "unknown keys: stepz" in result.output

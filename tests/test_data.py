@@ -40,20 +40,23 @@ def test_imagefolder_and_webdataset_read_the_same_samples(tmp_path, world):
     a = TrainingDataset(folder, 16, random_flip=False)[3][0]
     b = TrainingDataset(tars, 16, random_flip=False)[3][0]
     assert a.shape == (3, 16, 16) and torch.equal(a, b)
-    assert -1.0 <= a.min() and a.max() <= 1.0
+    assert a.min() >= -1.0 and a.max() <= 1.0
 
 
 def test_bad_samples_are_skipped_counted_and_named(tmp_path):
     good = _png()
-    root = _imagefolder(tmp_path / "d", [
-        ("good1.png", good, "a red thing"),
-        ("truncated.png", good[: len(good) // 2], "cut short"),
-        ("empty.png", b"", "zero bytes"),
-        ("text.png", b"this is not an image at all", "not an image"),
-        ("nocaption.png", good, None),
-        ("missing.png", None, "file is gone"),
-        ("good2.png", _png((10, 200, 10)), "a green thing"),
-    ])
+    root = _imagefolder(
+        tmp_path / "d",
+        [
+            ("good1.png", good, "a red thing"),
+            ("truncated.png", good[: len(good) // 2], "cut short"),
+            ("empty.png", b"", "zero bytes"),
+            ("text.png", b"this is not an image at all", "not an image"),
+            ("nocaption.png", good, None),
+            ("missing.png", None, "file is gone"),
+            ("good2.png", _png((10, 200, 10)), "a green thing"),
+        ],
+    )
     index = index_dataset(root)
     reasons = dict(index.rejected)
     assert reasons["images/empty.png"].startswith("image file is empty")
@@ -70,10 +73,15 @@ def test_bad_samples_are_skipped_counted_and_named(tmp_path):
 def test_webdataset_member_without_caption_and_corrupt_image(tmp_path):
     shard = tmp_path / "000.tar"
     with tarfile.open(shard, "w") as tar:
-        for name, data in [("a.jpg", _png()), ("a.txt", b"a caption"), ("b.jpg", b"garbage"),
-                           ("b.txt", b"broken image"), ("c.jpg", _png()),
-                           ("d.json", json.dumps({"caption": "json only"}).encode()),
-                           ("d.png", _png())]:
+        for name, data in [
+            ("a.jpg", _png()),
+            ("a.txt", b"a caption"),
+            ("b.jpg", b"garbage"),
+            ("b.txt", b"broken image"),
+            ("c.jpg", _png()),
+            ("d.json", json.dumps({"caption": "json only"}).encode()),
+            ("d.png", _png()),
+        ]:
             member = tarfile.TarInfo(name)
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
@@ -94,9 +102,14 @@ def test_transparency_cmyk_and_exif_rotation(tmp_path):
     exif = image.getexif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     image.save(rotated, format="JPEG", exif=exif)
-    root = _imagefolder(tmp_path / "d", [("t.png", rgba.getvalue(), "clear"),
-                                         ("c.jpg", cmyk.getvalue(), "cmyk"),
-                                         ("r.jpg", rotated.getvalue(), "rotated")])
+    root = _imagefolder(
+        tmp_path / "d",
+        [
+            ("t.png", rgba.getvalue(), "clear"),
+            ("c.jpg", cmyk.getvalue(), "cmyk"),
+            ("r.jpg", rotated.getvalue(), "rotated"),
+        ],
+    )
     from emu_cli.data.dataset import read_image
 
     index = index_dataset(root)

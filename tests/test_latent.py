@@ -1,0 +1,159 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import emu
+from PIL import Image
+
+
+def test_pretrain_leaves_a_complete_run_folder(tiny_latent):
+    provenance = json.loads((tiny_latent / "emu.json").read_text())
+    assert provenance["backend"] == "latent"
+    assert provenance["stages_completed"] == ["autoencoder", "denoiser"]
+    assert provenance["steps"] == {"autoencoder": 12, "denoiser": 12}
+    assert len(provenance["data"]["fingerprint"]) == 16 and provenance["data"]["samples"] == 160
+    assert provenance["recipes"]["denoiser"]["batch_size"] == 8
+    assert provenance["options"]["latent_scale_calibrated"] is True
+    for stage in ("autoencoder", "denoiser"):
+        folder = tiny_latent / "stages" / stage
+        assert (folder / "loss.png").is_file() and (folder / "summary.json").is_file()
+        assert Image.open(folder / "previews" / "step-00000012.png").size[0] > 32
+        records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
+    summary = json.loads((tiny_latent / "stages" / "autoencoder" / "summary.json").read_text())
+    assert summary["metrics"]["psnr"] > 5  # held-out reconstructions, in dB
+    assert not list(tiny_latent.rglob("*.bin")), "weights must be safetensors only"
+
+
+def test_generate_writes_images_and_same_seed_gives_same_images(tiny_latent, tmp_path):
+    args = [
+        "generate",
+        "--model",
+        tiny_latent,
+        "a red star on a sunset background",
+        "a blue circle over sand",
+        "-n",
+        "2",
+        "--steps",
+        "4",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+    ]
+    emu(*args, "--out", tmp_path / "a")
+    emu(*args, "--out", tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "a").glob("0*.png"))
+    assert files == ["000-00.png", "000-01.png", "001-00.png", "001-01.png"]
+    for name in files:
+        a = np.asarray(Image.open(tmp_path / "a" / name))
+        b = np.asarray(Image.open(tmp_path / "b" / name))
+        assert a.shape == (32, 32, 3) and np.array_equal(a, b)
+    different = np.asarray(Image.open(tmp_path / "a" / "000-01.png"))
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "a" / "000-00.png")), different)
+    index = json.loads((tmp_path / "a" / "index.json").read_text())
+    assert [i["seed"] for i in index["images"]] == [7, 8, 7, 8]
+    assert Image.open(tmp_path / "a" / "grid.png").size == (2 * 32 + 2, 2 * 32 + 2)
+
+
+def test_checkpoint_opens_in_stable_diffusion_pipeline(tiny_latent):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_latent)
+    assert pipe.vae.config.latent_channels == 16
+    result = pipe(
+        "a green heart on a snow background",
+        num_inference_steps=3,
+        height=32,
+        width=32,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+    assert result.images.shape == (1, 32, 32, 3)
+    assert np.isfinite(result.images).all()
+
+
+def test_checkpoint_errors_name_the_folder_and_the_problem(tiny_latent, tmp_path):
+    import shutil
+
+    from emu_cli.checkpoint import CheckpointError, load_checkpoint
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing")
+    foreign = tmp_path / "foreign"
+    shutil.copytree(tiny_latent, foreign, ignore=shutil.ignore_patterns("emu.json", "stages"))
+    with pytest.raises(
+        CheckpointError, match="diffusers StableDiffusionPipeline folder but not an emu"
+    ):
+        load_checkpoint(foreign)
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_latent, pickled, ignore=shutil.ignore_patterns("stages"))
+    (pickled / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(CheckpointError, match="pickled weights"):
+        load_checkpoint(pickled)
+    result = emu("generate", "--model", foreign, "x", check=False)
+    assert result.returncode == 1 and "not an emu checkpoint" in result.stderr
+
+
+def test_existing_run_is_not_overwritten_without_resume(tiny_latent, world):
+    result = emu(
+        "pretrain",
+        "--backend",
+        "latent",
+        "--preset",
+        "tiny",
+        "--data",
+        world,
+        "--out",
+        tiny_latent,
+        check=False,
+    )
+    assert result.returncode == 1 and "--resume latest" in result.stderr
+
+
+def test_autoencoder_fourier_lift_and_adversarial_loss_train(world, tmp_path):
+    """The Emu autoencoder options: 8 channels, Fourier lift, adversarial term in one step."""
+    from emu_cli.data import index_dataset
+    from emu_cli.plugins import get_backend
+    from emu_cli.pretrain import make_accelerator
+    from emu_cli.training.recipe import Recipe
+    from emu_cli.training.trainer import Trainer
+
+    backend = get_backend("latent")
+    model = backend.build(
+        "tiny", {"adversarial_weight": 0.1, "fourier_frequencies": 3, "vae": {"latent_channels": 8}}
+    )
+    assert model["vae"].config.in_channels == 3 + 6 * 3
+    before = [p.detach().clone() for p in model["discriminator"].parameters()]
+    recipe = Recipe(
+        steps=3,
+        batch_size=4,
+        warmup_steps=1,
+        ema_decay=0,
+        resolution=32,
+        checkpoint_every=100,
+        preview_every=3,
+    )
+    result = Trainer(
+        backend,
+        model,
+        "autoencoder",
+        recipe,
+        index_dataset(world),
+        tmp_path,
+        make_accelerator("cpu", recipe),
+    ).run(None, {})
+    assert "psnr" in result.metrics
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(before, model["discriminator"].parameters(), strict=True)
+    ]
+    assert all(changed), "the discriminator is trained by the same optimizer step"
+    logged = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert {"discriminator", "adversarial", "reconstruction", "kl"} <= set(logged)
+    backend.save(model, tmp_path / "saved")
+    reloaded = backend.load(tmp_path / "saved")
+    assert torch.equal(
+        next(reloaded["discriminator"].parameters()), next(model["discriminator"].parameters())
+    )

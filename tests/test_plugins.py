@@ -1,0 +1,194 @@
+"""The plugin contract, exercised the way third parties use it: installed distributions with
+entry points in group `emu`, discovered by importlib.metadata in a fresh process."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import emu
+from PIL import Image
+
+HERE = Path(__file__).parent
+
+
+def install(
+    site: Path,
+    distribution: str,
+    version: str,
+    entry_points: dict[str, str],
+    modules: dict[str, str],
+) -> None:
+    """Install a distribution by writing its module and .dist-info, as pip would."""
+    site.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(source)
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n"
+    )
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[emu]\n{lines}\n")
+
+
+@pytest.fixture
+def site(tmp_path) -> Path:
+    site = tmp_path / "site"
+    install(
+        site,
+        "emu-toy-backend",
+        "0.3.0",
+        {"toy": "emu_toy_backend"},
+        {"emu_toy_backend": (HERE / "plugins" / "emu_toy_backend.py").read_text()},
+    )
+    return site
+
+
+def test_third_party_backend_is_listed_and_runs_pretrain_and_generate(site, world, tmp_path):
+    env = {"PYTHONPATH": str(site)}
+    listed = json.loads(emu("backends", "--json", env=env).stdout)
+    toy = next(p for p in listed["plugins"] if p["name"] == "toy")
+    assert toy == {
+        "name": "toy",
+        "distribution": "emu-toy-backend",
+        "version": "0.3.0",
+        "backends": ["toy"],
+        "filters": [],
+    }
+    assert "latent" in listed["backends"], "installing a plugin keeps the others"
+
+    out = tmp_path / "toy-run"
+    emu(
+        "pretrain",
+        "--backend",
+        "toy",
+        "--preset",
+        "tiny",
+        "--data",
+        world,
+        "--out",
+        out,
+        "--steps",
+        "30",
+        "--device",
+        "cpu",
+        env=env,
+    )
+    provenance = json.loads((out / "emu.json").read_text())
+    assert provenance["backend"] == "toy" and provenance["steps"] == {"colors": 30}
+    records = [
+        json.loads(line) for line in (out / "stages/colors/log.jsonl").read_text().splitlines()
+    ]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < losses[0] / 2, "the shared trainer trains a third-party model"
+
+    emu(
+        "generate",
+        "--model",
+        out,
+        "a red star on a sunset background",
+        "a blue circle over snow",
+        "-n",
+        "1",
+        "--out",
+        tmp_path / "g",
+        env=env,
+    )
+    red = np.asarray(Image.open(tmp_path / "g" / "000-00.png"), dtype=float).mean(axis=(0, 1))
+    blue = np.asarray(Image.open(tmp_path / "g" / "001-00.png"), dtype=float).mean(axis=(0, 1))
+    assert red[0] - red[2] > blue[0] - blue[2], "it learned that red captions mean redder images"
+
+
+def test_allow_list_limits_which_plugins_load(site):
+    env = {"PYTHONPATH": str(site), "EMU_LOAD_PLUGINS": "toy"}
+    listed = json.loads(emu("backends", "--json", env=env).stdout)
+    assert list(listed["backends"]) == ["toy"]
+    env["EMU_LOAD_PLUGINS"] = "emu-latent-diffusion"  # distribution names work too
+    assert list(json.loads(emu("backends", "--json", env=env).stdout)["backends"]) == ["latent"]
+    env["EMU_LOAD_PLUGINS"] = ""
+    assert json.loads(emu("backends", "--json", env=env).stdout)["backends"] == {}
+
+
+def test_broken_plugins_are_named_and_do_not_break_the_rest(site, world, tmp_path):
+    install(
+        site,
+        "emu-broken-import",
+        "1.0",
+        {"broken": "emu_broken_import"},
+        {"emu_broken_import": "raise ImportError('needs libfoo, which is missing')\n"},
+    )
+    install(
+        site,
+        "emu-broken-register",
+        "2.0",
+        {"badreg": "emu_broken_register"},
+        {
+            "emu_broken_register": (
+                "from emu_cli.hookspecs import hookimpl\n"
+                "@hookimpl\n"
+                "def register_backends(register):\n"
+                "    raise RuntimeError('registration exploded')\n"
+            )
+        },
+    )
+    env = {"PYTHONPATH": str(site)}
+    helped = emu("--help", env=env)
+    assert "pretrain" in helped.stdout
+    assert "plugin 'broken' (distribution emu-broken-import) failed" in helped.stderr
+    assert "needs libfoo" in helped.stderr
+
+    listed = json.loads(emu("backends", "--json", env=env).stdout)
+    assert set(listed["backends"]) == {"latent", "toy"}
+    failures = {f["name"]: f for f in listed["failed"]}
+    assert "ImportError: needs libfoo" in failures["broken"]["error"]
+    assert failures["badreg"]["distribution"] == "emu-broken-register"
+    assert "registration exploded" in failures["badreg"]["error"]
+
+    emu(
+        "pretrain",
+        "--backend",
+        "toy",
+        "--preset",
+        "tiny",
+        "--data",
+        world,
+        "--out",
+        tmp_path / "still-works",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        env=env,
+    )
+
+
+def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+    site, world, tmp_path
+):
+    out = tmp_path / "nan-run"
+    result = emu(
+        "pretrain",
+        "--backend",
+        "toy",
+        "--preset",
+        "tiny",
+        "--data",
+        world,
+        "--out",
+        out,
+        "--steps",
+        "20",
+        "--checkpoint-every",
+        "3",
+        "--device",
+        "cpu",
+        env={"PYTHONPATH": str(site), "EMU_TOY_NAN_AT": "8"},
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "became nan at step 7" in result.stderr
+    assert "step-00000006" in result.stderr  # the last good checkpoint, named
+    checkpoint = out / "stages" / "colors" / "checkpoints" / "step-00000006"
+    assert (checkpoint / "model" / "colors.safetensors").is_file()
+    assert not (out / "emu.json").exists(), "a diverged run is not claimed as a model"

@@ -1,0 +1,200 @@
+"""The shared trainer's promises: exact resume after SIGKILL, data parallelism, schedules."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import EMU, emu
+from safetensors.torch import load_file
+
+RUN_CONFIG = """
+stages_recipe:
+  autoencoder: {steps: 4, checkpoint_every: 100}
+  denoiser: {steps: 24, checkpoint_every: 4, warmup_steps: 3, noise_offset: 0.05}
+"""
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for component in ("unet", "vae", "text_encoder"):
+        for file in sorted((run / component).glob("*.safetensors")):
+            tensors |= {f"{component}.{k}": v for k, v in load_file(file).items()}
+    return tensors
+
+
+def _pretrain_args(world: Path, out: Path, config: Path) -> list[str]:
+    return [
+        "pretrain",
+        "--backend",
+        "latent",
+        "--preset",
+        "tiny",
+        "--data",
+        str(world),
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+        "--preview-every",
+        "1000",
+    ]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(world, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(RUN_CONFIG)
+    emu(*_pretrain_args(world, tmp_path / "straight", config))
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*EMU, *_pretrain_args(world, killed, config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    latest = killed / "stages" / "denoiser" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run must be killed mid-stage"
+    assert not (killed / "stages" / "denoiser" / "summary.json").exists()
+
+    resumed = emu(*_pretrain_args(world, killed, config), "--resume", "latest")
+    assert "stage 'autoencoder' already completed" in resumed.stderr
+    assert "resuming stage 'denoiser' from" in resumed.stderr
+    straight, again = _weights(tmp_path / "straight"), _weights(killed)
+    assert straight.keys() == again.keys()
+    worst = max((straight[k] - again[k]).abs().max().item() for k in straight)
+    assert worst < 1e-6, f"resumed weights differ by {worst}"
+    log = [
+        json.loads(line) for line in (killed / "stages/denoiser/log.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 25)), "no step logged twice"
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_on_cpu(world, tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "emu_cli",
+        "pretrain",
+        "--backend",
+        "latent",
+        "--preset",
+        "tiny",
+        "--data",
+        str(world),
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--checkpoint-every",
+        "2",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "stages" / "denoiser" / "summary.json").read_text())
+    assert summary["processes"] == 2
+    assert json.loads((out / "emu.json").read_text())["processes"] == 2
+    # Every process trained a replica; they stay identical because gradients are averaged.
+    records = [
+        json.loads(line) for line in (out / "stages/denoiser/log.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4], "only rank 0 logs"
+    assert (out / "stages/denoiser/checkpoints/step-00000002/state.safetensors").is_file()
+    emu(
+        "generate",
+        "--model",
+        out,
+        "a red star",
+        "-n",
+        "1",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "g",
+        "--device",
+        "cpu",
+    )
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    from emu_cli.training.recipe import Recipe
+    from emu_cli.training.trainer import learning_rate_factor
+
+    cosine = learning_rate_factor(Recipe(steps=110, warmup_steps=10))
+    assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
+    assert cosine(60) == pytest.approx(0.5) and cosine(110) == pytest.approx(0.0, abs=1e-9)
+    constant = learning_rate_factor(Recipe(steps=110, warmup_steps=10, lr_schedule="constant"))
+    assert constant(100) == 1.0
+
+
+def test_progressive_resolution_schedule_feeds_each_phase_its_resolution(world, tmp_path):
+    from emu_cli.data import index_dataset
+    from emu_cli.plugins import get_backend
+    from emu_cli.pretrain import make_accelerator
+    from emu_cli.training.recipe import Recipe
+    from emu_cli.training.trainer import Trainer
+
+    backend = get_backend("latent")
+    model = backend.build("tiny", {})
+    recipe = Recipe(
+        steps=4,
+        batch_size=2,
+        resolution_schedule=[[16, 2], [32, 2]],
+        warmup_steps=1,
+        checkpoint_every=100,
+        preview_every=100,
+    )
+    Trainer(
+        backend,
+        model,
+        "autoencoder",
+        recipe,
+        index_dataset(world),
+        tmp_path,
+        make_accelerator("cpu", recipe),
+    ).run(None, {})
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["resolution"] for r in records if "loss" in r] == [16, 16, 32, 32]
+    with pytest.raises(ValueError, match="has 3 steps but the recipe has steps=4"):
+        Recipe(steps=4, resolution_schedule=[[16, 1], [32, 2]]).validate()
+
+
+def test_ema_averages_and_swaps_back():
+    from emu_cli.training.ema import EMA
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    ema = EMA([weight], decay=0.5)
+    with torch.no_grad():
+        weight.fill_(1.0)
+    ema.update()  # warm-up decay min(0.5, 1/10) = 0.1
+    assert torch.allclose(ema.shadow[0], torch.full((3,), 0.9))
+    ema.swap_in()
+    assert torch.allclose(weight, torch.full((3,), 0.9))
+    ema.swap_out()
+    assert torch.equal(weight.detach(), torch.ones(3))
