@@ -30,9 +30,9 @@ class Recipe:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     checkpoint_every: int = 500
-    preview_every: int = 500
+    preview_every: int = 500  # 0 disables preview grids
     keep_checkpoints: int = 2
-    num_workers: int = 1
+    num_workers: int = -1  # -1: decode inline on CPU (measured faster on 2 cores), 4 on GPU
     seed: int = 0
 
     def phases(self) -> list[tuple[int, int]]:

@@ -281,11 +281,15 @@ class Trainer:
                     resolution=resolution,
                     **logged,
                 )
-                if step % recipe.preview_every == 0 or step == recipe.steps:
+                if recipe.preview_every > 0 and (
+                    step % recipe.preview_every == 0 or step == recipe.steps
+                ):
                     metrics = self._preview(step, ema)
                     if metrics:
                         self.log.write(step=step, **{f"holdout_{k}": v for k, v in metrics.items()})
-                if step % recipe.checkpoint_every == 0 and step < recipe.steps:
+                if recipe.checkpoint_every > 0 and step % recipe.checkpoint_every == 0 and (
+                    step < recipe.steps
+                ):
                     save(step)
                     accelerator.wait_for_everyone()
         progress.close()

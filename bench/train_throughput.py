@@ -1,0 +1,104 @@
+"""Images/s of emu's shared trainer against a minimal plain-PyTorch loop, one process, one run.
+
+The plain loop drives the same backend model and loss module on one fixed in-memory batch:
+encode, forward, backward, AdamW step, nothing else. The trainer does everything it always
+does (reading and decoding the data, accelerate, EMA, gradient clipping, LR schedule, logging).
+Their ratio is the trainer's overhead; the target is >= 0.95. The plain loop runs before and
+after the trainer and the ratio uses their mean, so warm-up and drift do not favour either.
+
+    python bench/train_throughput.py --backend latent --preset small --stage denoiser
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from emu_cli.data import index_dataset
+from emu_cli.data.dataset import TrainingDataset, collate
+from emu_cli.plugins import get_backend
+from emu_cli.pretrain import make_accelerator
+from emu_cli.runtime import quiet_libraries
+from emu_cli.training.recipe import Recipe
+from emu_cli.training.trainer import Trainer, step_seed
+from emu_cli.world.synth import synthesize
+
+
+def plain_loop(backend, model, stage, recipe, images, captions, steps: int) -> float:
+    module = backend.training_module(model, stage, recipe)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad],
+                                  lr=recipe.learning_rate)
+    for step in range(steps + 2):
+        if step == 2:  # two warm-up steps, untimed
+            started = time.perf_counter()
+        with torch.no_grad():
+            batch = backend.encode(model, stage, images, captions)
+        batch["generator"] = torch.Generator().manual_seed(step_seed(0, stage, step, 0))
+        loss = module(batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * len(images) / (time.perf_counter() - started)
+
+
+def trainer_rate(backend, model, stage, recipe, index, folder: Path) -> float:
+    accelerator = make_accelerator("cpu", recipe)
+    Trainer(backend, model, stage, recipe, index, folder, accelerator).run(None, {})
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    timed = [r for r in records if "loss" in r]
+    # The trainer's own clock; like the plain loop, leave out the first two steps.
+    first, last = timed[1], timed[-1]
+    first_time = first["step"] * recipe.batch_size / first["images_per_second"]
+    last_time = last["step"] * recipe.batch_size / last["images_per_second"]
+    return (last["step"] - first["step"]) * recipe.batch_size / (last_time - first_time)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="latent")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--stage", default=None, help="default: the backend's last stage")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers; -1: auto")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    quiet_libraries()
+    torch.manual_seed(0)
+    backend = get_backend(args.backend)
+    stage = args.stage or backend.stages[-1].name
+    resolution = backend.stage(stage).defaults[args.preset]["resolution"]
+    with tempfile.TemporaryDirectory() as folder:
+        data = synthesize(512, Path(folder) / "data", seed=0, size=resolution)
+        index = index_dataset(data)
+        recipe = Recipe(steps=args.steps, batch_size=args.batch_size, resolution=resolution,
+                        warmup_steps=1, checkpoint_every=0, preview_every=0, ema_decay=0.999,
+                        caption_dropout=0.1, num_workers=args.workers).validate()
+        model = backend.build(args.preset, {})
+        dataset = TrainingDataset(index, resolution)
+        images, captions, _ = collate([dataset[i] for i in range(args.batch_size)])
+        before = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
+        trained = trainer_rate(backend, model, stage, recipe, index, Path(folder) / "run")
+        after = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
+    plain = (before + after) / 2
+    result = {
+        "backend": args.backend, "preset": args.preset, "stage": stage,
+        "batch_size": args.batch_size, "steps": args.steps, "threads": torch.get_num_threads(),
+        "plain_images_per_s": round(plain, 2), "plain_before": round(before, 2),
+        "plain_after": round(after, 2), "trainer_images_per_s": round(trained, 2),
+        "ratio": round(trained / plain, 3),
+    }
+    print(f"{'backend':8} {'stage':12} {'plain img/s':>12} {'trainer img/s':>14} {'ratio':>6}")
+    print(f"{args.backend:8} {stage:12} {plain:12.1f} {trained:14.1f} {trained / plain:6.3f}")
+    print(json.dumps(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
