@@ -17,10 +17,18 @@ from pathlib import Path
 
 SCALES = {
     # preset, pool size, image size, steps per stage
-    "quick": {"preset": "small", "pool": 2000, "size": 64,
-              "steps": {"autoencoder": 300, "denoiser": 900}},
-    "tiny": {"preset": "tiny", "pool": 300, "size": 32,
-             "steps": {"autoencoder": 40, "denoiser": 60}},
+    "quick": {
+        "preset": "small",
+        "pool": 2000,
+        "size": 64,
+        "steps": {"autoencoder": 300, "denoiser": 900},
+    },
+    "tiny": {
+        "preset": "tiny",
+        "pool": 300,
+        "size": 32,
+        "steps": {"autoencoder": 40, "denoiser": 60},
+    },
     "gpu": {"preset": "base", "pool": 200_000, "size": 256, "steps": {}},
 }
 PROMPTS = [
@@ -50,28 +58,69 @@ def main() -> None:
     out: Path = args.out
     pool = out / "pool"
     if not (pool / "metadata.jsonl").is_file():
-        emu("data", "synth", "--n", scale["pool"], "--size", scale["size"], "--seed", 0,
-            "--out", pool)
+        emu(
+            "data",
+            "synth",
+            "--n",
+            scale["pool"],
+            "--size",
+            scale["size"],
+            "--seed",
+            0,
+            "--out",
+            pool,
+        )
     results = []
     for name in backends:
         started = time.perf_counter()
         run = out / name / "pre"
         config = out / name / "pretrain.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        stages = "".join(f"  {stage}: {{steps: {steps}}}\n" for stage, steps in scale["steps"].items())
+        stages = "".join(
+            f"  {stage}: {{steps: {steps}}}\n" for stage, steps in scale["steps"].items()
+        )
         config.write_text(f"checkpoint_every: 200\npreview_every: 300\nstages_recipe:\n{stages}")
         resume = ["--resume", "latest"] if (run / "stages").is_dir() else []
-        emu("pretrain", "--backend", name, "--preset", scale["preset"], "--data", pool,
-            "--out", run, "--config", config, *resume)
-        emu("generate", "--model", run, *PROMPTS, "-n", 4, "--steps", 25, "--guidance", 5,
-            "--seed", 0, "--out", out / name / "samples")
+        emu(
+            "pretrain",
+            "--backend",
+            name,
+            "--preset",
+            scale["preset"],
+            "--data",
+            pool,
+            "--out",
+            run,
+            "--config",
+            config,
+            *resume,
+        )
+        emu(
+            "generate",
+            "--model",
+            run,
+            *PROMPTS,
+            "-n",
+            4,
+            "--steps",
+            25,
+            "--guidance",
+            5,
+            "--seed",
+            0,
+            "--out",
+            out / name / "samples",
+        )
         provenance = json.loads((run / "emu.json").read_text())
-        results.append({
-            "backend": name, "steps": provenance["steps"],
-            "holdout_metrics": provenance.get("holdout_metrics", {}),
-            "grid": str(out / name / "samples" / "grid.png"),
-            "wall_s": round(time.perf_counter() - started, 1),
-        })
+        results.append(
+            {
+                "backend": name,
+                "steps": provenance["steps"],
+                "holdout_metrics": provenance.get("holdout_metrics", {}),
+                "grid": str(out / name / "samples" / "grid.png"),
+                "wall_s": round(time.perf_counter() - started, 1),
+            }
+        )
     (out / "pretrain.json").write_text(json.dumps(results, indent=2))
     print(f"\n{'backend':10} {'steps':28} {'wall s':>8}  samples")
     for row in results:
