@@ -157,3 +157,17 @@ def test_autoencoder_fourier_lift_and_adversarial_loss_train(world, tmp_path):
     assert torch.equal(
         next(reloaded["discriminator"].parameters()), next(model["discriminator"].parameters())
     )
+
+
+def test_pretrained_text_encoder_by_path_is_used_frozen(tiny_latent, world, tmp_path):
+    """--text-encoder takes a local folder (or a hub name where one is cached) and keeps it."""
+    out = tmp_path / "with-clip"
+    emu("pretrain", "--backend", "latent", "--preset", "tiny", "--data", world, "--out", out,
+        "--steps", "2", "--batch-size", "4", "--text-encoder", tiny_latent, "--device", "cpu")
+    provenance = json.loads((out / "emu.json").read_text())
+    assert provenance["options"]["train_text_encoder"] is False
+    from safetensors.torch import load_file
+
+    given = load_file(tiny_latent / "text_encoder" / "model.safetensors")
+    kept = load_file(out / "text_encoder" / "model.safetensors")
+    assert all(torch.equal(given[k], kept[k]) for k in given)

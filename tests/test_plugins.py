@@ -100,6 +100,40 @@ def test_third_party_backend_is_listed_and_runs_pretrain_and_generate(site, worl
     assert red[0] - red[2] > blue[0] - blue[2], "it learned that red captions mean redder images"
 
 
+def test_plugins_can_add_commands(site):
+    env = {"PYTHONPATH": str(site)}
+    assert "toy-palette" in emu("--help", env=env).stdout
+    buckets = emu("toy-palette", "a red star", env=env).stdout.split()
+    assert len(buckets) == 3 and all(b.isdigit() for b in buckets)
+
+
+def test_gradient_accumulation_matches_one_larger_batch(world, tmp_path):
+    """Two micro-batches of 4 take the same step as one batch of 8 (the same 8 samples)."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(HERE / "plugins"))
+    from emu_toy_backend import ToyBackend
+
+    from emu_cli.data import index_dataset
+    from emu_cli.pretrain import make_accelerator
+    from emu_cli.training.recipe import Recipe
+    from emu_cli.training.trainer import Trainer
+
+    backend, index, weights = ToyBackend(), index_dataset(world), []
+    for batch, accumulate in [(8, 1), (4, 2)]:
+        model = backend.build("tiny", {})
+        recipe = Recipe(steps=5, batch_size=batch, gradient_accumulation_steps=accumulate,
+                        learning_rate=0.2, warmup_steps=1, ema_decay=0, resolution=16,
+                        caption_dropout=0, checkpoint_every=0, preview_every=0)
+        Trainer(backend, model, "colors", recipe, index, tmp_path / f"{batch}",
+                make_accelerator("cpu", recipe)).run(None, {})
+        weights.append(model["colors"].table.weight.detach().clone())
+    assert not torch.equal(weights[0], backend.build("tiny", {})["colors"].table.weight)
+    assert torch.allclose(weights[0], weights[1], atol=2e-3)
+
+
 def test_allow_list_limits_which_plugins_load(site):
     env = {"PYTHONPATH": str(site), "EMU_LOAD_PLUGINS": "toy"}
     listed = json.loads(emu("backends", "--json", env=env).stdout)

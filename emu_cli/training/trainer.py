@@ -47,8 +47,9 @@ class StageResult:
     checkpoint: Path | None = None
 
 
-def step_seed(seed: int, stage: str, step: int, rank: int) -> int:
-    digest = hashlib.sha256(f"{seed}/{stage}/{step}/{rank}".encode()).digest()
+def step_seed(seed: int, stage: str, step: int, rank: int, micro: int = 0) -> int:
+    """The seed of every random draw of one micro-batch: a pure function of where it is."""
+    digest = hashlib.sha256(f"{seed}/{stage}/{step}/{rank}/{micro}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
@@ -173,6 +174,8 @@ class Trainer:
     def run(self, resume_from: Path | None, provenance: dict[str, Any]) -> StageResult:
         recipe, accelerator, backend = self.recipe, self.accelerator, self.backend
         self.model.to(accelerator.device)
+        # Stages may accumulate differently; the Accelerator is shared by all of them.
+        accelerator.gradient_accumulation_steps = recipe.gradient_accumulation_steps
         if resume_from is None:
             self._prepare(accelerator.device)
         module = backend.training_module(self.model, self.stage, recipe)
@@ -236,14 +239,16 @@ class Trainer:
                 continue
             loader = iter(self._loader(resolution, step, phase_end - step))
             while step < phase_end:
-                for _ in range(recipe.gradient_accumulation_steps):
+                for micro in range(recipe.gradient_accumulation_steps):
                     images, captions, skipped = next(loader)
                     self.skipped.extend(skipped)
                     with torch.no_grad():
                         batch = backend.encode(
                             self.model, self.stage, images.to(accelerator.device), captions
                         )
-                    seed = step_seed(recipe.seed, self.stage, step, accelerator.process_index)
+                    seed = step_seed(
+                        recipe.seed, self.stage, step, accelerator.process_index, micro
+                    )
                     batch["generator"] = torch.Generator(accelerator.device).manual_seed(seed)
                     with accelerator.accumulate(prepared):
                         outputs = prepared(batch)

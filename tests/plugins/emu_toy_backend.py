@@ -115,3 +115,14 @@ class ToyBackend(Backend):
 @hookimpl
 def register_backends(register):
     register(ToyBackend())
+
+
+@hookimpl
+def register_commands(cli):
+    import click
+
+    @cli.command(name="toy-palette")
+    @click.argument("caption")
+    def toy_palette(caption):
+        """Print the word buckets of CAPTION (a plugin-provided command)."""
+        click.echo(" ".join(str(i) for i in word_ids([caption])[0].tolist()))

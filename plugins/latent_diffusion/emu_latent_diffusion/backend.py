@@ -108,6 +108,7 @@ class LatentDiffusion(Backend):
                     options.get("train_text_encoder", not options.get("text_encoder"))
                 ),
                 "latent_scale_calibrated": False,
+                "text_encoder": options.get("text_encoder"),
             },
         )
 
