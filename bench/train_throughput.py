@@ -31,8 +31,9 @@ from emu_cli.world.synth import synthesize
 
 def plain_loop(backend, model, stage, recipe, images, captions, steps: int) -> float:
     module = backend.training_module(model, stage, recipe)
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad],
-                                  lr=recipe.learning_rate)
+    optimizer = torch.optim.AdamW(
+        [p for p in module.parameters() if p.requires_grad], lr=recipe.learning_rate
+    )
     for step in range(steps + 2):
         if step == 2:  # two warm-up steps, untimed
             started = time.perf_counter()
@@ -76,9 +77,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         data = synthesize(512, Path(folder) / "data", seed=0, size=resolution)
         index = index_dataset(data)
-        recipe = Recipe(steps=args.steps, batch_size=args.batch_size, resolution=resolution,
-                        warmup_steps=1, checkpoint_every=0, preview_every=0, ema_decay=0.999,
-                        caption_dropout=0.1, num_workers=args.workers).validate()
+        recipe = Recipe(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            resolution=resolution,
+            warmup_steps=1,
+            checkpoint_every=0,
+            preview_every=0,
+            ema_decay=0.999,
+            caption_dropout=0.1,
+            num_workers=args.workers,
+        ).validate()
         model = backend.build(args.preset, {})
         dataset = TrainingDataset(index, resolution)
         images, captions, _ = collate([dataset[i] for i in range(args.batch_size)])
@@ -87,10 +96,16 @@ def main() -> None:
         after = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
     plain = (before + after) / 2
     result = {
-        "backend": args.backend, "preset": args.preset, "stage": stage,
-        "batch_size": args.batch_size, "steps": args.steps, "threads": torch.get_num_threads(),
-        "plain_images_per_s": round(plain, 2), "plain_before": round(before, 2),
-        "plain_after": round(after, 2), "trainer_images_per_s": round(trained, 2),
+        "backend": args.backend,
+        "preset": args.preset,
+        "stage": stage,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        "plain_images_per_s": round(plain, 2),
+        "plain_before": round(before, 2),
+        "plain_after": round(after, 2),
+        "trainer_images_per_s": round(trained, 2),
         "ratio": round(trained / plain, 3),
     }
     print(f"{'backend':8} {'stage':12} {'plain img/s':>12} {'trainer img/s':>14} {'ratio':>6}")

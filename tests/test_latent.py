@@ -162,8 +162,25 @@ def test_autoencoder_fourier_lift_and_adversarial_loss_train(world, tmp_path):
 def test_pretrained_text_encoder_by_path_is_used_frozen(tiny_latent, world, tmp_path):
     """--text-encoder takes a local folder (or a hub name where one is cached) and keeps it."""
     out = tmp_path / "with-clip"
-    emu("pretrain", "--backend", "latent", "--preset", "tiny", "--data", world, "--out", out,
-        "--steps", "2", "--batch-size", "4", "--text-encoder", tiny_latent, "--device", "cpu")
+    emu(
+        "pretrain",
+        "--backend",
+        "latent",
+        "--preset",
+        "tiny",
+        "--data",
+        world,
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--text-encoder",
+        tiny_latent,
+        "--device",
+        "cpu",
+    )
     provenance = json.loads((out / "emu.json").read_text())
     assert provenance["options"]["train_text_encoder"] is False
     from safetensors.torch import load_file

@@ -124,11 +124,27 @@ def test_gradient_accumulation_matches_one_larger_batch(world, tmp_path):
     backend, index, weights = ToyBackend(), index_dataset(world), []
     for batch, accumulate in [(8, 1), (4, 2)]:
         model = backend.build("tiny", {})
-        recipe = Recipe(steps=5, batch_size=batch, gradient_accumulation_steps=accumulate,
-                        learning_rate=0.2, warmup_steps=1, ema_decay=0, resolution=16,
-                        caption_dropout=0, checkpoint_every=0, preview_every=0)
-        Trainer(backend, model, "colors", recipe, index, tmp_path / f"{batch}",
-                make_accelerator("cpu", recipe)).run(None, {})
+        recipe = Recipe(
+            steps=5,
+            batch_size=batch,
+            gradient_accumulation_steps=accumulate,
+            learning_rate=0.2,
+            warmup_steps=1,
+            ema_decay=0,
+            resolution=16,
+            caption_dropout=0,
+            checkpoint_every=0,
+            preview_every=0,
+        )
+        Trainer(
+            backend,
+            model,
+            "colors",
+            recipe,
+            index,
+            tmp_path / f"{batch}",
+            make_accelerator("cpu", recipe),
+        ).run(None, {})
         weights.append(model["colors"].table.weight.detach().clone())
     assert not torch.equal(weights[0], backend.build("tiny", {})["colors"].table.weight)
     assert torch.allclose(weights[0], weights[1], atol=2e-3)

@@ -292,8 +292,10 @@ class Trainer:
                     metrics = self._preview(step, ema)
                     if metrics:
                         self.log.write(step=step, **{f"holdout_{k}": v for k, v in metrics.items()})
-                if recipe.checkpoint_every > 0 and step % recipe.checkpoint_every == 0 and (
-                    step < recipe.steps
+                if (
+                    recipe.checkpoint_every > 0
+                    and step % recipe.checkpoint_every == 0
+                    and (step < recipe.steps)
                 ):
                     save(step)
                     accelerator.wait_for_everyone()
