@@ -240,6 +240,68 @@ def synth(count: int, out: Path, seed: int, size: int, format_: str, workers: in
     click.echo(f"wrote {count} samples to {out} ({format_})")
 
 
+@data.command(name="train-judges")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Weights file (.safetensors); a .json with its record goes beside it.",
+)
+@click.option("--samples", type=int, default=60_000, show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_judges(out: Path, samples: int, epochs: int, seed: int) -> None:
+    """Train the world's pixel judges (appeal and faithfulness) on rendered scenes.
+
+    Deterministic for a seed. The weights shipped in emu_cli/world/weights/ were made by this
+    command with its defaults."""
+    from emu_cli.world.judges import train_judges as run
+
+    record = _run(lambda: run(out, samples=samples, epochs=epochs, seed=seed))
+    click.echo(f"wrote {out} ({record['seconds']} s)")
+
+
+@data.command(name="judge")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--caption", help="Also judge whether each image shows what this caption says.")
+@click.option(
+    "--weights", type=click.Path(dir_okay=False), help="Judge weights (default: shipped)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_json: bool) -> None:
+    """Score IMAGES with the world's pixel judges: appeal per guideline category."""
+    from PIL import Image
+
+    from emu_cli.world.factors import CATEGORIES
+    from emu_cli.world.judges import WorldJudges
+
+    judges = WorldJudges.load(Path(weights) if weights else None)
+    pictures = [Image.open(path).convert("RGB") for path in images]
+    judgement = judges.judge(pictures)
+    faithful = judges.faithfulness(pictures, [caption] * len(pictures)) if caption else None
+    rows = []
+    for i, path in enumerate(images):
+        row = {
+            "image": path,
+            "appeal": round(float(judgement.appeal[i]), 3),
+            "categories": {
+                c: round(float(v), 3)
+                for c, v in zip(CATEGORIES, judgement.categories[i], strict=True)
+            },
+            **{k: v[i] for k, v in judgement.attributes.items()},
+        }
+        if faithful is not None:
+            row["faithful"] = {k: bool(v[i]) for k, v in faithful.items()}
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        scores = " ".join(f"{k} {v:.2f}" for k, v in row["categories"].items())
+        seen = f"{row['color']} {row['subject']} on {row['background']}"
+        click.echo(f"{row['image']}: appeal {row['appeal']:.2f} ({scores}); shows a {seen}")
+
+
 def _not_yet(name: str, issue: str, summary: str) -> None:
     @cli.command(
         name=name,

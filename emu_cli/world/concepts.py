@@ -22,6 +22,9 @@ BACKGROUNDS = {
     "night": ((20, 25, 60), (5, 5, 20)),
     "snow": ((235, 240, 245), (200, 210, 225)),
 }
+# In the pool, so pre-training sees them, but left out of the curated set for quality-tuning:
+# evaluation on them measures whether quality-tuning keeps the model general.
+HELD_OUT_SUBJECTS = ("diamond", "ring")
 CAPTION_TEMPLATES = (
     "a {color} {subject} on a {background} background",
     "photo of a {color} {subject} over {background}",

@@ -1,6 +1,10 @@
-"""``emu data synth``: write the world's image-caption pairs as an image folder or WebDataset.
+"""``emu data synth``: the world's image-caption pool, with known quality and known junk.
 
-Sample ``i`` depends only on (seed, i), so the output is the same however many processes draw it.
+Sample ``i`` depends only on (seed, i): the pool is the same however many processes draw it.
+Each sample is first *planned* (concept, caption, factors, junk) with cheap random draws, then
+rendered. A duplicate re-renders its source's plan, so exact duplicates are byte-identical
+without any process knowing what another wrote. The junk rates are ``JUNK_RATES`` below,
+documented in docs/world.md.
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ import io
 import json
 import os
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,39 +24,167 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from emu_cli.world.concepts import BACKGROUNDS, CAPTION_TEMPLATES, COLORS, SUBJECTS, caption
-from emu_cli.world.render import render
+from emu_cli.world.factors import Factors, category_scores, sample_factors, true_appeal
+from emu_cli.world.render import overlay_text, render
 
 FORMATS = ("imagefolder", "webdataset")
 SHARD_SIZE = 1000
+# Rates of the web's junk in the pool. Duplicates and near duplicates exclude each other, and
+# so do tiny images and extreme aspect ratios.
+JUNK_RATES = {
+    "overlaid_text": 0.08,
+    "wrong_caption": 0.08,
+    "tiny": 0.03,
+    "extreme_aspect": 0.03,
+    "duplicate": 0.03,
+    "near_duplicate": 0.03,
+}
+# A "needle" is junk-free with a true appeal at least this high: about 1.6 % of the pool.
+NEEDLE_APPEAL = 0.8
+SLOGANS = (
+    "SALE 50% OFF",
+    "BEST PRICE",
+    "stock photo",
+    "WATERMARK",
+    "www.example.com",
+    "LIMITED OFFER",
+    "(c) photo agency",
+    "FREE SHIPPING",
+    "CLICK HERE",
+    "NEW!",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    number: int
+    subject: str
+    color: str
+    background: str
+    template: int
+    factors: Factors
+    width: int
+    height: int
+    caption_attributes: tuple[str, str, str]
+    junk: tuple[str, ...] = ()
+    slogan: str | None = None
+    source: int | None = None  # the sample a (near) duplicate copies
 
 
 @dataclass(frozen=True)
 class Drawn:
     key: str
-    png: bytes
-    metadata: dict[str, Any]
+    data: bytes
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _choice(rng: np.random.Generator, options) -> Any:
+    options = list(options)
+    return options[int(rng.integers(len(options)))]
+
+
+def plan_sample(seed: int, number: int, size: int) -> Plan:
+    rng = np.random.default_rng([seed, number, 1])
+    subject, color, background = (
+        _choice(rng, SUBJECTS),
+        _choice(rng, COLORS),
+        _choice(rng, BACKGROUNDS),
+    )
+    template = int(rng.integers(len(CAPTION_TEMPLATES)))
+    factors = sample_factors(rng)
+    draws = rng.random(6)
+    junk: list[str] = []
+    duplicate = None
+    if number > 0 and draws[0] < JUNK_RATES["duplicate"]:
+        junk.append("duplicate")
+        duplicate = int(rng.integers(0, number))
+    elif number > 0 and draws[0] < JUNK_RATES["duplicate"] + JUNK_RATES["near_duplicate"]:
+        junk.append("near_duplicate")
+        duplicate = int(rng.integers(0, number))
+    if duplicate is not None:
+        source = plan_sample(seed, duplicate, size)
+        while source.source is not None:  # copy the original, not a copy of it
+            source = plan_sample(seed, source.source, size)
+        new_template = int(rng.integers(len(CAPTION_TEMPLATES)))
+        return replace(
+            source,
+            number=number,
+            template=new_template,
+            junk=(*source.junk, *junk),
+            source=source.number,
+        )
+    width = height = size
+    if draws[1] < JUNK_RATES["tiny"]:
+        junk.append("tiny")
+        width = height = max(8, int(size * rng.uniform(0.12, 0.4)))
+    elif draws[1] < JUNK_RATES["tiny"] + JUNK_RATES["extreme_aspect"]:
+        junk.append("extreme_aspect")
+        ratio = rng.uniform(2.8, 4.5)
+        width, height = (
+            (int(size * ratio), size) if rng.random() < 0.5 else (size, int(size * ratio))
+        )
+    slogan = None
+    if draws[2] < JUNK_RATES["overlaid_text"]:
+        junk.append("overlaid_text")
+        slogan = _choice(rng, SLOGANS)
+    said = (subject, color, background)
+    if draws[3] < JUNK_RATES["wrong_caption"]:
+        junk.append("wrong_caption")
+        if rng.random() < 0.5:
+            said = (_choice(rng, [s for s in SUBJECTS if s != subject]), color, background)
+        else:
+            said = (subject, _choice(rng, [c for c in COLORS if c != color]), background)
+    return Plan(
+        number,
+        subject,
+        color,
+        background,
+        template,
+        factors,
+        width,
+        height,
+        said,
+        tuple(junk),
+        slogan,
+    )
 
 
 def draw_sample(seed: int, number: int, size: int) -> Drawn:
-    rng = np.random.default_rng([seed, number])
-    subject = SUBJECTS[rng.integers(len(SUBJECTS))]
-    color = list(COLORS)[rng.integers(len(COLORS))]
-    background = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
-    template = int(rng.integers(len(CAPTION_TEMPLATES)))
-    scale = float(rng.uniform(0.2, 0.35))
-    center = tuple(float(c) for c in rng.uniform(0.5 - 0.15, 0.5 + 0.15, size=2))
-    angle = float(rng.uniform(-0.3, 0.3))
-    image = render(subject, color, background, size, center=center, scale=scale, angle=angle)
+    plan = plan_sample(seed, number, size)
+    original = plan.source if plan.source is not None else plan.number
+    rng = np.random.default_rng([seed, original, 2])  # the source's rendering draws
+    image = render(
+        plan.subject, plan.color, plan.background, (plan.width, plan.height), plan.factors, rng
+    )
+    if plan.slogan:
+        image = overlay_text(image, plan.slogan, rng)
+    quality = plan.factors.jpeg_quality
+    if "near_duplicate" in plan.junk:  # recompressed and slightly cropped, as reposts are
+        near = np.random.default_rng([seed, number, 3])
+        crop = max(1, int(min(image.size) * near.uniform(0.02, 0.06)))
+        image = image.crop((crop, crop, image.width - crop, image.height - crop)).resize(image.size)
+        quality = int(np.clip(quality + near.integers(-15, 16), 20, 95))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="JPEG", quality=quality)
+    scores = category_scores(plan.factors, plan.color, plan.background)
+    appeal = true_appeal(plan.factors, plan.color, plan.background)
     metadata = {
-        "text": caption(subject, color, background, template),
-        "subject": subject,
-        "color": color,
-        "background": background,
-        "center": center,
-        "scale": scale,
-        "angle": angle,
+        "text": caption(*plan.caption_attributes, plan.template),
+        "subject": plan.subject,
+        "color": plan.color,
+        "background": plan.background,
+        "caption_attributes": dict(
+            zip(("subject", "color", "background"), plan.caption_attributes, strict=True)
+        ),
+        "template": plan.template,
+        "width": image.width,
+        "height": image.height,
+        "factors": plan.factors.to_dict(),
+        "categories": {k: round(v, 4) for k, v in scores.items()},
+        "appeal": round(appeal, 4),
+        "junk": list(plan.junk),
+        "duplicate_of": f"{original:08d}" if plan.source is not None else None,
+        "needle": not plan.junk and appeal >= NEEDLE_APPEAL,
     }
     return Drawn(f"{number:08d}", buffer.getvalue(), metadata)
 
@@ -73,6 +206,19 @@ def _drawn(n: int, seed: int, size: int, workers: int) -> Iterator[Drawn]:
             yield from drawn
 
 
+def _write_shard(path: Path, drawn_samples: list[Drawn]) -> None:
+    with tarfile.open(path, "w") as shard:
+        for drawn in drawn_samples:
+            for suffix, data in (
+                ("jpg", drawn.data),
+                ("txt", drawn.metadata["text"].encode()),
+                ("json", json.dumps(drawn.metadata).encode()),
+            ):
+                member = tarfile.TarInfo(f"{drawn.key}.{suffix}")
+                member.size = len(data)
+                shard.addfile(member, io.BytesIO(data))
+
+
 def synthesize(
     n: int,
     out: Path,
@@ -81,45 +227,98 @@ def synthesize(
     size: int = 64,
     format: str = "imagefolder",
     workers: int | None = None,
+    report: bool = True,
 ) -> Path:
+    """Write ``n`` samples to ``out``; with ``report``, also a contact sheet and statistics."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got '{format}'")
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    if size < 16:
+        raise ValueError(f"--size must be at least 16 pixels, got {size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 8)
+    statistics = Statistics()
     progress = tqdm(total=n, desc="synth", unit="img", disable=n < 500)
-    samples = _drawn(n, seed, size, workers)
     if format == "imagefolder":
         (out / "images").mkdir(exist_ok=True)
         with open(out / "metadata.jsonl", "w", encoding="utf-8") as metadata:
-            for drawn in samples:
-                name = f"images/{drawn.key}.png"
-                (out / name).write_bytes(drawn.png)
+            for drawn in _drawn(n, seed, size, workers):
+                name = f"images/{drawn.key}.jpg"
+                (out / name).write_bytes(drawn.data)
                 metadata.write(json.dumps({"file_name": name, **drawn.metadata}) + "\n")
+                statistics.add(drawn)
                 progress.update(1)
     else:
-        shard_samples: dict[int, list[Drawn]] = {}
-        for index, drawn in enumerate(samples):
-            shard_samples.setdefault(index // SHARD_SIZE, []).append(drawn)
-            if len(shard_samples[index // SHARD_SIZE]) == SHARD_SIZE or index == n - 1:
-                _write_shard(
-                    out / f"{index // SHARD_SIZE:05d}.tar", shard_samples.pop(index // SHARD_SIZE)
-                )
-                progress.update(SHARD_SIZE if index != n - 1 else (n - 1) % SHARD_SIZE + 1)
+        pending: list[Drawn] = []
+        for index, drawn in enumerate(_drawn(n, seed, size, workers)):
+            pending.append(drawn)
+            statistics.add(drawn)
+            if len(pending) == SHARD_SIZE or index == n - 1:
+                _write_shard(out / f"{index // SHARD_SIZE:05d}.tar", pending)
+                progress.update(len(pending))
+                pending = []
     progress.close()
+    if report:
+        statistics.write(out, seed=seed, size=size)
     return out
 
 
-def _write_shard(path: Path, drawn_samples: list[Drawn]) -> None:
-    with tarfile.open(path, "w") as shard:
-        for drawn in drawn_samples:
-            for suffix, data in (
-                ("png", drawn.png),
-                ("txt", drawn.metadata["text"].encode()),
-                ("json", json.dumps(drawn.metadata).encode()),
-            ):
-                member = tarfile.TarInfo(f"{drawn.key}.{suffix}")
-                member.size = len(data)
-                shard.addfile(member, io.BytesIO(data))
+class Statistics:
+    """Counts and a contact sheet of a generated set, for people and programs."""
+
+    def __init__(self, sheet_samples: int = 64):
+        self.count = 0
+        self.junk: Counter[str] = Counter()
+        self.concepts: Counter[str] = Counter()
+        self.needles = 0
+        self.appeals: list[float] = []
+        self.sheet: list[Drawn] = []
+        self.sheet_samples = sheet_samples
+
+    def add(self, drawn: Drawn) -> None:
+        self.count += 1
+        self.junk.update(drawn.metadata["junk"])
+        self.concepts[drawn.metadata["subject"]] += 1
+        self.needles += drawn.metadata["needle"]
+        self.appeals.append(drawn.metadata["appeal"])
+        if len(self.sheet) < self.sheet_samples:
+            self.sheet.append(drawn)
+
+    def table(self) -> dict[str, Any]:
+        appeals = np.array(self.appeals)
+        return {
+            "samples": self.count,
+            "needles": self.needles,
+            "needle_rate": round(self.needles / self.count, 4),
+            "junk_rates": {k: round(self.junk[k] / self.count, 4) for k in JUNK_RATES},
+            "junk_rates_documented": JUNK_RATES,
+            "appeal": {
+                "mean": round(float(appeals.mean()), 4),
+                "quartiles": [round(float(q), 4) for q in np.quantile(appeals, [0.25, 0.5, 0.75])],
+            },
+            "subjects": dict(sorted(self.concepts.items())),
+        }
+
+    def write(self, out: Path, *, seed: int, size: int) -> None:
+        from PIL import Image
+
+        from emu_cli.images import make_grid
+
+        table = {"seed": seed, "size": size, **self.table()}
+        (out / "stats.json").write_text(json.dumps(table, indent=2))
+        lines = [
+            f"# Synthetic pool: {self.count} samples, seed {seed}, {size} px",
+            "",
+            "| measure | value | documented |",
+            "|---|---|---|",
+            f"| needles (appeal >= {NEEDLE_APPEAL}, no junk) | {table['needle_rate']:.2%} "
+            "| about 1.6% |",
+        ]
+        lines += [
+            f"| {k} | {table['junk_rates'][k]:.2%} | {v:.0%} |" for k, v in JUNK_RATES.items()
+        ]
+        (out / "stats.md").write_text("\n".join(lines) + "\n")
+        tiles = [Image.open(io.BytesIO(d.data)).convert("RGB").resize((96, 96)) for d in self.sheet]
+        make_grid(tiles, columns=8).save(out / "contact_sheet.png")

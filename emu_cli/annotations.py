@@ -1,0 +1,247 @@
+"""Human judgements in one SQLite file (WAL): filtering decisions, captions, side-by-side votes.
+
+People in the review app and the world's simulated annotators write the same tables, so one
+export and one win-rate computation serve both. WAL lets many annotators write while others
+read; every write is its own short transaction, so a killed server loses nothing it confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGES = ("generalist", "specialist")
+PROTOCOLS = {
+    # caption hidden, choose the more appealing picture
+    "appeal": ("a", "b", "tie"),
+    # caption shown, choose the more faithful picture; both and neither count as ties
+    "faithfulness": ("a", "b", "both", "neither"),
+}
+CHECKLIST = ("composition", "lighting", "color_contrast", "subject_background", "subjective")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS annotators (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('person', 'simulated')),
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    stage TEXT NOT NULL,
+    item TEXT NOT NULL,
+    annotator TEXT NOT NULL REFERENCES annotators(name),
+    keep INTEGER NOT NULL CHECK (keep IN (0, 1)),
+    checklist TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (stage, item, annotator)
+);
+CREATE TABLE IF NOT EXISTS captions (
+    item TEXT NOT NULL,
+    annotator TEXT NOT NULL REFERENCES annotators(name),
+    text TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (item, annotator)
+);
+CREATE TABLE IF NOT EXISTS comparisons (
+    id TEXT PRIMARY KEY,
+    prompt TEXT NOT NULL,
+    image_a TEXT NOT NULL,
+    image_b TEXT NOT NULL,
+    model_a TEXT NOT NULL,
+    model_b TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS votes (
+    comparison TEXT NOT NULL REFERENCES comparisons(id),
+    protocol TEXT NOT NULL,
+    annotator TEXT NOT NULL REFERENCES annotators(name),
+    shown_left TEXT NOT NULL CHECK (shown_left IN ('a', 'b')),
+    choice TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (comparison, protocol, annotator)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Vote:
+    comparison: str
+    protocol: str
+    annotator: str
+    shown_left: str
+    choice: str  # in terms of the models, a or b, whatever side each was shown on
+
+
+class AnnotationStore:
+    """One SQLite file. Open one store per thread or process; SQLite does the locking."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.execute("PRAGMA synchronous=NORMAL")
+        self.connection.execute("PRAGMA foreign_keys=ON")
+        self.connection.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.connection
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    # -- writing ----------------------------------------------------------------------------
+    def add_annotator(self, name: str, kind: str = "person") -> None:
+        self.connection.execute(
+            "INSERT OR IGNORE INTO annotators (name, kind, created) VALUES (?, ?, ?)",
+            (name, kind, time.time()),
+        )
+
+    def decide(
+        self,
+        stage: str,
+        item: str,
+        annotator: str,
+        keep: bool,
+        checklist: dict[str, bool] | None = None,
+    ) -> None:
+        """Record (or change) one annotator's decision on one item."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got '{stage}'")
+        if checklist is not None and set(checklist) - set(CHECKLIST):
+            unknown = ", ".join(sorted(set(checklist) - set(CHECKLIST)))
+            raise ValueError(f"unknown checklist items: {unknown} (known: {', '.join(CHECKLIST)})")
+        self.connection.execute(
+            "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                stage,
+                item,
+                annotator,
+                int(keep),
+                json.dumps(checklist) if checklist else None,
+                time.time(),
+            ),
+        )
+
+    def decide_many(
+        self, stage: str, annotator: str, decisions: Iterable[tuple[str, bool, Any]]
+    ) -> None:
+        """Many decisions in one transaction (simulated annotators, imports)."""
+        with self.transaction() as connection:
+            connection.executemany(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (stage, item, annotator, int(keep), json.dumps(c) if c else None, time.time())
+                    for item, keep, c in decisions
+                ],
+            )
+
+    def undo(self, stage: str, item: str, annotator: str) -> None:
+        self.connection.execute(
+            "DELETE FROM decisions WHERE stage = ? AND item = ? AND annotator = ?",
+            (stage, item, annotator),
+        )
+
+    def write_caption(self, item: str, annotator: str, text: str) -> None:
+        if not text.strip():
+            raise ValueError(f"the caption of '{item}' is empty")
+        self.connection.execute(
+            "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)",
+            (item, annotator, text.strip(), time.time()),
+        )
+
+    def add_comparison(
+        self,
+        comparison_id: str,
+        prompt: str,
+        image_a: str,
+        image_b: str,
+        model_a: str,
+        model_b: str,
+        tags: list[str] | None = None,
+    ) -> None:
+        self.connection.execute(
+            "INSERT OR IGNORE INTO comparisons VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (comparison_id, prompt, image_a, image_b, model_a, model_b, json.dumps(tags or [])),
+        )
+
+    def vote(
+        self, comparison: str, protocol: str, annotator: str, shown_left: str, choice: str
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got '{protocol}'")
+        if choice not in PROTOCOLS[protocol]:
+            allowed = ", ".join(PROTOCOLS[protocol])
+            raise ValueError(f"a {protocol} vote is one of {allowed}, got '{choice}'")
+        self.connection.execute(
+            "INSERT OR REPLACE INTO votes VALUES (?, ?, ?, ?, ?, ?)",
+            (comparison, protocol, annotator, shown_left, choice, time.time()),
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+    def kept(self, stage: str, policy: str = "any") -> set[str]:
+        """Items kept at ``stage``: by ``any`` annotator (recall) or by a ``majority``."""
+        rows = self.connection.execute(
+            "SELECT item, SUM(keep), COUNT(*) FROM decisions WHERE stage = ? GROUP BY item",
+            (stage,),
+        ).fetchall()
+        if policy == "any":
+            return {item for item, kept, _ in rows if kept > 0}
+        if policy == "majority":
+            return {item for item, kept, total in rows if 2 * kept > total}
+        raise ValueError(f"policy must be 'any' or 'majority', got '{policy}'")
+
+    def decided(self, stage: str) -> dict[str, list[tuple[str, bool]]]:
+        rows = self.connection.execute(
+            "SELECT item, annotator, keep FROM decisions WHERE stage = ? ORDER BY item", (stage,)
+        )
+        decided: dict[str, list[tuple[str, bool]]] = {}
+        for item, annotator, keep in rows:
+            decided.setdefault(item, []).append((annotator, bool(keep)))
+        return decided
+
+    def captions(self) -> dict[str, str]:
+        """The newest caption written for each item."""
+        rows = self.connection.execute(
+            "SELECT item, text FROM captions ORDER BY created"
+        ).fetchall()
+        return dict(rows)
+
+    def votes(self, protocol: str | None = None) -> list[Vote]:
+        query = "SELECT comparison, protocol, annotator, shown_left, choice FROM votes"
+        rows = (
+            self.connection.execute(query + " WHERE protocol = ?", (protocol,))
+            if protocol
+            else self.connection.execute(query)
+        )
+        return [Vote(*row) for row in rows]
+
+    def comparisons(self) -> dict[str, dict[str, Any]]:
+        rows = self.connection.execute(
+            "SELECT id, prompt, image_a, image_b, model_a, model_b, tags FROM comparisons"
+        )
+        return {
+            row[0]: {
+                "prompt": row[1],
+                "image_a": row[2],
+                "image_b": row[3],
+                "model_a": row[4],
+                "model_b": row[5],
+                "tags": json.loads(row[6]),
+            }
+            for row in rows
+        }

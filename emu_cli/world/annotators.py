@@ -1,0 +1,150 @@
+"""Simulated annotators: noisy readings of the pixel judges, writing to the same store as people.
+
+Human filtering (the paper's 200K -> 20K -> 2K):
+- generalists (stage 1, recall): perceive appeal with noise sd ``GENERALIST_NOISE`` and keep about
+  ``KEEP_RATE`` of what they see; each image is seen by one generalist.
+- specialists (stage 2, precision): perceive appeal with noise sd ``SPECIALIST_NOISE``, fill in the
+  guideline checklist from the judge's category scores, and keep about ``KEEP_RATE`` of what they
+  see, only images whose checklist passes.
+Side-by-side evaluation (the paper's protocol):
+- 5 visual-appeal annotators: caption hidden; each perceives both images' appeal with noise sd
+  ``VOTE_NOISE``; closer than ``TIE_MARGIN`` is a tie.
+- 3 faithfulness annotators: caption shown; each reads the faithfulness judge and misreads an
+  image with probability ``MISREAD``; A, B, Both or Neither.
+Every draw is seeded by (seed, annotator, item), so a simulation is reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from emu_cli.annotations import CHECKLIST, AnnotationStore
+from emu_cli.world.factors import CATEGORIES
+from emu_cli.world.judges import WorldJudges
+
+GENERALIST_NOISE = 0.06
+SPECIALIST_NOISE = 0.02
+KEEP_RATE = 0.1
+CHECKLIST_BAR = 0.45  # a category scored below this fails its checklist item
+VOTE_NOISE = 0.03
+TIE_MARGIN = 0.02
+MISREAD = 0.05
+APPEAL_ANNOTATORS = 5
+FAITHFULNESS_ANNOTATORS = 3
+# The checklist items read the judge's guideline categories.
+CHECKLIST_CATEGORY = dict(
+    zip(CHECKLIST[:4], ("composition", "lighting", "color", "background"), strict=True)
+)
+
+
+def _rng(seed: int, annotator: str, item: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}/{annotator}/{item}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@dataclass
+class FilteringResult:
+    seen: int
+    kept: list[str]
+
+
+def simulate_filtering(
+    store: AnnotationStore,
+    stage: str,
+    images: dict[str, Image.Image],
+    judges: WorldJudges,
+    *,
+    annotators: int = 4,
+    seed: int = 0,
+) -> FilteringResult:
+    """One stage of human filtering over ``images`` (item key -> image); returns what it kept."""
+    if stage not in ("generalist", "specialist"):
+        raise ValueError(f"stage must be generalist or specialist, got '{stage}'")
+    keys = sorted(images)
+    if not keys:
+        return FilteringResult(0, [])
+    judgement = judges.judge([images[k] for k in keys])
+    noise = GENERALIST_NOISE if stage == "generalist" else SPECIALIST_NOISE
+    names = [f"simulated-{stage}-{i}" for i in range(annotators)]
+    for name in names:
+        store.add_annotator(name, "simulated")
+    perceived, checklists = [], []
+    for i, key in enumerate(keys):
+        rng = _rng(seed, names[i % annotators], key)
+        perceived.append(judgement.appeal[i] + rng.normal(0, noise))
+        scores = dict(zip(CATEGORIES, judgement.categories[i], strict=True))
+        checklist = {
+            item: bool(scores[category] + rng.normal(0, noise) >= CHECKLIST_BAR)
+            for item, category in CHECKLIST_CATEGORY.items()
+        }
+        checklists.append(checklist)
+    perceived = np.array(perceived)
+    # The bar each annotator holds, calibrated to keep about KEEP_RATE of a typical batch.
+    bar = np.quantile(perceived, 1 - KEEP_RATE)
+    decisions: dict[str, list] = {name: [] for name in names}
+    kept = []
+    for i, key in enumerate(keys):
+        keep = bool(perceived[i] >= bar)
+        checklist = None
+        if stage == "specialist":
+            checklist = {**checklists[i], "subjective": keep}
+            keep = keep and all(checklists[i].values())
+        decisions[names[i % annotators]].append((key, keep, checklist))
+        if keep:
+            kept.append(key)
+    for name, rows in decisions.items():
+        store.decide_many(stage, name, rows)
+    return FilteringResult(len(keys), kept)
+
+
+@dataclass(frozen=True)
+class Pair:
+    comparison: str
+    prompt: str
+    image_a: Image.Image
+    image_b: Image.Image
+
+
+def simulate_votes(
+    store: AnnotationStore, pairs: list[Pair], judges: WorldJudges, *, seed: int = 0
+) -> None:
+    """Cast the paper's votes on each pair: 5 appeal and 3 faithfulness annotators.
+
+    The comparisons must already be in the store (``add_comparison``)."""
+    if not pairs:
+        return
+    images = [p.image_a for p in pairs] + [p.image_b for p in pairs]
+    appeal = judges.appeal(images)
+    faithful = judges.faithfulness(images, [p.prompt for p in pairs] * 2)["all"]
+    count = len(pairs)
+    appeal_names = [f"simulated-appeal-{i}" for i in range(APPEAL_ANNOTATORS)]
+    faith_names = [f"simulated-faithfulness-{i}" for i in range(FAITHFULNESS_ANNOTATORS)]
+    for name in appeal_names + faith_names:
+        store.add_annotator(name, "simulated")
+    with store.transaction():
+        for i, pair in enumerate(pairs):
+            for name in appeal_names:
+                rng = _rng(seed, name, pair.comparison)
+                left = "a" if rng.random() < 0.5 else "b"
+                a, b = (
+                    appeal[i] + rng.normal(0, VOTE_NOISE),
+                    appeal[count + i] + rng.normal(0, VOTE_NOISE),
+                )
+                choice = "tie" if abs(a - b) < TIE_MARGIN else ("a" if a > b else "b")
+                store.vote(pair.comparison, "appeal", name, left, choice)
+            for name in faith_names:
+                rng = _rng(seed, name, pair.comparison)
+                left = "a" if rng.random() < 0.5 else "b"
+                a = bool(faithful[i]) != (rng.random() < MISREAD)
+                b = bool(faithful[count + i]) != (rng.random() < MISREAD)
+                choice = {
+                    (True, False): "a",
+                    (False, True): "b",
+                    (True, True): "both",
+                    (False, False): "neither",
+                }[(a, b)]
+                store.vote(pair.comparison, "faithfulness", name, left, choice)
