@@ -34,6 +34,20 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+def train_stage(backend, model, stage: str, data: Path, folder: Path, **recipe_fields):
+    """Train one stage in-process with the shared trainer (no CLI), on CPU."""
+    from emu_cli.data import index_dataset
+    from emu_cli.pretrain import make_accelerator
+    from emu_cli.training.recipe import Recipe
+    from emu_cli.training.trainer import Trainer
+
+    recipe = Recipe(**recipe_fields)
+    accelerator = make_accelerator("cpu", recipe)
+    return Trainer(backend, model, stage, recipe, index_dataset(data), folder, accelerator).run(
+        None, {}
+    )
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> Path:
     from emu_cli.world.synth import synthesize

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import emu
+from conftest import emu, train_stage
 from PIL import Image
 
 
@@ -114,11 +114,7 @@ def test_existing_run_is_not_overwritten_without_resume(tiny_latent, world):
 
 def test_autoencoder_fourier_lift_and_adversarial_loss_train(world, tmp_path):
     """The Emu autoencoder options: 8 channels, Fourier lift, adversarial term in one step."""
-    from emu_cli.data import index_dataset
     from emu_cli.plugins import get_backend
-    from emu_cli.pretrain import make_accelerator
-    from emu_cli.training.recipe import Recipe
-    from emu_cli.training.trainer import Trainer
 
     backend = get_backend("latent")
     model = backend.build(
@@ -126,7 +122,12 @@ def test_autoencoder_fourier_lift_and_adversarial_loss_train(world, tmp_path):
     )
     assert model["vae"].config.in_channels == 3 + 6 * 3
     before = [p.detach().clone() for p in model["discriminator"].parameters()]
-    recipe = Recipe(
+    result = train_stage(
+        backend,
+        model,
+        "autoencoder",
+        world,
+        tmp_path,
         steps=3,
         batch_size=4,
         warmup_steps=1,
@@ -135,15 +136,6 @@ def test_autoencoder_fourier_lift_and_adversarial_loss_train(world, tmp_path):
         checkpoint_every=100,
         preview_every=3,
     )
-    result = Trainer(
-        backend,
-        model,
-        "autoencoder",
-        recipe,
-        index_dataset(world),
-        tmp_path,
-        make_accelerator("cpu", recipe),
-    ).run(None, {})
     assert "psnr" in result.metrics
     changed = [
         not torch.equal(a, b)

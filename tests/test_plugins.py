@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import emu
+from conftest import emu, train_stage
 from PIL import Image
 
 HERE = Path(__file__).parent
@@ -57,8 +57,14 @@ def _red_and_blue(folder: Path) -> Path:
         rng = np.random.default_rng(i)
         image = render("circle", color, "snow", 16, clean_factors(rng), rng)
         image.save(folder / "images" / f"{i:03d}.png")
-        lines.append(json.dumps({"file_name": f"images/{i:03d}.png",
-                                 "text": f"a {color} circle on a snow background"}))
+        lines.append(
+            json.dumps(
+                {
+                    "file_name": f"images/{i:03d}.png",
+                    "text": f"a {color} circle on a snow background",
+                }
+            )
+        )
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return folder
 
@@ -136,15 +142,15 @@ def test_gradient_accumulation_matches_one_larger_batch(world, tmp_path):
     sys.path.insert(0, str(HERE / "plugins"))
     from emu_toy_backend import ToyBackend
 
-    from emu_cli.data import index_dataset
-    from emu_cli.pretrain import make_accelerator
-    from emu_cli.training.recipe import Recipe
-    from emu_cli.training.trainer import Trainer
-
-    backend, index, weights = ToyBackend(), index_dataset(world), []
+    backend, weights = ToyBackend(), []
     for batch, accumulate in [(8, 1), (4, 2)]:
         model = backend.build("tiny", {})
-        recipe = Recipe(
+        train_stage(
+            backend,
+            model,
+            "colors",
+            world,
+            tmp_path / f"{batch}",
             steps=5,
             batch_size=batch,
             gradient_accumulation_steps=accumulate,
@@ -156,15 +162,6 @@ def test_gradient_accumulation_matches_one_larger_batch(world, tmp_path):
             checkpoint_every=0,
             preview_every=0,
         )
-        Trainer(
-            backend,
-            model,
-            "colors",
-            recipe,
-            index,
-            tmp_path / f"{batch}",
-            make_accelerator("cpu", recipe),
-        ).run(None, {})
         weights.append(model["colors"].table.weight.detach().clone())
     assert not torch.equal(weights[0], backend.build("tiny", {})["colors"].table.weight)
     assert torch.allclose(weights[0], weights[1], atol=2e-3)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EMU, emu
+from conftest import EMU, emu, train_stage
 from safetensors.torch import load_file
 
 RUN_CONFIG = """
@@ -154,15 +154,17 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
 
 
 def test_progressive_resolution_schedule_feeds_each_phase_its_resolution(world, tmp_path):
-    from emu_cli.data import index_dataset
     from emu_cli.plugins import get_backend
-    from emu_cli.pretrain import make_accelerator
     from emu_cli.training.recipe import Recipe
-    from emu_cli.training.trainer import Trainer
 
     backend = get_backend("latent")
     model = backend.build("tiny", {})
-    recipe = Recipe(
+    train_stage(
+        backend,
+        model,
+        "autoencoder",
+        world,
+        tmp_path,
         steps=4,
         batch_size=2,
         resolution_schedule=[[16, 2], [32, 2]],
@@ -170,15 +172,6 @@ def test_progressive_resolution_schedule_feeds_each_phase_its_resolution(world, 
         checkpoint_every=100,
         preview_every=100,
     )
-    Trainer(
-        backend,
-        model,
-        "autoencoder",
-        recipe,
-        index_dataset(world),
-        tmp_path,
-        make_accelerator("cpu", recipe),
-    ).run(None, {})
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["resolution"] for r in records if "loss" in r] == [16, 16, 32, 32]
     with pytest.raises(ValueError, match="has 3 steps but the recipe has steps=4"):
