@@ -10,7 +10,6 @@ import contextlib
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,9 +179,3 @@ def register_commands(cli: click.Group) -> None:
             implementation.function(cli=cli)
         except Exception as error:
             _record_failure(implementation.plugin_name, error)
-
-
-def call_hook(name: str) -> Callable[..., Any]:
-    """The pluggy hook caller named ``name``, for code that wants pluggy's own semantics."""
-    load_plugins()
-    return getattr(pm.hook, name)

@@ -44,7 +44,6 @@ class StageResult:
     images_per_second: float
     skipped_samples: int
     metrics: dict[str, float] = field(default_factory=dict)
-    checkpoint: Path | None = None
 
 
 def step_seed(seed: int, stage: str, step: int, rank: int, micro: int = 0) -> int:
