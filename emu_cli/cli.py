@@ -14,30 +14,7 @@ import click
 
 from emu_cli import __version__, plugins
 from emu_cli.config import config_option
-
-RECIPE_KEYS = {
-    "steps",
-    "batch_size",
-    "learning_rate",
-    "resolution",
-    "resolution_schedule",
-    "warmup_steps",
-    "lr_schedule",
-    "weight_decay",
-    "adam_beta1",
-    "adam_beta2",
-    "max_grad_norm",
-    "ema_decay",
-    "noise_offset",
-    "caption_dropout",
-    "random_flip",
-    "gradient_accumulation_steps",
-    "mixed_precision",
-    "checkpoint_every",
-    "preview_every",
-    "keep_checkpoints",
-    "num_workers",
-}
+from emu_cli.training.recipe import Recipe  # dataclasses only: keeps --help fast
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,7 +62,7 @@ def device_option(function):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", help="'latest' to continue the run in --out, or a checkpoint folder.")
 @device_option
-@config_option(extra_keys=RECIPE_KEYS | {"stages_recipe"})
+@config_option(extra_keys=Recipe.field_names() | {"stages_recipe"})
 @click.pass_context
 def pretrain(
     ctx: click.Context,

@@ -55,29 +55,30 @@ def world(tmp_path_factory) -> Path:
     return synthesize(160, tmp_path_factory.mktemp("world"), seed=1, size=32, workers=1)
 
 
-@pytest.fixture(scope="session")
-def tiny_latent(tmp_path_factory, world) -> Path:
-    """A tiny latent model pre-trained through the real CLI (both stages)."""
-    out = tmp_path_factory.mktemp("runs") / "latent"
-    emu(
+def pretrain_tiny(data: Path, out: Path, *extra: object, **kwargs):
+    """`emu pretrain` of the tiny latent model on CPU; ``extra`` adds or overrides options."""
+    return emu(
         "pretrain",
         "--backend",
         "latent",
         "--preset",
         "tiny",
         "--data",
-        world,
+        data,
         "--out",
         out,
-        "--steps",
-        "12",
-        "--batch-size",
-        "8",
-        "--checkpoint-every",
-        "6",
-        "--preview-every",
-        "6",
         "--device",
         "cpu",
+        *extra,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_latent(tmp_path_factory, world) -> Path:
+    """A tiny latent model pre-trained through the real CLI (both stages)."""
+    out = tmp_path_factory.mktemp("runs") / "latent"
+    pretrain_tiny(
+        world, out, "--steps", 12, "--batch-size", 8, "--checkpoint-every", 6, "--preview-every", 6
     )
     return out

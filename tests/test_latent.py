@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import emu, train_stage
+from conftest import emu, pretrain_tiny, train_stage
 from PIL import Image
 
 
@@ -97,18 +97,7 @@ def test_checkpoint_errors_name_the_folder_and_the_problem(tiny_latent, tmp_path
 
 
 def test_existing_run_is_not_overwritten_without_resume(tiny_latent, world):
-    result = emu(
-        "pretrain",
-        "--backend",
-        "latent",
-        "--preset",
-        "tiny",
-        "--data",
-        world,
-        "--out",
-        tiny_latent,
-        check=False,
-    )
+    result = pretrain_tiny(world, tiny_latent, check=False)
     assert result.returncode == 1 and "--resume latest" in result.stderr
 
 
@@ -154,25 +143,7 @@ def test_autoencoder_fourier_lift_and_adversarial_loss_train(world, tmp_path):
 def test_pretrained_text_encoder_by_path_is_used_frozen(tiny_latent, world, tmp_path):
     """--text-encoder takes a local folder (or a hub name where one is cached) and keeps it."""
     out = tmp_path / "with-clip"
-    emu(
-        "pretrain",
-        "--backend",
-        "latent",
-        "--preset",
-        "tiny",
-        "--data",
-        world,
-        "--out",
-        out,
-        "--steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--text-encoder",
-        tiny_latent,
-        "--device",
-        "cpu",
-    )
+    pretrain_tiny(world, out, "--steps", 2, "--batch-size", 4, "--text-encoder", tiny_latent)
     provenance = json.loads((out / "emu.json").read_text())
     assert provenance["options"]["train_text_encoder"] is False
     from safetensors.torch import load_file
