@@ -22,30 +22,47 @@ from emu_cli.data.sources import DatasetError, Sample, SampleIndex
 MAX_IMAGE_PIXELS = 64_000_000
 
 
-def read_image(sample: Sample) -> Image.Image:
-    """Decode a sample's image as RGB, EXIF orientation applied. Raises on any defect."""
-    if sample.offset < 0:
-        with open(sample.path, "rb") as handle:
-            data = handle.read()
-    else:
-        with open(sample.path, "rb") as handle:
+def read_bytes(sample: Sample) -> bytes:
+    """The encoded image of a sample, from its file or from inside its tar shard."""
+    with open(sample.path, "rb") as handle:
+        if sample.offset >= 0:
             handle.seek(sample.offset)
-            data = handle.read(sample.size)
+        data = handle.read(sample.size)
     if len(data) != sample.size:
         raise OSError(f"expected {sample.size} bytes, read {len(data)}")
+    return data
+
+
+def decode(data: bytes) -> Image.Image:
+    """Open and fully decode an image, refusing decompression bombs. Raises on any defect."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image = Image.open(io.BytesIO(data))
         if image.width * image.height > MAX_IMAGE_PIXELS:
             raise OSError(f"image is {image.width}x{image.height}, over {MAX_IMAGE_PIXELS} pixels")
         image.load()
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB with EXIF orientation applied, transparency on white, 16-bit scaled down."""
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "P") or "transparency" in image.info:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # PIL's own conversion clips 16-bit values at 255 (a white image); scale instead.
+        # Mode "I" is how PIL opens some 16-bit files, so it is read as 16-bit too.
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray((wide >> 8).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
         # Composite transparency on white rather than letting it become black.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+def read_image(sample: Sample) -> Image.Image:
+    """Decode a sample's image as RGB, EXIF orientation applied. Raises on any defect."""
+    return to_rgb(decode(read_bytes(sample)))
 
 
 def resize_and_crop(image: Image.Image, resolution: int) -> Image.Image:

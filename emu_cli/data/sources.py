@@ -21,6 +21,8 @@ from pathlib import Path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTION_KEYS = ("text", "caption", "prompt")
+# Longer captions are spam or scraped page text, and no text encoder reads that far.
+MAX_CAPTION_CHARS = 2000
 
 
 class DatasetError(ValueError):
@@ -61,16 +63,30 @@ def _caption_from(record: dict) -> str | None:
     return None
 
 
+def caption_problem(caption: str | None) -> str | None:
+    """Why a caption cannot be used, or None."""
+    if caption is None or not caption.strip():
+        return "missing or empty caption"
+    if len(caption) > MAX_CAPTION_CHARS:
+        return f"caption is {len(caption)} characters, over {MAX_CAPTION_CHARS}"
+    return None
+
+
 def _index_imagefolder(root: Path, metadata_files: list[Path]) -> SampleIndex:
     index = SampleIndex(str(root), [])
+    seen: set[str] = set()
     for metadata in metadata_files:
         folder = metadata.parent
-        for line_number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
+        # Lines are decoded one by one: one bad byte must cost one sample, not the file.
+        for line_number, raw in enumerate(metadata.read_bytes().splitlines(), 1):
+            if not raw.strip():
                 continue
             where = f"{metadata.relative_to(root)}:{line_number}"
             try:
-                record = json.loads(line)
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                index.rejected.append((where, "metadata line is not valid UTF-8"))
+                continue
             except json.JSONDecodeError as error:
                 index.rejected.append((where, f"metadata line is not JSON ({error.msg})"))
                 continue
@@ -87,9 +103,13 @@ def _index_imagefolder(root: Path, metadata_files: list[Path]) -> SampleIndex:
             if key is None:
                 index.rejected.append((where, f"file_name '{name}' points outside the dataset"))
                 continue
+            if key in seen:
+                index.rejected.append((where, f"file_name '{name}' is listed again"))
+                continue
+            seen.add(key)
             caption = _caption_from(record)
-            if not caption or not caption.strip():
-                index.rejected.append((key, "missing or empty caption"))
+            if problem := caption_problem(caption):
+                index.rejected.append((key, problem))
             elif not image.is_file():
                 index.rejected.append((key, "image file is missing"))
             elif (size := image.stat().st_size) == 0:
@@ -97,6 +117,12 @@ def _index_imagefolder(root: Path, metadata_files: list[Path]) -> SampleIndex:
             else:
                 index.samples.append(Sample(key, caption.strip(), str(image), -1, size))
     return index
+
+
+def _unsafe_member_name(name: str) -> bool:
+    """A tar member name that would land outside a folder it is extracted to."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
 
 
 def _index_shard(shard: Path, index: SampleIndex) -> None:
@@ -107,6 +133,11 @@ def _index_shard(shard: Path, index: SampleIndex) -> None:
                 if not member.isfile():
                     continue
                 name = member.name
+                if _unsafe_member_name(name):
+                    index.rejected.append(
+                        (f"{shard.name}:{name}", "tar member name escapes the dataset folder")
+                    )
+                    continue
                 base = name.rsplit("/", 1)[-1]
                 if "." not in base:
                     continue
@@ -124,7 +155,11 @@ def _index_shard(shard: Path, index: SampleIndex) -> None:
             caption = None
             if "txt" in members:
                 handle.seek(members["txt"].offset_data)
-                caption = handle.read(members["txt"].size).decode("utf-8", errors="replace")
+                try:
+                    caption = handle.read(members["txt"].size).decode("utf-8")
+                except UnicodeDecodeError:
+                    index.rejected.append((where, "caption is not valid UTF-8"))
+                    continue
             elif "json" in members:
                 handle.seek(members["json"].offset_data)
                 try:
@@ -134,8 +169,8 @@ def _index_shard(shard: Path, index: SampleIndex) -> None:
                     caption = None
             if image is None:
                 index.rejected.append((where, "no image member"))
-            elif not caption or not caption.strip():
-                index.rejected.append((where, "missing or empty caption"))
+            elif problem := caption_problem(caption):
+                index.rejected.append((where, problem))
             elif image.size == 0:
                 index.rejected.append((where, "image member is empty (0 bytes)"))
             else:
