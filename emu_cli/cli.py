@@ -238,6 +238,21 @@ def train_judges(out: Path, samples: int, epochs: int, seed: int) -> None:
     click.echo(f"wrote {out} ({record['seconds']} s)")
 
 
+@data.command(name="rate")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="The pool.")
+@click.option("--n", "count", type=int, default=2000, show_default=True, help="Images to rate.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def rate(data: Path, count: int, out: Path, seed: int) -> None:
+    """Simulated 1-10 ratings of a random subset of a pool, as AVA's (JSON lines)."""
+    from emu_cli.world.annotators import rate_pool
+
+    ratings = _run(lambda: rate_pool(data, count, seed=seed))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps({"key": k, "rating": v}) + "\n" for k, v in ratings.items()))
+    click.echo(f"wrote {len(ratings)} ratings to {out}")
+
+
 @data.command(name="judge")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--caption", help="Also judge whether each image shows what this caption says.")
@@ -279,6 +294,148 @@ def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_
         click.echo(f"{row['image']}: appeal {row['appeal']:.2f} ({scores}); shows a {seen}")
 
 
+def _filter_settings(
+    ctx: click.Context, names: str | None, settings: tuple[str, ...], clip_model: str | None
+) -> list:
+    """Filters to run, in order, with options: config file's `filters:`, then --filters and
+    --set NAME.OPTION=VALUE."""
+    import yaml
+
+    from emu_cli.curate.builtin import DEFAULT_ORDER
+    from emu_cli.curate.pipeline import FilterSpec
+
+    configured = ctx.meta.get("config", {}).get("filters")
+    if configured is not None and not isinstance(configured, dict):
+        raise click.BadParameter("`filters:` in the config must map filter names to options")
+    if names:
+        chosen = {n.strip(): {} for n in names.split(",") if n.strip()}
+    elif configured is not None:
+        chosen = {}
+    else:  # the defaults that can run with what was given
+        chosen = {n: {} for n in DEFAULT_ORDER if clip_model or n in ("size", "duplicates", "ocr")}
+        chosen.pop("aesthetic", None)
+    for name, options in (configured or {}).items():
+        if not names or name in chosen:
+            chosen[name] = dict(options or {})
+    for setting in settings:
+        target, equals, value = setting.partition("=")
+        name, dot, option = target.partition(".")
+        if not (equals and dot and name and option):
+            raise click.BadParameter(f"'{setting}' is not NAME.OPTION=VALUE", param_hint="--set")
+        chosen.setdefault(name, {})[option] = yaml.safe_load(value)
+    return [FilterSpec(name, options) for name, options in chosen.items()]
+
+
+@cli.group(name="filter", invoke_without_command=True)
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="Pool: image folder or WebDataset shards."
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder (resumes if unfinished).")
+@click.option("--filters", "names", help="Comma-separated filters, in order (default: all usable).")
+@click.option(
+    "--set", "settings", multiple=True, help="Filter option, e.g. clip_score.keep_fraction=0.3."
+)
+@click.option("--clip-model", help="open_clip name, hf-hub:/local-dir: id, or a train-clip folder.")
+@click.option("--clip-pretrained", help="open_clip pretrained tag or file, e.g. openai.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--workers", type=int, help="Local worker processes (default: all cores).")
+@click.option("--chunk-size", type=int, default=256, show_default=True)
+@device_option
+@config_option(extra_keys={"filters"})
+@click.pass_context
+def filter_group(
+    ctx: click.Context,
+    data: Path | None,
+    out: Path | None,
+    names: str | None,
+    settings: tuple[str, ...],
+    clip_model: str | None,
+    clip_pretrained: str | None,
+    engine: str,
+    workers: int | None,
+    chunk_size: int,
+    device: str,
+) -> None:
+    """Automatic curation: run a pool through the filters (size, duplicates, OCR, CLIP score,
+    aesthetic score, concept balance, and any a plugin adds).
+
+    Writes OUT/manifest.parquet (every sample, its scores, the first filter it failed),
+    OUT/kept (image folder with metadata.jsonl) and OUT/report (funnel.png, index.html).
+    Run it again on the same OUT to resume. Filter options and thresholds (min, max or
+    keep_fraction) come from the --config file's `filters:` mapping or from --set.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if data is None or out is None:
+        raise click.UsageError("emu filter needs --data and --out (or a subcommand)")
+    from emu_cli.curate.pipeline import FilterRun
+    from emu_cli.curate.resources import Resources
+
+    specs = _filter_settings(ctx, names, settings, clip_model)
+    resources = Resources(clip_model, clip_pretrained, "cpu" if device == "auto" else device)
+    run = _run(
+        lambda: FilterRun(
+            data, out, specs, resources, engine=engine, workers=workers, chunk_size=chunk_size
+        )
+    )
+    click.echo("filters: " + ", ".join(f.name for f in run.filters))
+    outcome = _run(run.run)
+    rejected = ", ".join(f"{k} {v}" for k, v in outcome.rejected_by.items() if k)
+    click.echo(f"kept {outcome.kept} of {outcome.total} ({rejected or 'none rejected'})")
+    click.echo(
+        f"kept set: {out / 'kept'}; manifest: {out / 'manifest.parquet'}; "
+        f"report: {out / 'report' / 'index.html'}"
+    )
+
+
+@filter_group.command(name="train-clip")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="The pool.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder.")
+@click.option("--steps", type=int, default=1000, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_clip(data: Path, out: Path, steps: int, batch_size: int, seed: int) -> None:
+    """Train a small CLIP on the pool's own pairs (offline stand-in for a pretrained one).
+
+    The folder is in open_clip's layout: pass it as --clip-model to `emu filter`."""
+    from emu_cli.curate.clip import train_clip as run
+
+    record = _run(lambda: run(data, out, steps=steps, batch_size=batch_size, seed=seed))
+    click.echo(f"wrote {out} (loss {record['final_loss']}, {record['seconds']} s)")
+
+
+@filter_group.command(name="train-aesthetic")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="The rated pool.")
+@click.option(
+    "--ratings",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help='JSON lines {"key": SAMPLE KEY, "rating": 1-10}, e.g. from `emu data rate`.',
+)
+@click.option("--clip-model", required=True, help="The CLIP model the head will read.")
+@click.option("--clip-pretrained")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help=".safetensors file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_aesthetic(
+    data: Path,
+    ratings: Path,
+    clip_model: str,
+    clip_pretrained: str | None,
+    out: Path,
+    seed: int,
+) -> None:
+    """Train a LAION-style aesthetic head on CLIP image embeddings from a ratings file."""
+    from emu_cli.curate.aesthetic import train_aesthetic as run
+    from emu_cli.curate.clip import ClipEncoder
+
+    clip = _run(lambda: ClipEncoder.load(clip_model, clip_pretrained))
+    record = _run(lambda: run(data, ratings, clip, out, seed=seed))
+    click.echo(
+        f"wrote {out}: validation Spearman {record['validation_spearman']} on "
+        f"{record['rated_samples']} rated samples"
+    )
+
+
 def _not_yet(name: str, issue: str, summary: str) -> None:
     @cli.command(
         name=name,
@@ -292,7 +449,6 @@ def _not_yet(name: str, issue: str, summary: str) -> None:
         )
 
 
-_not_yet("filter", "the [curate] issue", "Automatic curation of a raw image pool")
 _not_yet("review", "the [review] issue", "Web app for the human filtering stages")
 _not_yet("quality-tune", "the [qt] issue", "Quality-tune a pre-trained model on a curated set")
 _not_yet("evaluate", "the [qt] issue", "Side-by-side preference evaluation of two models")

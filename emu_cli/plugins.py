@@ -77,6 +77,10 @@ def load_plugins() -> pluggy.PluginManager:
     if _loaded:
         return pm
     _loaded = True
+    from emu_cli.curate import builtin
+
+    # The core's own filters are a plugin too (as pytest's features are), always loaded.
+    pm.register(builtin, name="emu")
     allowed = _allow_list()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist.name if entry_point.dist else None

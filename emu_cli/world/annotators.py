@@ -11,6 +11,9 @@ Side-by-side evaluation (the paper's protocol):
   ``VOTE_NOISE``; closer than ``TIE_MARGIN`` is a tie.
 - 3 faithfulness annotators: caption shown; each reads the faithfulness judge and misreads an
   image with probability ``MISREAD``; A, B, Both or Neither.
+Ratings (as AVA's, which trained LAION's aesthetic predictor):
+- ``RATERS`` people each rate an image from 1 to 10, a reading of its appeal with noise sd
+  ``RATING_NOISE`` (in appeal units); the image's rating is their mean.
 Every draw is seeded by (seed, annotator, item), so a simulation is reproducible.
 """
 
@@ -35,6 +38,8 @@ TIE_MARGIN = 0.02
 MISREAD = 0.05
 APPEAL_ANNOTATORS = 5
 FAITHFULNESS_ANNOTATORS = 3
+RATERS = 10
+RATING_NOISE = 0.08
 # The checklist items read the judge's guideline categories.
 CHECKLIST_CATEGORY = dict(
     zip(CHECKLIST[:4], ("composition", "lighting", "color", "background"), strict=True)
@@ -99,6 +104,43 @@ def simulate_filtering(
     for name, rows in decisions.items():
         store.decide_many(stage, name, rows)
     return FilteringResult(len(keys), kept)
+
+
+def simulate_ratings(
+    images: dict[str, Image.Image], judges: WorldJudges, *, seed: int = 0
+) -> dict[str, float]:
+    """Mean 1-10 rating of each image (item key -> image) by ``RATERS`` simulated raters."""
+    keys = sorted(images)
+    if not keys:
+        return {}
+    appeal = judges.appeal([images[k] for k in keys])
+    ratings = {}
+    for key, value in zip(keys, appeal, strict=True):
+        votes = [
+            np.clip(1 + 9 * (value + _rng(seed, f"rater-{r}", key).normal(0, RATING_NOISE)), 1, 10)
+            for r in range(RATERS)
+        ]
+        ratings[key] = round(float(np.mean(votes)), 3)
+    return ratings
+
+
+def rate_pool(data, count: int, *, seed: int = 0) -> dict[str, float]:
+    """Ratings of ``count`` readable samples of a pool, drawn at random (seeded)."""
+    from emu_cli.data import index_dataset
+    from emu_cli.data.dataset import read_image
+
+    index = index_dataset(data)
+    order = np.random.default_rng(seed).permutation(len(index))
+    images: dict[str, Image.Image] = {}
+    for position in order:
+        if len(images) == count:
+            break
+        sample = index.samples[position]
+        try:
+            images[sample.key] = read_image(sample)
+        except Exception:  # unreadable samples are simply not rated
+            continue
+    return simulate_ratings(images, WorldJudges.load(), seed=seed)
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def plan_sample(seed: int, number: int, size: int) -> Plan:
         width = height = max(8, int(size * rng.uniform(0.12, 0.4)))
     elif draws[1] < JUNK_RATES["tiny"] + JUNK_RATES["extreme_aspect"]:
         junk.append("extreme_aspect")
-        ratio = rng.uniform(2.8, 4.5)
+        ratio = rng.uniform(3.2, 4.5)  # beyond DataComp's 3:1 limit
         width, height = (
             (int(size * ratio), size) if rng.random() < 0.5 else (size, int(size * ratio))
         )

@@ -8,10 +8,14 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
+from emu_cli.stats import spearman
 from emu_cli.world.concepts import BACKGROUNDS, COLORS, SUBJECTS, caption
 from emu_cli.world.factors import clean_factors
 from emu_cli.world.judges import WorldJudges
@@ -19,13 +23,6 @@ from emu_cli.world.render import render
 from emu_cli.world.synth import draw_sample
 
 HELD_OUT_SEED = 90_001  # training uses seeds 0.. of its own stream; this one is never trained on
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation (continuous scores: ties are negligible)."""
-    rank_x = np.argsort(np.argsort(x)).astype(float)
-    rank_y = np.argsort(np.argsort(y)).astype(float)
-    return float(np.corrcoef(rank_x, rank_y)[0, 1])
 
 
 def held_out_pool(
@@ -78,3 +75,95 @@ def validate_faithfulness(judges: WorldJudges, size: int, count: int = 800) -> d
     captions = [caption(t["subject"], t["color"], t["background"]) for t in truths]
     accuracy["caption_match"] = float(judges.faithfulness(images, captions)["all"].mean())
     return accuracy
+
+
+def _rate(hits: int, total: int) -> dict[str, float | int]:
+    return {"rate": round(hits / total, 4) if total else float("nan"), "of": total}
+
+
+def _duplicate_rates(
+    rows: pd.DataFrame, truth: dict, here: pd.Series, pool: Path
+) -> dict[str, dict]:
+    # A duplicate can only be caught when its original reached the duplicate filter too.
+    keys_here = set(rows.loc[here, "key"])
+    source = rows["key"].map(lambda k: truth[k]["duplicate_of"])
+    catchable = here & source.map(lambda s: s is not None and f"images/{s}.jpg" in keys_here)
+    rejected = rows["reason"] == "duplicates"
+    plain = here & source.isna()
+    # Blank images (blown out or black) are duplicates of each other to any eye; count the
+    # false rejects among images with visible content apart.
+    blank = rows.loc[rejected & plain, "key"].map(lambda k: _is_blank(pool / k))
+    return {
+        "recall": _rate(int((rejected & catchable).sum()), int(catchable.sum())),
+        "false_rejects": _rate(int((rejected & plain).sum()), int(plain.sum())),
+        "false_rejects_with_content": _rate(int((~blank).sum()), int(plain.sum())),
+    }
+
+
+BLANK_STD = 10.0  # luminance standard deviation (0-255) below which an image shows nothing
+
+
+def _is_blank(path: Path) -> bool:
+    return float(np.asarray(Image.open(path).convert("L"), dtype=np.float32).std()) < BLANK_STD
+
+
+def validate_curation(run: Path, pool: Path) -> dict[str, dict]:
+    """Score an ``emu filter`` run over a world pool (image folder) against its metadata.
+
+    Each filter is scored on the samples that reached it: recall of the junk it exists for,
+    and false rejects among the samples without that junk.
+    """
+    manifest = pd.read_parquet(Path(run) / "manifest.parquet")
+    order = list(json.loads((Path(run) / "report" / "summary.json").read_text())["funnel"])[1:]
+    truth = {}
+    for line in (Path(pool) / "metadata.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        truth[record["file_name"]] = record
+    rows = manifest[manifest["key"].isin(truth)].copy()
+    junk = rows["key"].map(lambda k: set(truth[k]["junk"]))
+    results: dict[str, dict] = {}
+
+    def reached(name: str) -> pd.Series:
+        # A sample reached a filter unless an earlier one rejected it.
+        earlier = order[: order.index(name)]
+        return ~rows["reason"].isin(earlier)
+
+    checks = {
+        "ocr": lambda j: "overlaid_text" in j,
+        "clip_score": lambda j: "wrong_caption" in j,
+        "size": lambda j: bool({"tiny", "extreme_aspect"} & j),
+    }
+    for name, has_junk in checks.items():
+        if name not in order:
+            continue
+        here = reached(name)
+        flagged = junk[here].map(has_junk)
+        rejected = rows.loc[here, "reason"] == name
+        results[name] = {
+            "recall": _rate(int((rejected & flagged).sum()), int(flagged.sum())),
+            "false_rejects": _rate(int((rejected & ~flagged).sum()), int((~flagged).sum())),
+        }
+    if "duplicates" in order:
+        results["duplicates"] = _duplicate_rates(rows, truth, reached("duplicates"), Path(pool))
+    if "aesthetic" in rows:
+        scored = rows["aesthetic"].notna()
+        appeal = rows.loc[scored, "key"].map(lambda k: truth[k]["appeal"]).to_numpy()
+        clean = junk[scored].map(len).eq(0).to_numpy()
+        predicted = rows.loc[scored, "aesthetic"].to_numpy(dtype=float)
+        results["aesthetic"] = {
+            "spearman": round(spearman(predicted, appeal), 4),
+            "spearman_junk_free": round(spearman(predicted[clean], appeal[clean]), 4),
+            "of": int(scored.sum()),
+        }
+    kept = rows["status"] == "kept"
+    results["kept"] = {
+        "count": int(kept.sum()),
+        "junk_share": round(float(junk[kept].map(bool).mean()), 4) if kept.any() else None,
+        "mean_appeal": round(
+            float(rows.loc[kept, "key"].map(lambda k: truth[k]["appeal"]).mean()), 4
+        )
+        if kept.any()
+        else None,
+        "pool_mean_appeal": round(float(np.mean([t["appeal"] for t in truth.values()])), 4),
+    }
+    return results

@@ -1,0 +1,120 @@
+"""Images/s of the full `emu filter` pipeline against decoding the same files (the ceiling).
+
+Both use the same worker processes (local engine, one per core) over the same pool at 256 px:
+- decode only: read and decode every file once, nothing else;
+- full pipeline: index, decode, size, exact and near duplicates, OCR, CLIP score, aesthetic
+  head, concept balance, manifest, kept folder and report.
+Their ratio says how much of the machine goes to filtering beyond decoding. Target: at least
+100 images/s for the full pipeline on 2 cores.
+
+The CLIP model and aesthetic head it needs are trained first on the pool (not timed), unless
+given. Run:
+
+    python bench/filter_throughput.py --n 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from emu_cli.curate.engines import run_tasks
+from emu_cli.curate.pipeline import FilterRun, FilterSpec
+from emu_cli.curate.resources import Resources
+from emu_cli.data import index_dataset
+from emu_cli.data.dataset import read_image
+from emu_cli.world.concepts import SUBJECTS
+from emu_cli.world.synth import synthesize
+
+
+def decode_chunk(samples: list) -> int:
+    """Decode a chunk and nothing else, as the pipeline's workers decode."""
+    return sum(read_image(sample).width > 0 for sample in samples)
+
+
+def decode_rate(pool: Path, workers: int, chunk_size: int) -> float:
+    samples = index_dataset(pool).samples
+    tasks = {
+        n: samples[start : start + chunk_size]
+        for n, start in enumerate(range(0, len(samples), chunk_size))
+    }
+    started = time.perf_counter()
+    for _ in run_tasks(decode_chunk, tasks, engine="local", workers=workers):
+        pass
+    return len(samples) / (time.perf_counter() - started)
+
+
+def models(pool: Path, folder: Path) -> tuple[Path, Path]:
+    from emu_cli.curate.aesthetic import train_aesthetic
+    from emu_cli.curate.clip import ClipEncoder, train_clip
+    from emu_cli.world.annotators import rate_pool
+
+    clip = folder / "clip"
+    train_clip(pool, clip, steps=150, batch_size=64, progress=False)
+    ratings = folder / "ratings.jsonl"
+    rated = rate_pool(pool, 500)
+    ratings.write_text(
+        "".join(json.dumps({"key": k, "rating": v}) + "\n" for k, v in rated.items())
+    )
+    head = folder / "aesthetic.safetensors"
+    train_aesthetic(pool, ratings, ClipEncoder.load(str(clip)), head)
+    return clip, head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=3000, help="pool size")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--clip-model", help="CLIP folder (default: train one, untimed)")
+    parser.add_argument("--aesthetic", help="aesthetic head (default: train one, untimed)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        pool = synthesize(args.n, folder / "pool", seed=123, size=args.size, report=False)
+        clip, head = (
+            (args.clip_model, args.aesthetic)
+            if args.clip_model and args.aesthetic
+            else models(pool, folder)
+        )
+        ceiling = decode_rate(pool, args.workers, args.chunk_size)
+        specs = [
+            FilterSpec("size", {"min_side": args.size // 2}),
+            FilterSpec("duplicates"),
+            FilterSpec("ocr"),
+            FilterSpec("clip_score"),
+            FilterSpec("aesthetic", {"weights": str(head)}),
+            FilterSpec("concepts", {"concepts": list(SUBJECTS)}),
+        ]
+        run = FilterRun(
+            pool,
+            folder / "run",
+            specs,
+            Resources(str(clip)),
+            workers=args.workers,
+            chunk_size=args.chunk_size,
+            progress=False,
+        )
+        started = time.perf_counter()
+        outcome = run.run()
+        full = args.n / (time.perf_counter() - started)
+    result = {
+        "images": args.n,
+        "size": args.size,
+        "workers": args.workers,
+        "decode_only_images_per_s": round(ceiling, 1),
+        "full_pipeline_images_per_s": round(full, 1),
+        "ratio": round(full / ceiling, 3),
+        "kept": outcome.kept,
+        "target_images_per_s": 100,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

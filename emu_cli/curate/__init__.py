@@ -1,0 +1,1 @@
+"""Automatic curation (``emu filter``): the paper's automatic filtering as pluggable filters."""

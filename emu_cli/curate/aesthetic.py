@@ -1,0 +1,188 @@
+"""A LAION-style aesthetic predictor: a small MLP on CLIP image embeddings, trained on ratings.
+
+LAION trained theirs on AVA's photo ratings; offline, the ratings come from the world's
+simulated raters (``emu data rate``). Weights are a safetensors file with a JSON record beside
+it that says which CLIP model the head reads, so a head is never applied to the wrong space.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emu_cli.curate.clip import ClipEncoder
+
+HIDDEN = (256, 64)
+
+
+def build_head(embed_dim: int):
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Linear(embed_dim, HIDDEN[0]),
+        nn.GELU(),
+        nn.Dropout(0.2),
+        nn.Linear(HIDDEN[0], HIDDEN[1]),
+        nn.GELU(),
+        nn.Linear(HIDDEN[1], 1),
+    )
+
+
+def record_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+class AestheticHead:
+    """Predicts a 1-10 rating from normalised CLIP image embeddings."""
+
+    def __init__(self, net, record: dict[str, Any]):
+        self.net = net.eval()
+        self.record = record
+
+    @classmethod
+    def load(cls, weights: str | Path) -> AestheticHead:
+        from safetensors.torch import load_file
+
+        weights = Path(weights)
+        if not weights.is_file():
+            raise ValueError(f"aesthetic weights '{weights}' do not exist")
+        if not record_path(weights).is_file():
+            raise ValueError(
+                f"aesthetic weights '{weights}' have no record '{record_path(weights).name}' "
+                "beside them (it says which CLIP model the head reads)"
+            )
+        record = json.loads(record_path(weights).read_text())
+        net = build_head(int(record["embed_dim"]))
+        try:
+            net.load_state_dict(load_file(weights))
+        except Exception as error:
+            raise ValueError(
+                f"aesthetic weights '{weights}' do not fit the head: {error}"
+            ) from error
+        return cls(net, record)
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.net(torch.from_numpy(np.ascontiguousarray(embeddings))).squeeze(1).numpy()
+
+
+def read_ratings(path: Path) -> dict[str, float]:
+    """JSON lines ``{"key": ..., "rating": ...}``; errors name the file and the line."""
+    ratings: dict[str, float] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            ratings[str(record["key"])] = float(record["rating"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f'ratings file \'{path}\' line {number}: expected {{"key": ..., "rating": '
+                f"number}} ({error})"
+            ) from error
+    if len(ratings) < 10:
+        raise ValueError(f"ratings file '{path}' has {len(ratings)} ratings; need at least 10")
+    return ratings
+
+
+def train_head(
+    embeddings: np.ndarray,
+    ratings: np.ndarray,
+    *,
+    epochs: int = 300,
+    seed: int = 0,
+    validation_fraction: float = 0.15,
+) -> tuple[Any, dict[str, float]]:
+    """Fit the MLP with MSE; keep the epoch with the best validation loss."""
+    import torch
+
+    from emu_cli.stats import spearman
+
+    generator = np.random.default_rng(seed)
+    order = generator.permutation(len(ratings))
+    cut = max(1, int(len(ratings) * validation_fraction))
+    valid, train = order[:cut], order[cut:]
+    torch.manual_seed(seed)
+    net = build_head(embeddings.shape[1])
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-3)
+    x = torch.from_numpy(embeddings.astype(np.float32))
+    y = torch.from_numpy(ratings.astype(np.float32))
+    best = (float("inf"), None, 0)
+    for epoch in range(epochs):
+        net.train()
+        shuffled = train[generator.permutation(len(train))]
+        for start in range(0, len(train), 128):
+            rows = torch.from_numpy(shuffled[start : start + 128])
+            loss = torch.nn.functional.mse_loss(net(x[rows]).squeeze(1), y[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            valid_loss = float(torch.nn.functional.mse_loss(net(x[valid]).squeeze(1), y[valid]))
+        if valid_loss < best[0]:
+            best = (valid_loss, {k: v.clone() for k, v in net.state_dict().items()}, epoch)
+    net.load_state_dict(best[1])
+    net.eval()
+    with torch.no_grad():
+        predicted = net(x[valid]).squeeze(1).numpy()
+    metrics = {
+        "validation_mse": round(best[0], 4),
+        "validation_spearman": round(spearman(predicted, ratings[valid]), 4),
+        "best_epoch": best[2],
+    }
+    return net, metrics
+
+
+def train_aesthetic(
+    data: Path,
+    ratings_file: Path,
+    clip: ClipEncoder,
+    out: Path,
+    *,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> dict[str, Any]:
+    """Embed the rated images of a pool with ``clip``, train the head, write weights + record."""
+    from safetensors.torch import save_file
+
+    from emu_cli.data import index_dataset
+    from emu_cli.data.dataset import read_image
+
+    started = time.perf_counter()
+    ratings = read_ratings(ratings_file)
+    index = index_dataset(data)
+    rated = [s for s in index.samples if s.key in ratings]
+    if len(rated) < 10:
+        raise ValueError(
+            f"only {len(rated)} of the {len(ratings)} rated keys in '{ratings_file}' are samples "
+            f"of '{data}'; the keys must be the pool's sample keys"
+        )
+    embeddings = np.concatenate(
+        [
+            clip.encode_images([read_image(s) for s in rated[start : start + batch_size]])
+            for start in range(0, len(rated), batch_size)
+        ]
+    )
+    targets = np.array([ratings[s.key] for s in rated])
+    net, metrics = train_head(embeddings, targets, seed=seed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out)
+    record = {
+        "embed_dim": int(embeddings.shape[1]),
+        "clip_model": clip.name,
+        "ratings": str(ratings_file),
+        "rated_samples": len(rated),
+        "seed": seed,
+        **metrics,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    record_path(out).write_text(json.dumps(record, indent=2))
+    return record

@@ -1,0 +1,322 @@
+"""``emu filter``: every sample of a pool through the filters, resumably, and accounted for.
+
+1. Index the pool (image folders or WebDataset shards); unusable entries are rejected as
+   ``input`` with the reason.
+2. Scan, in parallel chunks: decode every sample (a defect is an ``input`` reject) and run the
+   cheap ``scan`` filters (size, hashes).
+3. Decide the scan filters over the whole pool, in order (duplicates need the whole pool).
+4. Score, in parallel chunks, only the survivors with the ``score`` filters (OCR, CLIP...),
+   a sample rejected by a by-value threshold skipping the costlier filters after it.
+5. Decide the score filters in order (thresholds by kept fraction, concept caps), write the
+   manifest (every sample, its scores, the first filter it failed), the kept image folder and
+   a report.
+
+Each chunk's result is written to ``OUT/.work`` as it finishes; a run started again on the
+same ``OUT`` skips the chunks already there, so its manifest equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from emu_cli.curate.engines import run_tasks
+from emu_cli.curate.filter import PHASES, Batch, Filter, Item
+from emu_cli.curate.resources import Resources
+from emu_cli.data.sources import Sample, SampleIndex, index_dataset
+
+WORK = ".work"
+INPUT = "input"  # the reject reason of samples that cannot be read at all
+KEPT = "kept"
+MANIFEST = "manifest.parquet"
+
+
+@dataclass
+class FilterSpec:
+    """A filter by name and options: what crosses to worker processes."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    total: int
+    kept: int
+    rejected_by: dict[str, int]
+    out: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "kept": self.kept, "rejected_by": self.rejected_by}
+
+
+def build_filters(specs: list[FilterSpec]) -> list[Filter]:
+    from emu_cli import plugins
+
+    available = plugins.get_filters()
+    filters = []
+    for spec in specs:
+        if spec.name not in available:
+            known = ", ".join(sorted(available)) or "none"
+            raise ValueError(f"unknown filter '{spec.name}' (installed: {known})")
+        built = available[spec.name](**spec.options)
+        if built.phase not in PHASES:
+            raise ValueError(f"filter '{spec.name}' has phase '{built.phase}', not one of {PHASES}")
+        filters.append(built)
+    # Cheap scan filters always run before model-based ones, each group in the given order.
+    return sorted(filters, key=lambda f: PHASES.index(f.phase))
+
+
+_worker_filters: dict[str, list[Filter]] = {}
+
+
+def _filters_in_worker(specs: list[FilterSpec], resources: Resources) -> list[Filter]:
+    """Filters built and set up once per process, however many chunks it runs."""
+    key = json.dumps([[s.name, s.options] for s in specs], sort_keys=True, default=str)
+    if key not in _worker_filters:
+        filters = build_filters(specs)
+        for each in filters:
+            each.setup(resources)
+        _worker_filters[key] = filters
+    return _worker_filters[key]
+
+
+def _decode(samples: list[Sample]) -> tuple[list[Item], dict[str, str], dict[str, str]]:
+    """Items for the readable samples; a reason for each unreadable one; each image's format."""
+    from emu_cli.data.dataset import decode, read_bytes, to_rgb
+
+    items, problems, formats = [], {}, {}
+    for sample in samples:
+        try:
+            data = read_bytes(sample)
+            raw = decode(data)
+            if getattr(raw, "n_frames", 1) > 1:
+                problems[sample.key] = f"animated image ({raw.n_frames} frames)"
+                continue
+            formats[sample.key] = (raw.format or "PNG").lower()
+            items.append(Item(sample.key, sample.caption, to_rgb(raw), data))
+        except Exception as error:  # PIL raises many types for broken files
+            problems[sample.key] = f"unreadable image: {type(error).__name__}: {error}"
+    return items, problems, formats
+
+
+def _score_items(filters: list[Filter], items: list[Item], resources: Resources) -> pd.DataFrame:
+    """Each filter's columns for the items; None where an earlier filter already rejected."""
+    columns: dict[str, list] = {}
+    alive = list(range(len(items)))
+    cache: dict[str, Any] = {}  # shared across filters: embeddings are computed once per item
+    for each in filters:
+        if not alive:
+            break
+        scores = each.score(Batch([items[i] for i in alive], cache), resources)
+        for column, values in scores.items():
+            full = columns.setdefault(column, [None] * len(items))
+            for position, value in zip(alive, values, strict=True):
+                full[position] = value
+        if each.decides_alone:
+            reasons = each.decide(
+                pd.DataFrame({c: [columns[c][i] for i in alive] for c in columns})
+            )
+            alive = [i for i, reason in zip(alive, reasons, strict=True) if reason is None]
+    return pd.DataFrame({"key": [item.key for item in items], **columns})
+
+
+def scan_chunk(task: tuple[list[Sample], list[FilterSpec], Resources]) -> pd.DataFrame:
+    """Decode a chunk and run the scan filters (in a worker)."""
+    samples, specs, resources = task
+    filters = [f for f in _filters_in_worker(specs, resources) if f.phase == "scan"]
+    items, problems, formats = _decode(samples)
+    table = _score_items(filters, items, resources)
+    table["format"] = [formats[key] for key in table["key"]]
+    failed = pd.DataFrame({"key": list(problems), "problem": list(problems.values())})
+    return pd.concat([table, failed], ignore_index=True)
+
+
+def score_chunk(task: tuple[list[Sample], list[FilterSpec], Resources]) -> pd.DataFrame:
+    """Decode a chunk of scan survivors and run the score filters (in a worker)."""
+    samples, specs, resources = task
+    filters = [f for f in _filters_in_worker(specs, resources) if f.phase == "score"]
+    items, _problems, _formats = _decode(samples)  # all decoded once already in the scan
+    return _score_items(filters, items, resources)
+
+
+class FilterRun:
+    """One ``emu filter`` run over a pool into ``out``."""
+
+    def __init__(
+        self,
+        source: Path,
+        out: Path,
+        specs: list[FilterSpec],
+        resources: Resources,
+        *,
+        engine: str = "local",
+        workers: int | None = None,
+        chunk_size: int = 256,
+        progress: bool = True,
+    ):
+        self.source, self.out = Path(source), Path(out)
+        self.specs, self.resources = specs, resources
+        self.filters = build_filters(specs)
+        self.engine, self.chunk_size, self.progress = engine, chunk_size, progress
+        self.workers = workers or min(os.cpu_count() or 1, 8)
+        self.work = self.out / WORK
+
+    def _check_plan(self, index: SampleIndex) -> None:
+        """A run resumes only with the settings it started with."""
+        plan = {
+            "source": str(self.source.resolve()),
+            "fingerprint": index.fingerprint(),
+            "chunk_size": self.chunk_size,
+            "filters": [[f.name, f.config()] for f in self.filters],
+            "clip": [self.resources.clip_model, self.resources.clip_pretrained],
+        }
+        text = json.dumps(plan, indent=2, sort_keys=True, default=str)
+        path = self.work / "plan.json"
+        if path.exists() and path.read_text() != text:
+            raise ValueError(
+                f"'{self.out}' holds an unfinished run with other data or settings; "
+                "use another --out, or delete it to start over"
+            )
+        self.work.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, text.encode())
+
+    def _phase(self, name: str, function, samples: list[Sample]) -> pd.DataFrame:
+        """Run a phase chunk by chunk, skipping chunks a previous run finished."""
+        chunks = {
+            number: samples[start : start + self.chunk_size]
+            for number, start in enumerate(range(0, len(samples), self.chunk_size))
+        }
+        path = {n: self.work / f"{name}-{n:06d}.parquet" for n in chunks}
+        todo = {n: (chunk, self.specs, self.resources) for n, chunk in chunks.items()}
+        todo = {n: task for n, task in todo.items() if not path[n].exists()}
+        bar = tqdm(
+            total=len(samples),
+            initial=len(samples) - sum(len(task[0]) for task in todo.values()),
+            desc=name,
+            unit="img",
+            disable=not self.progress,
+        )
+        for number, table in run_tasks(function, todo, engine=self.engine, workers=self.workers):
+            temporary = path[number].with_suffix(".partial")
+            table.to_parquet(temporary, index=False)
+            os.replace(temporary, path[number])
+            bar.update(len(chunks[number]))
+        bar.close()
+        tables = [pd.read_parquet(path[n]) for n in chunks]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"key": []})
+
+    def run(self) -> Outcome:
+        index = index_dataset(self.source)
+        self._check_plan(index)
+        by_key = {sample.key: sample for sample in index.samples}
+        order = {sample.key: number for number, sample in enumerate(index.samples)}
+
+        scanned = self._phase("scan", scan_chunk, index.samples)
+        table = scanned.set_index("key").reindex([s.key for s in index.samples]).reset_index()
+        table.insert(1, "caption", [s.caption for s in index.samples])
+        table["reason"] = pd.Series([None] * len(table), dtype=object)
+        problems = table.pop("problem") if "problem" in table else pd.Series(index=table.index)
+        table["detail"] = problems.astype(object).where(problems.notna(), None)
+        table.loc[table["detail"].notna(), "reason"] = INPUT
+        self._decide(table, "scan")
+
+        survivors = [by_key[k] for k in table.loc[table["reason"].isna(), "key"]]
+        scored = self._phase("score", score_chunk, survivors)
+        if len(scored.columns) > 1:
+            table = table.merge(scored, on="key", how="left")
+        self._decide(table, "score")
+
+        rejected_at_index = pd.DataFrame(
+            {
+                "key": [key for key, _ in index.rejected],
+                "caption": None,
+                "reason": INPUT,
+                "detail": [why for _, why in index.rejected],
+            }
+        )
+        table = pd.concat([table, rejected_at_index], ignore_index=True)
+        # Columns named _like_this are filters' working data (thumbnails), not results.
+        table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+        table.insert(2, "status", table["reason"].isna().map({True: "kept", False: "rejected"}))
+        _write_atomic_table(table, self.out / MANIFEST)
+        self._write_kept(table[table["status"] == "kept"], by_key, order)
+        from emu_cli.curate.report import write_report
+
+        outcome = Outcome(
+            total=len(table),
+            kept=int((table["status"] == "kept").sum()),
+            rejected_by={
+                name: int(count) for name, count in table["reason"].value_counts(sort=False).items()
+            },
+            out=self.out,
+        )
+        write_report(table, [f.name for f in self.filters], by_key, self.out, outcome.as_dict())
+        return outcome
+
+    def _decide(self, table: pd.DataFrame, phase: str) -> None:
+        for each in self.filters:
+            if each.phase != phase:
+                continue
+            candidates = table[table["reason"].isna()]
+            if candidates.empty:
+                continue
+            reasons = each.decide(candidates)
+            failed = reasons[reasons.notna()].index
+            table.loc[failed, "reason"] = each.name
+            table.loc[failed, "detail"] = reasons[failed]
+
+    def _write_kept(
+        self, kept: pd.DataFrame, by_key: dict[str, Sample], order: dict[str, int]
+    ) -> None:
+        """The kept samples as an image folder with metadata.jsonl, replaced as a whole."""
+        from emu_cli.data.dataset import read_bytes
+
+        partial = self.out / f"{KEPT}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        (partial / "images").mkdir(parents=True)
+        score_columns = [
+            c
+            for c in kept.columns
+            if c not in ("key", "caption", "status", "reason", "detail", "format", "sha256")
+        ]
+        lines = []
+        for row in kept.to_dict("records"):
+            extension = {"jpeg": "jpg", "mpo": "jpg"}.get(row["format"], row["format"])
+            name = f"images/{order[row['key']]:08d}.{extension}"
+            (partial / name).write_bytes(read_bytes(by_key[row["key"]]))
+            extra = {c: _plain(row[c]) for c in score_columns}
+            lines.append(
+                json.dumps(
+                    {"file_name": name, "text": row["caption"], "source_key": row["key"]} | extra
+                )
+            )
+        (partial / "metadata.jsonl").write_text("".join(line + "\n" for line in lines))
+        shutil.rmtree(self.out / KEPT, ignore_errors=True)
+        os.replace(partial, self.out / KEPT)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly scalars (numpy numbers, NaN) for metadata.jsonl."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(path.suffix + ".partial")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _write_atomic_table(table: pd.DataFrame, path: Path) -> None:
+    temporary = path.with_suffix(".partial")
+    table.to_parquet(temporary, index=False)
+    os.replace(temporary, path)

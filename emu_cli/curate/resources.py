@@ -1,0 +1,37 @@
+"""Models that several filters share inside one worker process, loaded once and on demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Resources:
+    """What every filter in a worker can use. Picklable: models are built after the fork.
+
+    ``clip_model`` is an open_clip name (``ViT-L-14`` with ``clip_pretrained="openai"``), an
+    ``hf-hub:``/``local-dir:`` identifier, or the folder written by ``emu filter train-clip``.
+    """
+
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
+    device: str = "cpu"
+    batch_size: int = 64
+    _clip: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def clip(self):
+        """The shared :class:`emu_cli.curate.clip.ClipEncoder`."""
+        if self._clip is None:
+            if not self.clip_model:
+                raise ValueError(
+                    "this filter needs a CLIP model: pass --clip-model (an open_clip name with "
+                    "--clip-pretrained, or a folder from `emu filter train-clip`)"
+                )
+            from emu_cli.curate.clip import ClipEncoder
+
+            self._clip = ClipEncoder.load(self.clip_model, self.clip_pretrained, self.device)
+        return self._clip
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_clip": None}

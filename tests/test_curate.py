@@ -1,0 +1,432 @@
+"""`emu filter`: every sample accounted for, bad input as reasons, resume, plugins, truth."""
+
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import EMU, emu
+from PIL import Image
+from test_plugins import install
+
+HERE = Path(__file__).parent
+CONFIG = HERE.parent / "configs" / "filters-world.yaml"
+WORLD_POOL = 1500
+CLIP_STEPS = 150
+
+
+def _jpeg(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **options)
+    return buffer.getvalue()
+
+
+def _png(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def _bomb() -> bytes:
+    """A valid 1x1 PNG whose header claims 30000 x 30000 pixels."""
+    data = bytearray(_png(Image.new("RGB", (1, 1))))
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    data[16:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    return bytes(data)
+
+
+def _photo(seed: int, size=(48, 48)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _animated() -> bytes:
+    buffer = io.BytesIO()
+    frames = [_photo(1).convert("P"), _photo(2).convert("P")]
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
+def _exif_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    return _jpeg(_photo(3, (60, 30)), exif=exif)
+
+
+def _sixteen_bit() -> bytes:
+    ramp = (np.arange(48 * 48, dtype=np.uint32).reshape(48, 48) * 28).astype(np.uint16)
+    return _png(Image.fromarray(ramp))
+
+
+def _palette_with_transparency() -> bytes:
+    image = _photo(4).convert("P")
+    return _png(image, transparency=0)
+
+
+# name -> (bytes, caption, expected: "kept" or a fragment of the reject detail)
+BAD_FILES = {
+    "good.jpg": (lambda: _jpeg(_photo(10)), "a good photo", "kept"),
+    "cmyk.jpg": (lambda: _jpeg(_photo(11).convert("CMYK")), "a cmyk photo", "kept"),
+    "sixteen.png": (_sixteen_bit, "a 16-bit scan", "kept"),
+    "palette.png": (_palette_with_transparency, "a palette image", "kept"),
+    "rotated.jpg": (_exif_rotated, "a rotated photo", "kept"),
+    "truncated.jpg": (lambda: _jpeg(_photo(12))[:300], "cut short", "unreadable image"),
+    "corrupt.jpg": (lambda: b"\xff\xd8\xff" + os.urandom(500), "noise", "unreadable image"),
+    "empty.jpg": (lambda: b"", "zero bytes", "empty (0 bytes)"),
+    "text.jpg": (lambda: b"this is not an image\n" * 20, "a text file", "unreadable image"),
+    "bomb.png": (_bomb, "a decompression bomb", "unreadable image"),
+    "animated.gif": (_animated, "an animated gif", "animated image (2 frames)"),
+    "no-caption.jpg": (lambda: _jpeg(_photo(13)), "", "missing or empty caption"),
+    "long-caption.jpg": (lambda: _jpeg(_photo(14)), "word " * 600, "over 2000"),
+}
+
+
+def bad_input_folder(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for name, (make, caption, _expected) in BAD_FILES.items():
+        (root / "images" / name).write_bytes(make())
+        lines.append(json.dumps({"file_name": f"images/{name}", "text": caption}).encode())
+    (root / "images" / "uncaptioned.jpg").write_bytes(_jpeg(_photo(15)))
+    (root / "images" / "latin1.jpg").write_bytes(_jpeg(_photo(16)))
+    lines.append(json.dumps({"file_name": "images/missing.jpg", "text": "gone"}).encode())
+    lines.append(json.dumps({"file_name": "images/uncaptioned.jpg"}).encode())
+    lines.append(b'{"file_name": "images/latin1.jpg", "text": "caf\xe9 in latin-1"}')
+    lines.append(json.dumps({"file_name": "images/good.jpg", "text": "again"}).encode())
+    lines.append(json.dumps({"file_name": "../outside.jpg", "text": "escape"}).encode())
+    lines.append(b"{not json")
+    (root / "metadata.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return root
+
+
+def test_bad_input_becomes_reject_reasons_never_a_crash(tmp_path):
+    data = bad_input_folder(tmp_path / "bad")
+    out = tmp_path / "run"
+    result = emu(
+        "filter",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--filters",
+        "size,duplicates",
+        "--set",
+        "size.min_side=16",
+        "--workers",
+        "2",
+        "--chunk-size",
+        "4",
+    )
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    total = len(BAD_FILES) + 6
+    assert len(manifest) == total, "every input line is in the manifest"
+    assert (manifest["status"] == "kept").sum() + (manifest["status"] == "rejected").sum() == total
+    assert f"of {total}" in result.stdout
+    detail = dict(zip(manifest["key"], manifest["detail"].fillna(""), strict=True))
+    status = dict(zip(manifest["key"], manifest["status"], strict=True))
+    for name, (_make, _caption, expected) in BAD_FILES.items():
+        key = f"images/{name}"
+        if expected == "kept":
+            assert status[key] == "kept", f"{name}: {detail[key]}"
+        else:
+            assert status[key] == "rejected" and expected in detail[key], (name, detail[key])
+    assert detail["images/missing.jpg"] == "image file is missing"
+    assert detail["images/uncaptioned.jpg"] == "missing or empty caption"
+    by_line = sorted(v for k, v in detail.items() if k.startswith("metadata.jsonl:"))
+    assert by_line == [
+        "file_name '../outside.jpg' points outside the dataset",
+        "file_name 'images/good.jpg' is listed again",
+        "metadata line is not JSON (Expecting property name enclosed in double quotes)",
+        "metadata line is not valid UTF-8",
+    ]
+
+    kept = [json.loads(line) for line in (out / "kept/metadata.jsonl").read_text().splitlines()]
+    assert len(kept) == 5
+    rotated = next(k for k in kept if k["source_key"] == "images/rotated.jpg")
+    assert (rotated["width"], rotated["height"]) == (30, 60), "EXIF orientation applied"
+    sixteen = next(k for k in kept if k["source_key"] == "images/sixteen.png")
+    image = Image.open(out / "kept" / sixteen["file_name"])
+    assert image.mode == "I;16", "kept files are the original bytes"
+    from emu_cli.data.dataset import to_rgb
+
+    pixels = np.asarray(to_rgb(image))
+    assert 100 < pixels.mean() < 160, "16-bit values are scaled to 8 bits, not clipped to white"
+
+    import datasets
+
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(out / "kept"), split="train")
+    assert len(loaded) == 5 and set(loaded.column_names) >= {"image", "text", "source_key"}
+
+
+def _filter_command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        *EMU,
+        "filter",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--filters",
+        "size,duplicates,ocr",
+        "--set",
+        "size.min_side=24",
+        "--set",
+        "ocr.side=128",
+        "--chunk-size",
+        "16",
+        *extra,
+    ]
+
+
+def test_a_killed_run_resumes_to_the_same_manifest(tmp_path):
+    from emu_cli.world.synth import synthesize
+
+    data = synthesize(320, tmp_path / "pool", seed=5, size=64, workers=1, report=False)
+    emu(*_filter_command(data, tmp_path / "whole")[3:])
+    expected = pd.read_parquet(tmp_path / "whole" / "manifest.parquet")
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        _filter_command(data, out),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not list((out / ".work").glob("score-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and its workers, mid-phase
+    process.wait()
+    done = len(list((out / ".work").glob("score-*.parquet")))
+    chunks = len(list((tmp_path / "whole" / ".work").glob("score-*.parquet")))
+    assert 0 < done < chunks, f"killed after {done} of {chunks} score chunks"
+    assert not (out / "manifest.parquet").exists()
+
+    emu(*_filter_command(data, out)[3:])
+    resumed = pd.read_parquet(out / "manifest.parquet")
+    pd.testing.assert_frame_equal(resumed, expected)
+    assert resumed["key"].is_unique and len(resumed) == 320
+
+    changed = emu(*_filter_command(data, out, "--set", "ocr.max=3")[3:], check=False)
+    assert changed.returncode == 1 and "other data or settings" in changed.stderr
+
+
+def test_a_third_party_filter_runs_in_the_workers(world, tmp_path):
+    site = tmp_path / "site"
+    install(
+        site,
+        "emu-toy-filter",
+        "1.0.0",
+        {"toy-filter": "emu_toy_filter"},
+        {"emu_toy_filter": (HERE / "plugins" / "emu_toy_filter.py").read_text()},
+    )
+    env = {"PYTHONPATH": str(site)}
+    listed = json.loads(emu("backends", "--json", env=env).stdout)
+    assert {
+        "name": "toy-filter",
+        "distribution": "emu-toy-filter",
+        "version": "1.0.0",
+        "backends": [],
+        "filters": ["brightness"],
+    } in listed["plugins"]
+
+    out = tmp_path / "run"
+    emu(
+        "filter",
+        "--data",
+        world,
+        "--out",
+        out,
+        "--filters",
+        "size,brightness",
+        "--set",
+        "size.min_side=8",
+        "--set",
+        "brightness.min=110",
+        "--workers",
+        "2",
+        "--chunk-size",
+        "32",
+        env=env,
+    )
+    manifest = pd.read_parquet(out / "manifest.parquet").set_index("key")
+    scored = manifest[manifest["brightness"].notna()]
+    assert len(scored) > 100
+    dark = scored["brightness"] < 110
+    assert dark.any() and (~dark).any()
+    assert (scored.loc[dark, "reason"] == "brightness").all()
+    assert scored.loc[~dark, "status"].eq("kept").all()
+    key = scored.index[0]
+    own = np.asarray(Image.open(world / key).convert("L"), dtype=np.float32).mean()
+    assert abs(scored.loc[key, "brightness"] - own) < 1e-3
+
+
+def test_filter_options_are_checked(world, tmp_path):
+    unknown = emu(
+        "filter", "--data", world, "--out", tmp_path / "a", "--filters", "size,nsfw", check=False
+    )
+    assert unknown.returncode == 1 and "unknown filter 'nsfw'" in unknown.stderr
+    typo = emu(
+        "filter",
+        "--data",
+        world,
+        "--out",
+        tmp_path / "b",
+        "--filters",
+        "size",
+        "--set",
+        "size.min_sid=3",
+        check=False,
+    )
+    assert typo.returncode == 1 and "unknown option(s) min_sid" in typo.stderr
+    both = emu(
+        "filter",
+        "--data",
+        world,
+        "--out",
+        tmp_path / "c",
+        "--filters",
+        "ocr",
+        "--set",
+        "ocr.max=1",
+        "--set",
+        "ocr.keep_fraction=0.5",
+        check=False,
+    )
+    assert both.returncode == 1 and "either by value" in both.stderr
+
+
+def test_thresholds_by_kept_fraction_keep_exactly_that_many():
+    from emu_cli.curate.filter import Threshold
+
+    values = np.array([0.3, 0.9, 0.1, 0.5, 0.7, 0.2, 0.8, 0.4, 0.6, 0.0])
+    failing, rule = Threshold(keep_fraction=0.3).failing(values, higher_is_better=True)
+    assert sorted(values[~failing]) == [0.7, 0.8, 0.9] and "top 30%" in rule
+    failing, _ = Threshold(keep_fraction=0.3).failing(values, higher_is_better=False)
+    assert sorted(values[~failing]) == [0.0, 0.1, 0.2]
+    failing, rule = Threshold(min=0.25, max=0.65).failing(values, higher_is_better=True)
+    assert (
+        sorted(values[~failing]) == [0.3, 0.4, 0.5, 0.6] and rule == "must be >= 0.25 and <= 0.65"
+    )
+
+
+def test_the_ray_engine_gives_the_same_manifest_as_the_local_one(tmp_path):
+    from emu_cli.world.synth import synthesize
+
+    data = synthesize(200, tmp_path / "pool", seed=6, size=64, workers=1, report=False)
+    emu(*_filter_command(data, tmp_path / "local")[3:])
+    # A local Ray instance, started by `emu filter` itself as on a laptop; on a cluster,
+    # RAY_ADDRESS points it at the head node instead.
+    env = {"RAY_ADDRESS": "", "RAY_DISABLE_USAGE_STATS": "1"}
+    emu(*_filter_command(data, tmp_path / "ray", "--engine", "ray")[3:], env=env)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "ray" / "manifest.parquet"),
+        pd.read_parquet(tmp_path / "local" / "manifest.parquet"),
+    )
+
+
+@pytest.fixture(scope="module")
+def curated_world(tmp_path_factory):
+    """A fixed-seed pool through the whole offline recipe: train-clip, rate, train-aesthetic,
+    then every filter with the world's config, all through the real CLI."""
+    from emu_cli.world.synth import synthesize
+
+    root = tmp_path_factory.mktemp("curated")
+    pool = synthesize(WORLD_POOL, root / "pool", seed=21, size=256, report=False)
+    emu("filter", "train-clip", "--data", pool, "--out", root / "clip", "--steps", CLIP_STEPS)
+    emu("data", "rate", "--data", pool, "--n", "600", "--out", root / "ratings.jsonl")
+    emu(
+        "filter",
+        "train-aesthetic",
+        "--data",
+        pool,
+        "--ratings",
+        root / "ratings.jsonl",
+        "--clip-model",
+        root / "clip",
+        "--out",
+        root / "aesthetic.safetensors",
+    )
+    emu(
+        "filter",
+        "--data",
+        pool,
+        "--out",
+        root / "run",
+        "--config",
+        CONFIG,
+        "--clip-model",
+        root / "clip",
+        "--set",
+        f"aesthetic.weights={root / 'aesthetic.safetensors'}",
+    )
+    return root
+
+
+def test_filters_measured_against_the_worlds_truth(curated_world):
+    from emu_cli.world.validation import validate_curation
+
+    run = curated_world / "run"
+    figures = validate_curation(run, curated_world / "pool")
+    assert figures["ocr"]["recall"]["rate"] >= 0.95
+    assert figures["ocr"]["false_rejects"]["rate"] <= 0.01
+    assert figures["size"]["recall"]["rate"] == 1.0
+    assert figures["size"]["false_rejects"]["rate"] == 0.0
+    assert figures["duplicates"]["recall"]["rate"] >= 0.95
+    assert figures["duplicates"]["false_rejects_with_content"]["rate"] <= 0.01
+    # Below the issue's targets (wrong-caption recall 0.8 at <= 10% false rejects, aesthetic
+    # Spearman 0.6; docs/curation.md has the full-pool figures): these guards check that the
+    # CLIP filter beats chance threefold (rejecting 10% at random catches 10%) and that the
+    # aesthetic head ranks by appeal.
+    assert figures["clip_score"]["recall"]["rate"] >= 0.3
+    assert figures["clip_score"]["false_rejects"]["rate"] <= 0.1
+    assert figures["aesthetic"]["spearman"] >= 0.45
+    kept = figures["kept"]
+    assert kept["mean_appeal"] > kept["pool_mean_appeal"] + 0.05
+    assert kept["junk_share"] < 0.1
+
+
+def test_every_sample_is_in_the_manifest_and_the_report(curated_world):
+    run = curated_world / "run"
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    assert len(manifest) == WORLD_POOL and manifest["key"].is_unique
+    kept = manifest["status"] == "kept"
+    assert kept.sum() + (manifest["status"] == "rejected").sum() == WORLD_POOL
+    assert manifest.loc[kept, "reason"].isna().all()
+    assert (
+        manifest.loc[~kept, "reason"].notna().all() and manifest.loc[~kept, "detail"].notna().all()
+    )
+    for column in ("width", "sha256", "ocr_words", "clip_score", "aesthetic", "concept"):
+        assert column in manifest, column
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    assert summary["total"] == WORLD_POOL and summary["kept"] == kept.sum()
+    assert list(summary["funnel"]) == [
+        "pool",
+        "input",
+        "size",
+        "duplicates",
+        "ocr",
+        "aesthetic",
+        "clip_score",
+        "concepts",
+    ]
+    page = (run / "report" / "index.html").read_text()
+    for reason in manifest["reason"].dropna().unique():
+        assert f"<h2>{reason}:" in page
+    assert Image.open(run / "report" / "funnel.png").size[0] > 300
+
+    import datasets
+
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(run / "kept"), split="train")
+    assert len(loaded) == kept.sum()
+    shares = pd.Series(loaded["concept"]).value_counts(normalize=True)
+    assert shares.max() <= 0.2 + 1e-9 or len(loaded) < 10, "concept balance caps every concept"
