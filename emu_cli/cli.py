@@ -224,7 +224,7 @@ def synth(count: int, out: Path, seed: int, size: int, format_: str, workers: in
     required=True,
     help="Weights file (.safetensors); a .json with its record goes beside it.",
 )
-@click.option("--samples", type=int, default=60_000, show_default=True)
+@click.option("--samples", type=int, default=90_000, show_default=True)
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_judges(out: Path, samples: int, epochs: int, seed: int) -> None:

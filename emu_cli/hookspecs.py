@@ -31,8 +31,11 @@ def register_backends(register: Callable[[object], None]) -> None:
 def register_filters(register: Callable[[object], None]) -> None:
     """Register automatic curation filters used by ``emu filter``.
 
-    Call ``register(filter)`` once per filter. A filter has a unique ``name`` and decides,
-    for a batch of samples, a score and whether each sample is kept.
+    Call ``register(FilterClass)`` once per filter, with a subclass of
+    :class:`emu_cli.curate.filter.Filter`: a unique ``name``, ``score(batch, resources)``
+    returning score columns for a batch of decoded samples (run in worker processes), and
+    either a ``column`` that thresholds apply to or its own ``decide(table)``. ``emu filter``
+    builds it with the options of the user's config. Keep module imports light.
     """
 
 

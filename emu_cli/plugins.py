@@ -81,6 +81,7 @@ def load_plugins() -> pluggy.PluginManager:
 
     # The core's own filters are a plugin too (as pytest's features are), always loaded.
     pm.register(builtin, name="emu")
+    _distributions["emu"] = "emu-cli"
     allowed = _allow_list()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist.name if entry_point.dist else None

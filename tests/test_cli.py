@@ -48,7 +48,6 @@ def test_backends_lists_latent_with_distribution_and_version():
 
 def test_unfinished_commands_say_so_and_fail():
     for command, issue in [
-        ("filter", "[curate]"),
         ("review", "[review]"),
         ("quality-tune", "[qt]"),
         ("evaluate", "[qt]"),

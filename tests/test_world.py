@@ -116,9 +116,9 @@ def test_overlaid_text_changes_the_pixels_and_uses_a_real_font():
     assert 0.01 < changed.mean() < 0.5, "a legible band of text, not noise and not a blank"
 
 
-# The [world] issue asks for 0.8 at both sizes. Measured with the shipped judges: 0.816 at 64 px,
-# 0.796 at 32 px (docs/world.md); 32 px is guarded at its measured level until it is reached.
-APPEAL_SPEARMAN = {32: 0.79, 64: 0.8}
+# The [world] issue asks for 0.8 at both sizes. Measured with the shipped judges: 0.812 at 32 px,
+# 0.833 at 64 px (docs/world.md).
+APPEAL_SPEARMAN = {32: 0.8, 64: 0.8}
 
 
 @pytest.mark.parametrize("size", [32, 64])

@@ -207,7 +207,7 @@ def train_clip(
         schedule.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     out.mkdir(parents=True, exist_ok=True)
     config = {

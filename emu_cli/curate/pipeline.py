@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from emu_cli.curate.engines import run_tasks
+from emu_cli.curate.engines import open_engine
 from emu_cli.curate.filter import PHASES, Batch, Filter, Item
 from emu_cli.curate.resources import Resources
 from emu_cli.data.sources import Sample, SampleIndex, index_dataset
@@ -188,7 +188,7 @@ class FilterRun:
         self.work.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, text.encode())
 
-    def _phase(self, name: str, function, samples: list[Sample]) -> pd.DataFrame:
+    def _phase(self, engine, name: str, function, samples: list[Sample]) -> pd.DataFrame:
         """Run a phase chunk by chunk, skipping chunks a previous run finished."""
         chunks = {
             number: samples[start : start + self.chunk_size]
@@ -204,7 +204,7 @@ class FilterRun:
             unit="img",
             disable=not self.progress,
         )
-        for number, table in run_tasks(function, todo, engine=self.engine, workers=self.workers):
+        for number, table in engine.run(function, todo):
             temporary = path[number].with_suffix(".partial")
             table.to_parquet(temporary, index=False)
             os.replace(temporary, path[number])
@@ -219,21 +219,8 @@ class FilterRun:
         by_key = {sample.key: sample for sample in index.samples}
         order = {sample.key: number for number, sample in enumerate(index.samples)}
 
-        scanned = self._phase("scan", scan_chunk, index.samples)
-        table = scanned.set_index("key").reindex([s.key for s in index.samples]).reset_index()
-        table.insert(1, "caption", [s.caption for s in index.samples])
-        table["reason"] = pd.Series([None] * len(table), dtype=object)
-        problems = table.pop("problem") if "problem" in table else pd.Series(index=table.index)
-        table["detail"] = problems.astype(object).where(problems.notna(), None)
-        table.loc[table["detail"].notna(), "reason"] = INPUT
-        self._decide(table, "scan")
-
-        survivors = [by_key[k] for k in table.loc[table["reason"].isna(), "key"]]
-        scored = self._phase("score", score_chunk, survivors)
-        if len(scored.columns) > 1:
-            table = table.merge(scored, on="key", how="left")
-        self._decide(table, "score")
-
+        with open_engine(self.engine, self.workers) as engine:
+            table = self._filter(engine, index)
         rejected_at_index = pd.DataFrame(
             {
                 "key": [key for key, _ in index.rejected],
@@ -260,6 +247,26 @@ class FilterRun:
         )
         write_report(table, [f.name for f in self.filters], by_key, self.out, outcome.as_dict())
         return outcome
+
+    def _filter(self, engine, index: SampleIndex) -> pd.DataFrame:
+        """Scan, decide the scan filters, score the survivors, decide the score filters."""
+        by_key = {sample.key: sample for sample in index.samples}
+        scanned = self._phase(engine, "scan", scan_chunk, index.samples)
+        table = scanned.set_index("key").reindex([s.key for s in index.samples]).reset_index()
+        table.insert(1, "caption", [s.caption for s in index.samples])
+        table["reason"] = pd.Series([None] * len(table), dtype=object)
+        problems = table.pop("problem") if "problem" in table else pd.Series(index=table.index)
+        table["detail"] = problems.astype(object).where(problems.notna(), None)
+        table.loc[table["detail"].notna(), "reason"] = INPUT
+        self._decide(table, "scan")
+
+        survivors = [by_key[k] for k in table.loc[table["reason"].isna(), "key"]]
+        scored = self._phase(engine, "score", score_chunk, survivors)
+        if len(scored.columns) > 1:
+            table = table.merge(scored, on="key", how="left")
+        self._decide(table, "score")
+
+        return table
 
     def _decide(self, table: pd.DataFrame, phase: str) -> None:
         for each in self.filters:

@@ -207,7 +207,7 @@ def _examples(seed: int, numbers: range) -> list:
 def train_judges(
     out: Path,
     *,
-    samples: int = 60_000,
+    samples: int = 90_000,
     epochs: int = 10,
     batch_size: int = 128,
     seed: int = 0,
