@@ -28,6 +28,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/synth_throughput.py
+	$(BIN)/python bench/filter_throughput.py
 
 clean:
 	rm -rf $(VENV) runs
