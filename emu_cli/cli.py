@@ -165,6 +165,7 @@ def backends(as_json: bool) -> None:
     """List installed backend plugins with their distribution and version."""
     infos = plugins.plugin_infos()
     descriptions = {name: b.description for name, b in plugins.get_backends().items()}
+    filter_descriptions = {name: f.description for name, f in plugins.get_filters().items()}
     failures = plugins.load_failures()
     if as_json:
         click.echo(
@@ -186,7 +187,7 @@ def backends(as_json: bool) -> None:
         for name in info.backends:
             click.echo(f"  backend {name}: {descriptions.get(name, '')}")
         for name in info.filters:
-            click.echo(f"  filter {name}")
+            click.echo(f"  filter {name}: {filter_descriptions.get(name, '')}")
     for failure in failures:
         click.echo(f"{failure.name}: FAILED to load: {failure.error}")
 

@@ -17,7 +17,6 @@ class Resources:
     clip_model: str | None = None
     clip_pretrained: str | None = None
     device: str = "cpu"
-    batch_size: int = 64
     _clip: Any = field(default=None, init=False, repr=False, compare=False)
 
     def clip(self):
