@@ -73,6 +73,12 @@ class Backend(ABC):
     # Diffusion backends honour the recipe's noise offset; others document what they do instead.
     uses_noise_offset: bool = True
 
+    def default_stages(self, preset: str, options: dict[str, Any]) -> list[str]:
+        """The stages ``emu pretrain`` trains when the user names none: by default all of them.
+        A backend whose model has optional parts (a super-resolution stage a preset leaves
+        off) returns fewer."""
+        return [stage.name for stage in self.stages]
+
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
             if stage.name == name:

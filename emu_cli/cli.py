@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -58,11 +59,17 @@ def device_option(function):
 @click.option("--checkpoint-every", type=int, help="Write a resumable checkpoint every N steps.")
 @click.option("--preview-every", type=int, help="Write a preview grid every N steps.")
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]))
-@click.option("--text-encoder", help="Pretrained CLIP text encoder: hub name or local folder.")
+@click.option("--text-encoder", help="Pretrained text encoder: hub name or local folder.")
+@click.option(
+    "--option",
+    "model_options",
+    multiple=True,
+    help="Backend option KEY=VALUE (repeatable), e.g. superres_factor=2; see docs/backends.md.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", help="'latest' to continue the run in --out, or a checkpoint folder.")
 @device_option
-@config_option(extra_keys=Recipe.field_names() | {"stages_recipe"})
+@config_option(extra_keys=Recipe.field_names() | {"stages_recipe", "model_options"})
 @click.pass_context
 def pretrain(
     ctx: click.Context,
@@ -72,6 +79,7 @@ def pretrain(
     preset: str,
     stages: tuple[str, ...],
     text_encoder: str | None,
+    model_options: tuple[str, ...],
     seed: int,
     resume: str | None,
     device: str,
@@ -87,7 +95,9 @@ def pretrain(
     backend = plugins.get_backend(backend_name)
     extra = dict(ctx.meta.get("config", {}))
     per_stage = extra.pop("stages_recipe", {}) or {}
-    options = {"text_encoder": text_encoder} if text_encoder else {}
+    options = {**(extra.pop("model_options", {}) or {}), **_key_values(model_options, "--option")}
+    if text_encoder:
+        options["text_encoder"] = text_encoder
     result = _run(
         lambda: run_pretrain(
             backend,
@@ -109,6 +119,19 @@ def pretrain(
             f"{stage.images_per_second:.1f} images/s" + (f", {metrics}" if metrics else "")
         )
     click.echo(f"checkpoint: {out}")
+
+
+def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict, values read as YAML scalars (2, 0.5, true, text)."""
+    import yaml
+
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=flag)
+        result[key.strip()] = yaml.safe_load(value)
+    return result
 
 
 @cli.command()
@@ -300,8 +323,6 @@ def _filter_settings(
 ) -> list:
     """Filters to run, in order, with options: config file's `filters:`, then --filters and
     --set NAME.OPTION=VALUE."""
-    import yaml
-
     from emu_cli.curate.builtin import DEFAULT_ORDER
     from emu_cli.curate.pipeline import FilterSpec
 
@@ -318,12 +339,11 @@ def _filter_settings(
     for name, options in (configured or {}).items():
         if not names or name in chosen:
             chosen[name] = dict(options or {})
-    for setting in settings:
-        target, equals, value = setting.partition("=")
+    for target, value in _key_values(settings, "--set").items():
         name, dot, option = target.partition(".")
-        if not (equals and dot and name and option):
-            raise click.BadParameter(f"'{setting}' is not NAME.OPTION=VALUE", param_hint="--set")
-        chosen.setdefault(name, {})[option] = yaml.safe_load(value)
+        if not (dot and name and option):
+            raise click.BadParameter(f"'{target}' is not NAME.OPTION", param_hint="--set")
+        chosen.setdefault(name, {})[option] = value
     return [FilterSpec(name, options) for name, options in chosen.items()]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def offset_noise(
@@ -36,6 +37,32 @@ def snr(scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
     return alphas / (1 - alphas)
 
 
+SNR_WEIGHTINGS = ("none", "min", "soft-min")
+
+
+def snr_weights(
+    ratio: torch.Tensor, weighting: str, gamma: float, prediction_type: str
+) -> torch.Tensor:
+    """Per-sample loss weights that give every timestep the weight ``w(SNR)`` in x0 terms.
+
+    ``min`` is min-SNR (Hang et al. 2023): w = min(SNR, gamma). ``soft-min`` is its smooth
+    version, w = SNR * gamma / (SNR + gamma) (Crowson et al. 2024), which pixel models train
+    better with: it has no kink where the two branches meet. The weight is then divided by what
+    the prediction target already carries: SNR for epsilon, SNR + 1 for v.
+    """
+    if weighting not in SNR_WEIGHTINGS:
+        raise ValueError(f"snr_weighting must be one of {', '.join(SNR_WEIGHTINGS)}: {weighting!r}")
+    if weighting == "none":
+        return torch.ones_like(ratio)
+    if gamma <= 0:
+        raise ValueError(f"snr_gamma must be > 0 for {weighting} weighting, got {gamma}")
+    if weighting == "min":
+        target_weight = torch.clamp(ratio, max=gamma)
+    else:
+        target_weight = ratio * gamma / (ratio + gamma)
+    return target_weight / (ratio + 1 if prediction_type == "v_prediction" else ratio)
+
+
 def diffusion_loss(
     denoise: Any,
     clean: torch.Tensor,
@@ -43,14 +70,14 @@ def diffusion_loss(
     generator: torch.Generator,
     *,
     noise_offset: float = 0.0,
-    min_snr_gamma: float = 0.0,
+    snr_weighting: str = "none",
+    snr_gamma: float = 5.0,
     **condition: Any,
 ) -> dict[str, torch.Tensor]:
     """DDPM training loss for ``denoise(noisy, timesteps, **condition) -> prediction``.
 
-    The target follows ``scheduler.config.prediction_type`` (epsilon or v_prediction). With
-    ``min_snr_gamma`` > 0 each sample is weighted by min(SNR, gamma) / SNR (epsilon) or
-    min(SNR, gamma) / (SNR + 1) (v), the min-SNR weighting that speeds up convergence.
+    The target follows ``scheduler.config.prediction_type`` (epsilon or v_prediction); each
+    sample is weighted by :func:`snr_weights`.
     """
     batch = clean.shape[0]
     noise = offset_noise(clean.shape, generator, noise_offset, clean.dtype)
@@ -74,9 +101,69 @@ def diffusion_loss(
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(
         dim=tuple(range(1, clean.ndim))
     )
-    if min_snr_gamma > 0:
-        ratio = snr(scheduler, timesteps)
-        clipped = torch.clamp(ratio, max=min_snr_gamma)
-        weights = clipped / (ratio + 1 if prediction_type == "v_prediction" else ratio)
-        per_sample = per_sample * weights
-    return {"loss": per_sample.mean()}
+    weights = snr_weights(snr(scheduler, timesteps), snr_weighting, snr_gamma, prediction_type)
+    return {"loss": (per_sample * weights).mean()}
+
+
+class TextConditionedDenoising(nn.Module):
+    """``forward(batch) -> loss`` for a UNet2DConditionModel denoising ``batch[key]`` given the
+    text encoder's states for ``batch["input_ids"]``: the denoiser stage of every diffusion
+    backend, on latents or on pixels. A subclass may override :meth:`condition` and
+    :meth:`denoise` to give the UNet more inputs (a super-resolution model's low-resolution
+    image)."""
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        text_encoder: nn.Module,
+        scheduler: Any,
+        *,
+        key: str,
+        noise_offset: float,
+        train_text_encoder: bool,
+        snr_weighting: str = "none",
+        snr_gamma: float = 5.0,
+    ):
+        super().__init__()
+        self.unet, self.text_encoder = unet, text_encoder
+        self.scheduler, self.key = scheduler, key
+        self.noise_offset, self.train_text_encoder = noise_offset, train_text_encoder
+        self.snr_weighting, self.snr_gamma = snr_weighting, snr_gamma
+
+    def text_states(self, batch: dict) -> torch.Tensor:
+        with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
+            return self.text_encoder(batch["input_ids"])[0]
+
+    def condition(self, batch: dict) -> dict[str, Any]:
+        """Inputs for :meth:`denoise` besides the noisy sample, its timesteps and text states."""
+        return {}
+
+    def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, states: torch.Tensor):
+        return self.unet(noisy, timesteps, encoder_hidden_states=states).sample
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return diffusion_loss(
+            self.denoise,
+            batch[self.key],
+            self.scheduler,
+            batch["generator"],
+            noise_offset=self.noise_offset,
+            snr_weighting=self.snr_weighting,
+            snr_gamma=self.snr_gamma,
+            states=self.text_states(batch),
+            **self.condition(batch),
+        )
+
+
+def pipeline_samples(
+    pipe: Any, prompts: list[str], seeds: list[int], device: torch.device, **call: Any
+) -> list[Any]:
+    """A diffusers pipeline's images for ``prompts``, 16 at a time, image ``i`` from a generator
+    seeded with ``seeds[i]`` alone, so it does not depend on the other prompts."""
+    images: list[Any] = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), 16):
+            chunk = slice(start, start + 16)
+            generators = [torch.Generator(device).manual_seed(s) for s in seeds[chunk]]
+            images += pipe(prompts[chunk], generator=generators, **call).images
+    return images

@@ -90,7 +90,7 @@ def pretrain(
         raise click.BadParameter(f"preset must be one of {', '.join(PRESETS)}, got '{preset}'")
     recipe_overrides = {k: v for k, v in (recipe_overrides or {}).items() if v is not None}
     per_stage = per_stage or {}
-    names = stages or [s.name for s in backend.stages]
+    names = stages or backend.default_stages(preset, options or {})
     for name in names:
         backend.stage(name)
     out = Path(out)

@@ -54,36 +54,76 @@ def offline_clip_tokenizer(max_length: int = 77) -> Any:
     return CLIPTokenizer(vocab=vocabulary, merges=merges, model_max_length=max_length)
 
 
-def build_text_encoder(config: dict[str, Any]) -> Any:
-    """A randomly initialised ``CLIPTextModel`` from a config dict (hidden size, layers, ...)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    defaults = {
-        "vocab_size": 49408,
-        "max_position_embeddings": 77,
-        "bos_token_id": 49406,
-        "eos_token_id": 49407,
-        "pad_token_id": 49407,
-    }
-    return CLIPTextModel(CLIPTextConfig(**{**defaults, **config}))
+TEXT_ENCODER_KINDS = ("clip", "clip-projection", "t5")
 
 
-def load_text_encoder(name_or_path: str) -> tuple[Any, Any]:
-    """(tokenizer, text encoder) from a hub name or a local folder.
+def build_text_encoder(config: dict[str, Any], kind: str = "clip") -> Any:
+    """A randomly initialised text encoder from a config dict: ``CLIPTextModel`` (hidden size,
+    layers, ...); ``CLIPTextModelWithProjection`` for ``kind="clip-projection"`` (it adds the
+    pooled, projected embedding Muse-like models condition on); or, for ``kind="t5"``, a
+    ``T5EncoderModel`` (d_model, num_layers, ...) as Imagen uses. All read the offline CLIP
+    tokenizer's ids, so none needs a download."""
+    if kind in ("clip", "clip-projection"):
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    A CLIP model folder (``openai/clip-vit-large-patch14``) holds both at its root; a diffusers
-    pipeline folder holds them in ``tokenizer/`` and ``text_encoder/``. Both layouts work.
+        defaults = {
+            "vocab_size": 49408,
+            "max_position_embeddings": 77,
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "pad_token_id": 49407,
+        }
+        model_class = CLIPTextModelWithProjection if kind == "clip-projection" else CLIPTextModel
+        return model_class(CLIPTextConfig(**{**defaults, **config}))
+    if kind == "t5":
+        from transformers import T5Config, T5EncoderModel
+
+        defaults = {"vocab_size": 49408, "pad_token_id": 49407, "eos_token_id": 49407}
+        return T5EncoderModel(T5Config(**{**defaults, **config}))
+    raise ValueError(f"text encoder kind must be one of {', '.join(TEXT_ENCODER_KINDS)}: {kind!r}")
+
+
+def load_text_encoder(name_or_path: str, projection: bool = False) -> tuple[Any, Any]:
+    """(tokenizer, text encoder) from a hub name or a local folder: a CLIP text model or a T5
+    encoder (``google/t5-v1_1-xl``, ``openai/clip-vit-large-patch14``), as its config says.
+
+    A model folder holds both at its root; a diffusers pipeline folder holds them in
+    ``tokenizer/`` and ``text_encoder/``. Both layouts work. ``projection`` loads a CLIP model
+    with its text projection (``CLIPTextModelWithProjection``).
     """
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        T5EncoderModel,
+    )
 
     local = Path(name_or_path)
     subfolders = ("tokenizer", "text_encoder") if (local / "text_encoder").is_dir() else ("", "")
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(name_or_path, subfolder=subfolders[0])
-        encoder = CLIPTextModel.from_pretrained(name_or_path, subfolder=subfolders[1])
-    except OSError as error:
+        config = AutoConfig.from_pretrained(name_or_path, subfolder=subfolders[1])
+        t5 = config.model_type in ("t5", "umt5")
+        tokenizer_class = AutoTokenizer if t5 else CLIPTokenizer
+        tokenizer = tokenizer_class.from_pretrained(name_or_path, subfolder=subfolders[0])
+        clip_class = CLIPTextModelWithProjection if projection else CLIPTextModel
+        encoder_class = T5EncoderModel if t5 else clip_class
+        encoder = encoder_class.from_pretrained(name_or_path, subfolder=subfolders[1])
+    except (OSError, ValueError) as error:
         raise ValueError(
             f"text encoder '{name_or_path}' could not be loaded: {error}. Give a local folder "
             "or a hub name that is in your cache (HF_HUB_OFFLINE is honoured)."
         ) from error
     return tokenizer, encoder
+
+
+def token_ids(tokenizer: Any, captions: list[str], device: Any) -> Any:
+    """Captions to padded, truncated token ids on ``device``: what every text encoder reads."""
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)

@@ -206,7 +206,7 @@ def test_broken_plugins_are_named_and_do_not_break_the_rest(site, world, tmp_pat
     assert "needs libfoo" in helped.stderr
 
     listed = json.loads(emu("backends", "--json", env=env).stdout)
-    assert set(listed["backends"]) == {"latent", "toy"}
+    assert set(listed["backends"]) == {"latent", "masked", "pixel", "toy"}
     failures = {f["name"]: f for f in listed["failed"]}
     assert "ImportError: needs libfoo" in failures["broken"]["error"]
     assert failures["badreg"]["distribution"] == "emu-broken-register"

@@ -13,26 +13,34 @@ import torch
 from conftest import EMU, emu, train_stage
 from safetensors.torch import load_file
 
-RUN_CONFIG = """
+# Per backend: its first stage short, the last one long enough to be killed in the middle.
+RUN_CONFIGS = {
+    "latent": ("autoencoder", "denoiser"),
+    "masked": ("tokenizer", "transformer"),
+    "pixel": ("denoiser", "superres"),
+}
+
+
+def _run_config(first: str, last: str) -> str:
+    return f"""
 stages_recipe:
-  autoencoder: {steps: 4, checkpoint_every: 100}
-  denoiser: {steps: 24, checkpoint_every: 4, warmup_steps: 3, noise_offset: 0.05}
+  {first}: {{steps: 4, checkpoint_every: 100}}
+  {last}: {{steps: 24, checkpoint_every: 4, warmup_steps: 3, noise_offset: 0.05}}
 """
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     tensors = {}
-    for component in ("unet", "vae", "text_encoder"):
-        for file in sorted((run / component).glob("*.safetensors")):
-            tensors |= {f"{component}.{k}": v for k, v in load_file(file).items()}
+    for file in sorted(run.glob("*/*.safetensors")):
+        tensors |= {f"{file.parent.name}.{k}": v for k, v in load_file(file).items()}
     return tensors
 
 
-def _pretrain_args(world: Path, out: Path, config: Path) -> list[str]:
+def _pretrain_args(world: Path, out: Path, config: Path, backend: str = "latent") -> list[str]:
     return [
         "pretrain",
         "--backend",
-        "latent",
+        backend,
         "--preset",
         "tiny",
         "--data",
@@ -51,41 +59,44 @@ def _pretrain_args(world: Path, out: Path, config: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(world, tmp_path):
+@pytest.mark.parametrize("backend", sorted(RUN_CONFIGS))
+def test_killed_run_resumes_to_the_same_weights(world, tmp_path, backend):
+    first, last = RUN_CONFIGS[backend]
     config = tmp_path / "run.yaml"
-    config.write_text(RUN_CONFIG)
-    emu(*_pretrain_args(world, tmp_path / "straight", config))
+    config.write_text(_run_config(first, last))
+    emu(*_pretrain_args(world, tmp_path / "straight", config, backend))
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        [*EMU, *_pretrain_args(world, killed, config)],
+        [*EMU, *_pretrain_args(world, killed, config, backend)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    latest = killed / "stages" / "denoiser" / "checkpoints" / "latest"
+    latest = killed / "stages" / last / "checkpoints" / "latest"
     deadline = time.time() + 300
     while not latest.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run must be killed mid-stage"
-    assert not (killed / "stages" / "denoiser" / "summary.json").exists()
+    assert not (killed / "stages" / last / "summary.json").exists()
 
-    resumed = emu(*_pretrain_args(world, killed, config), "--resume", "latest")
-    assert "stage 'autoencoder' already completed" in resumed.stderr
-    assert "resuming stage 'denoiser' from" in resumed.stderr
+    resumed = emu(*_pretrain_args(world, killed, config, backend), "--resume", "latest")
+    assert f"stage '{first}' already completed" in resumed.stderr
+    assert f"resuming stage '{last}' from" in resumed.stderr
     straight, again = _weights(tmp_path / "straight"), _weights(killed)
-    assert straight.keys() == again.keys()
+    assert straight and straight.keys() == again.keys()
     worst = max((straight[k] - again[k]).abs().max().item() for k in straight)
     assert worst < 1e-6, f"resumed weights differ by {worst}"
     log = [
-        json.loads(line) for line in (killed / "stages/denoiser/log.jsonl").read_text().splitlines()
+        json.loads(line) for line in (killed / f"stages/{last}/log.jsonl").read_text().splitlines()
     ]
     assert [r["step"] for r in log if "loss" in r] == list(range(1, 25)), "no step logged twice"
 
 
 @pytest.mark.slow
-def test_two_process_data_parallel_run_on_cpu(world, tmp_path):
+@pytest.mark.parametrize("backend", ["latent", "masked"])  # masked: codebook broadcasts
+def test_two_process_data_parallel_run_on_cpu(world, tmp_path, backend):
     out = tmp_path / "ddp"
     command = [
         sys.executable,
@@ -94,12 +105,12 @@ def test_two_process_data_parallel_run_on_cpu(world, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29517",
+        str(29517 + sorted(RUN_CONFIGS).index(backend)),  # a port each: no TIME_WAIT clash
         "-m",
         "emu_cli",
         "pretrain",
         "--backend",
-        "latent",
+        backend,
         "--preset",
         "tiny",
         "--data",
@@ -117,15 +128,16 @@ def test_two_process_data_parallel_run_on_cpu(world, tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "stages" / "denoiser" / "summary.json").read_text())
+    last = RUN_CONFIGS[backend][1]
+    summary = json.loads((out / "stages" / last / "summary.json").read_text())
     assert summary["processes"] == 2
     assert json.loads((out / "emu.json").read_text())["processes"] == 2
     # Every process trained a replica; they stay identical because gradients are averaged.
     records = [
-        json.loads(line) for line in (out / "stages/denoiser/log.jsonl").read_text().splitlines()
+        json.loads(line) for line in (out / "stages" / last / "log.jsonl").read_text().splitlines()
     ]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4], "only rank 0 logs"
-    assert (out / "stages/denoiser/checkpoints/step-00000002/state.safetensors").is_file()
+    assert (out / "stages" / last / "checkpoints/step-00000002/state.safetensors").is_file()
     emu(
         "generate",
         "--model",

@@ -15,7 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+
+from emu_cli.reconstruction import adversarial_losses
 
 
 def fourier_lift(images: torch.Tensor, frequencies: int) -> torch.Tensor:
@@ -33,40 +34,11 @@ def lifted_channels(frequencies: int) -> int:
     return 3 + 6 * frequencies
 
 
-class PatchDiscriminator(nn.Module):
-    """A small PatchGAN: real/fake logits per patch."""
-
-    def __init__(self, channels: int = 32, layers: int = 3):
-        super().__init__()
-        blocks: list[nn.Module] = [nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2)]
-        width = channels
-        for _ in range(layers - 1):
-            blocks += [
-                nn.Conv2d(width, width * 2, 4, 2, 1),
-                nn.GroupNorm(8, width * 2),
-                nn.LeakyReLU(0.2),
-            ]
-            width *= 2
-        blocks.append(nn.Conv2d(width, 1, 3, 1, 1))
-        self.net = nn.Sequential(*blocks)
-        self.config = {"channels": channels, "layers": layers}
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
-
-
-def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB for images in [-1, 1], per image."""
-    error = ((reconstruction.clamp(-1, 1) - images) / 2).pow(2).mean(dim=(1, 2, 3))
-    return -10 * torch.log10(error.clamp_min(1e-10))
-
-
 class AutoencoderTraining(nn.Module):
     """forward(batch) -> loss: L1 reconstruction + KL, and optionally hinge-GAN terms.
 
-    With a discriminator, both players train from one optimizer and one backward pass: the
-    discriminator sees detached reconstructions, and the autoencoder's adversarial term goes
-    through a copy of the discriminator's weights that carries no gradient back to them.
+    With a discriminator, both players train from one optimizer and one backward pass (see
+    :func:`emu_cli.reconstruction.adversarial_losses`).
     """
 
     def __init__(
@@ -94,11 +66,9 @@ class AutoencoderTraining(nn.Module):
         loss = reconstruction_loss + self.kl_weight * kl
         outputs = {"reconstruction": reconstruction_loss.detach(), "kl": kl.detach()}
         if self.discriminator is not None and self.adversarial_weight > 0:
-            real = self.discriminator(images)
-            fake = self.discriminator(reconstruction.detach())
-            discriminator_loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-            frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-            generator_loss = -functional_call(self.discriminator, frozen, (reconstruction,)).mean()
+            discriminator_loss, generator_loss = adversarial_losses(
+                self.discriminator, images, reconstruction
+            )
             loss = loss + discriminator_loss + self.adversarial_weight * generator_loss
             outputs |= {
                 "discriminator": discriminator_loss.detach(),

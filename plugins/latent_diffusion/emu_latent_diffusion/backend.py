@@ -32,17 +32,6 @@ SCHEDULER_CONFIG = {
 }
 
 
-def _tokens(model: Model, captions: list[str], device: torch.device) -> torch.Tensor:
-    tokenizer = model["tokenizer"]
-    return tokenizer(
-        captions,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(device)
-
-
 class LatentDiffusion(Backend):
     name = "latent"
     description = "Latent diffusion (Emu): 16-channel AutoencoderKL + UNet2DConditionModel"
@@ -57,8 +46,9 @@ class LatentDiffusion(Backend):
     def build(self, preset: str, options: dict[str, Any]) -> Model:
         from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
+        from emu_cli.reconstruction import PatchDiscriminator
         from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
-        from emu_latent_diffusion.autoencoder import PatchDiscriminator, lifted_channels
+        from emu_latent_diffusion.autoencoder import lifted_channels
 
         if preset not in PRESETS:
             raise ValueError(f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
@@ -129,15 +119,9 @@ class LatentDiffusion(Backend):
         return pipe
 
     def save(self, model: Model, path: Path) -> None:
-        from safetensors.torch import save_model
-
         self.pipeline(model).save_pretrained(path, safe_serialization=True)
         if DISCRIMINATOR in model.components:
-            folder = Path(path) / DISCRIMINATOR
-            folder.mkdir(parents=True, exist_ok=True)
-            discriminator = model[DISCRIMINATOR]
-            save_model(discriminator, str(folder / "model.safetensors"))
-            (folder / "config.json").write_text(json.dumps(discriminator.config))
+            model[DISCRIMINATOR].save(path)
 
     def load(self, path: Path) -> Model:
         from diffusers import (
@@ -145,10 +129,9 @@ class LatentDiffusion(Backend):
             DPMSolverMultistepScheduler,
             UNet2DConditionModel,
         )
-        from safetensors.torch import load_model
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from emu_latent_diffusion.autoencoder import PatchDiscriminator
+        from emu_cli.reconstruction import PatchDiscriminator
 
         path = Path(path)
         index = path / "model_index.json"
@@ -164,15 +147,14 @@ class LatentDiffusion(Backend):
             "tokenizer": CLIPTokenizer.from_pretrained(path / "tokenizer"),
             "scheduler": DPMSolverMultistepScheduler.from_pretrained(path / "scheduler"),
         }
-        if (path / DISCRIMINATOR).is_dir():
-            config = json.loads((path / DISCRIMINATOR / "config.json").read_text())
-            discriminator = PatchDiscriminator(**config)
-            load_model(discriminator, str(path / DISCRIMINATOR / "model.safetensors"))
+        discriminator = PatchDiscriminator.load(path)
+        if discriminator is not None:
             components[DISCRIMINATOR] = discriminator
         return Model(self.name, components, {})
 
     # -- training ----------------------------------------------------------------------------
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
+        from emu_cli.text import token_ids
         from emu_latent_diffusion.autoencoder import fourier_lift
 
         if stage == "autoencoder":
@@ -180,7 +162,10 @@ class LatentDiffusion(Backend):
         vae = model["vae"]
         lifted = fourier_lift(images, model.options["fourier_frequencies"])
         latents = vae.encode(lifted).latent_dist.mode() * vae.config.scaling_factor
-        return {"latents": latents, "input_ids": _tokens(model, captions, images.device)}
+        return {
+            "latents": latents,
+            "input_ids": token_ids(model["tokenizer"], captions, images.device),
+        }
 
     def prepare_stage(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
@@ -202,8 +187,8 @@ class LatentDiffusion(Backend):
     def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
         from diffusers import DDPMScheduler
 
+        from emu_cli.diffusion import TextConditionedDenoising
         from emu_latent_diffusion.autoencoder import AutoencoderTraining
-        from emu_latent_diffusion.denoiser import DenoiserTraining
 
         for component in ("vae", "unet", "text_encoder"):
             model[component].requires_grad_(False)
@@ -221,12 +206,13 @@ class LatentDiffusion(Backend):
             train_text = bool(model.options.get("train_text_encoder", False))
             model["text_encoder"].requires_grad_(train_text)
             noise_schedule = DDPMScheduler.from_config(model["scheduler"].config)
-            return DenoiserTraining(
+            return TextConditionedDenoising(
                 model["unet"],
                 model["text_encoder"],
                 noise_schedule,
-                recipe.noise_offset,
-                train_text,
+                key="latents",
+                noise_offset=recipe.noise_offset,
+                train_text_encoder=train_text,
             )
         raise ValueError(f"backend 'latent' has no stage '{stage}'")
 
@@ -241,27 +227,23 @@ class LatentDiffusion(Backend):
         seeds: list[int],
         device: torch.device,
     ) -> list[Image.Image]:
-        import torch
+        from emu_cli.diffusion import pipeline_samples
 
         pipe = self.pipeline(model)
         # A private scheduler copy: DPM-Solver keeps per-call state.
         pipe.scheduler = copy.deepcopy(model["scheduler"])
         resolution = model["unet"].config.sample_size * pipe.vae_scale_factor
-        images: list[Image.Image] = []
-        with torch.no_grad():
-            for start in range(0, len(prompts), 16):
-                chunk = slice(start, start + 16)
-                generators = [torch.Generator(device).manual_seed(s) for s in seeds[chunk]]
-                images += pipe(
-                    prompts[chunk],
-                    height=resolution,
-                    width=resolution,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    generator=generators,
-                    output_type="pil",
-                ).images
-        return images
+        return pipeline_samples(
+            pipe,
+            prompts,
+            seeds,
+            device,
+            height=resolution,
+            width=resolution,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="pil",
+        )
 
     def preview(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str], seed: int
@@ -271,7 +253,8 @@ class LatentDiffusion(Backend):
         import torch
 
         from emu_cli.data.dataset import to_images
-        from emu_latent_diffusion.autoencoder import fourier_lift, psnr
+        from emu_cli.reconstruction import psnr
+        from emu_latent_diffusion.autoencoder import fourier_lift
 
         vae = model["vae"]
         with torch.no_grad():
