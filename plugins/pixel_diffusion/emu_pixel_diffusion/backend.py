@@ -1,0 +1,245 @@
+"""Pixel diffusion as Imagen: a text-conditioned UNet2DConditionModel on RGB pixels at the base
+resolution (stage ``denoiser``), then optionally a super-resolution UNet (stage ``superres``).
+Checkpoints are ``PixelDiffusionPipeline`` folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emu_cli.backend import Backend, Model, Stage
+from emu_pixel_diffusion.presets import PRESETS, STAGE_DEFAULTS
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from torch import nn
+
+PIPELINE_CLASS = "PixelDiffusionPipeline"
+# Options a user may set (`--option KEY=VALUE` or `model_options:` in a config), with defaults.
+# v-prediction with soft min-SNR weighting is what pixel models train best with; the cosine
+# noise schedule spends more steps where pixels still carry structure.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "text_encoder": None,  # a pretrained CLIP text model or T5 encoder: hub name or folder
+    "text_encoder_kind": "clip",  # built from config when no text_encoder is given: clip or t5
+    "train_text_encoder": None,  # default: trained when built here, frozen when pretrained
+    "prediction_type": "v_prediction",
+    "snr_weighting": "soft-min",
+    "snr_gamma": 5.0,
+    "superres_factor": None,  # default: the preset's (2 tiny, off small, 4 base)
+    "max_augmentation": 250,  # noise-conditioning augmentation of the low-resolution input
+}
+
+
+def scheduler_config(prediction_type: str) -> dict[str, Any]:
+    return {
+        "num_train_timesteps": 1000,
+        "beta_schedule": "squaredcos_cap_v2",
+        "prediction_type": prediction_type,
+        "algorithm_type": "dpmsolver++",
+        "solver_order": 2,
+        "timestep_spacing": "trailing",
+        # Imagen's dynamic thresholding of the predicted clean image at each sampling step.
+        "thresholding": True,
+        "dynamic_thresholding_ratio": 0.995,
+        "sample_max_value": 1.0,
+    }
+
+
+class PixelDiffusion(Backend):
+    name = "pixel"
+    description = "Pixel diffusion (Imagen-like): text-conditioned UNet on RGB + super-resolution"
+    stages = (
+        Stage("denoiser", "text-conditioned UNet on pixels", STAGE_DEFAULTS["denoiser"]),
+        Stage(
+            "superres",
+            "super-resolution UNet on the upsampled base image (noise-conditioning augmentation)",
+            STAGE_DEFAULTS["superres"],
+        ),
+    )
+
+    def default_stages(self, preset: str, options: dict[str, Any]) -> list[str]:
+        factor = self._options(preset, options)["superres_factor"]
+        return ["denoiser", "superres"] if factor > 1 else ["denoiser"]
+
+    @staticmethod
+    def _options(preset: str, options: dict[str, Any]) -> dict[str, Any]:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
+        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"backend 'pixel' has no option {', '.join(unknown)} "
+                f"(options: {', '.join(DEFAULT_OPTIONS)})"
+            )
+        chosen = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
+        if chosen["superres_factor"] is None:
+            chosen["superres_factor"] = PRESETS[preset]["superres_factor"]
+        factor = chosen["superres_factor"] = int(chosen["superres_factor"])
+        if factor not in (1, 2, 4):
+            raise ValueError(f"superres_factor must be 1 (off), 2 or 4, got {factor}")
+        prediction = chosen["prediction_type"]
+        if prediction not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be epsilon or v_prediction, got {prediction!r}")
+        if chosen["train_text_encoder"] is None:
+            chosen["train_text_encoder"] = not chosen["text_encoder"]
+        return chosen
+
+    # -- building, saving, loading ---------------------------------------------------------
+    def build(self, preset: str, options: dict[str, Any]) -> Model:
+        import torch
+        from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
+
+        from emu_cli.diffusion import snr_weights
+        from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
+
+        chosen = self._options(preset, options)
+        spec = PRESETS[preset]
+        if chosen["text_encoder"]:
+            tokenizer, text_encoder = load_text_encoder(chosen["text_encoder"])
+        else:
+            kind = chosen["text_encoder_kind"]
+            tokenizer = offline_clip_tokenizer(spec["max_tokens"])
+            config = spec["t5_encoder"] if kind == "t5" else spec["text_encoder"]
+            text_encoder = build_text_encoder(config, kind)
+        # Fail now, not after the first batch, on a bad weighting.
+        snr_weights(torch.ones(1), chosen["snr_weighting"], chosen["snr_gamma"], "epsilon")
+        width = text_encoder.config.hidden_size  # T5's config maps it to d_model
+        schedule = scheduler_config(chosen["prediction_type"])
+        components: dict[str, Any] = {
+            "unet": UNet2DConditionModel(
+                sample_size=spec["resolution"],
+                in_channels=3,
+                out_channels=3,
+                cross_attention_dim=width,
+                **spec["unet"],
+            ),
+            "text_encoder": text_encoder,
+            "tokenizer": tokenizer,
+            "scheduler": DPMSolverMultistepScheduler(**schedule),
+        }
+        factor = chosen["superres_factor"]
+        if factor > 1:
+            components["sr_unet"] = UNet2DConditionModel(
+                sample_size=spec["resolution"] * factor,
+                in_channels=6,  # the noisy high-resolution image and the upsampled low one
+                out_channels=3,
+                cross_attention_dim=width,
+                class_embed_type="timestep",  # the augmentation level
+                **spec["superres_unet"],
+            )
+            components["sr_scheduler"] = DPMSolverMultistepScheduler(**schedule)
+        return Model(self.name, components, {"preset": preset, **chosen})
+
+    def pipeline(self, model: Model) -> Any:
+        from emu_pixel_diffusion.pipeline import PixelDiffusionPipeline
+
+        pipe = PixelDiffusionPipeline(
+            unet=model["unet"],
+            text_encoder=model["text_encoder"],
+            tokenizer=model["tokenizer"],
+            scheduler=model["scheduler"],
+            sr_unet=model.components.get("sr_unet"),
+            sr_scheduler=model.components.get("sr_scheduler"),
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def save(self, model: Model, path: Path) -> None:
+        self.pipeline(model).save_pretrained(path, safe_serialization=True)
+
+    def load(self, path: Path) -> Model:
+        from emu_pixel_diffusion.pipeline import PixelDiffusionPipeline
+
+        path = Path(path)
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ValueError(f"'{path}' has no model_index.json: not a pixel-diffusion checkpoint")
+        pipeline_class = json.loads(index.read_text()).get("_class_name")
+        if pipeline_class != PIPELINE_CLASS:
+            raise ValueError(f"'{path}' holds a {pipeline_class}, not a {PIPELINE_CLASS}")
+        pipe = PixelDiffusionPipeline.from_pretrained(path)
+        components = {k: v for k, v in pipe.components.items() if v is not None}
+        return Model(self.name, components, {})
+
+    # -- training ----------------------------------------------------------------------------
+    def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
+        from emu_cli.text import token_ids
+        from emu_pixel_diffusion.pipeline import low_resolution_view
+
+        batch = {
+            "pixels": images,
+            "input_ids": token_ids(model["tokenizer"], captions, images.device),
+        }
+        if stage == "superres":
+            batch["low"] = low_resolution_view(images, self._factor(model))
+        return batch
+
+    def _factor(self, model: Model) -> int:
+        if "sr_unet" not in model.components:
+            raise ValueError(
+                "this pixel model has no super-resolution stage; build it with "
+                "--option superres_factor=2 (or 4)"
+            )
+        return model["sr_unet"].config.sample_size // model["unet"].config.sample_size
+
+    def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
+        from diffusers import DDPMScheduler
+
+        from emu_cli.diffusion import TextConditionedDenoising
+        from emu_pixel_diffusion.superres import SuperResolutionDenoising
+
+        options = model.options
+        for name in ("unet", "sr_unet", "text_encoder"):
+            if name in model.components:
+                model[name].requires_grad_(False)
+        train_text = bool(options.get("train_text_encoder", False))
+        model["text_encoder"].requires_grad_(train_text)
+        common = {
+            "noise_offset": recipe.noise_offset,
+            "train_text_encoder": train_text,
+            "snr_weighting": options.get("snr_weighting", "none"),
+            "snr_gamma": float(options.get("snr_gamma", 5.0)),
+        }
+        if stage == "denoiser":
+            model["unet"].requires_grad_(True)
+            schedule = DDPMScheduler.from_config(model["scheduler"].config)
+            return TextConditionedDenoising(
+                model["unet"], model["text_encoder"], schedule, key="pixels", **common
+            )
+        if stage == "superres":
+            self._factor(model)
+            model["sr_unet"].requires_grad_(True)
+            schedule = DDPMScheduler.from_config(model["sr_scheduler"].config)
+            return SuperResolutionDenoising(
+                model["sr_unet"],
+                model["text_encoder"],
+                schedule,
+                key="pixels",
+                max_augmentation=int(options.get("max_augmentation", 250)),
+                **common,
+            )
+        raise ValueError(f"backend 'pixel' has no stage '{stage}'")
+
+    # -- looking at results ------------------------------------------------------------------
+    def sample(
+        self,
+        model: Model,
+        prompts: list[str],
+        *,
+        steps: int,
+        guidance: float,
+        seeds: list[int],
+        device: torch.device,
+    ) -> list[Image.Image]:
+        from emu_cli.diffusion import pipeline_samples
+
+        return pipeline_samples(
+            self.pipeline(model),
+            prompts,
+            seeds,
+            device,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+        )
