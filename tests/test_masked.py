@@ -1,0 +1,98 @@
+"""The masked-generative-transformer backend plugin: tokenizer, masking, sampling, checkpoints."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import emu
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_masked(tmp_path_factory, world):
+    """A tiny masked model (VQ tokenizer, then transformer) pre-trained through the real CLI."""
+    out = tmp_path_factory.mktemp("runs") / "masked"
+    emu(
+        "pretrain", "--backend", "masked", "--preset", "tiny", "--data", world, "--out", out,
+        "--device", "cpu", "--steps", 8, "--batch-size", 8, "--preview-every", 4,
+    )  # fmt: skip
+    return out
+
+
+def test_listed_as_a_plugin_of_its_own():
+    listed = json.loads(emu("backends", "--json").stdout)
+    masked = [p for p in listed["plugins"] if p["name"] == "masked"]
+    assert masked and masked[0]["distribution"] == "emu-masked-transformer"
+    assert masked[0]["backends"] == ["masked"]
+
+
+@pytest.mark.slow
+def test_pretrain_generate_reload_gives_the_same_images(tiny_masked, tmp_path):
+    provenance = json.loads((tiny_masked / "emu.json").read_text())
+    assert provenance["stages_completed"] == ["tokenizer", "transformer"]
+    tokenizer_summary = json.loads((tiny_masked / "stages/tokenizer/summary.json").read_text())
+    assert {"psnr", "codebook_usage"} <= set(tokenizer_summary["metrics"])
+    assert 0 < tokenizer_summary["metrics"]["codebook_usage"] <= 1
+
+    prompt = "a red star on a sunset background"
+    runs = []
+    for name in ("first", "second"):
+        emu("generate", "--model", tiny_masked, prompt, "-n", 2, "--steps", 4, "--seed", 5,
+            "--out", tmp_path / name, "--device", "cpu")  # fmt: skip
+        runs.append([np.asarray(Image.open(tmp_path / name / f"000-0{i}.png")) for i in (0, 1)])
+    assert runs[0][0].shape == (16, 16, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
+    assert not np.array_equal(runs[0][0], runs[0][1]), "different seeds, different images"
+
+    # The checkpoint is an AmusedPipeline folder: diffusers opens it without emu.
+    from diffusers import AmusedPipeline
+
+    pipe = AmusedPipeline.from_pretrained(tiny_masked)
+    image = pipe(
+        prompt,
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(5),
+    ).images[0]
+    assert np.array_equal(np.asarray(image), runs[0][0])
+
+
+def test_dead_codes_are_restarted_onto_the_data():
+    from emu_masked_transformer.tokenizer import TokenizerTraining, nearest_codes
+
+    from emu_cli.plugins import get_backend
+
+    model = get_backend("masked").build("tiny", {})
+    vq = model["vqvae"]
+    with torch.no_grad():  # every code far from any encoder output: all but one are dead
+        vq.quantize.embedding.weight.fill_(50.0)
+        vq.quantize.embedding.weight[0] = 0.0
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    training = TokenizerTraining(vq)
+    first = training({"pixels": images, "generator": torch.Generator().manual_seed(0)})
+    assert first["codebook_usage"].item() == pytest.approx(1 / 64)
+    assert torch.isfinite(first["loss"])
+    with torch.no_grad():
+        latents = vq.encode((images + 1) / 2).latents
+        used = nearest_codes(vq, latents).unique().numel()
+    assert used > 16, f"restarted codes should now be chosen, only {used} of 64 are"
+
+
+def test_cosine_masking_schedule():
+    from emu_masked_transformer.transformer import cosine_mask
+
+    mask = cosine_mask(4000, 64, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert mask.sum(dim=1).min() >= 1, "every image has something to predict"
+    # E[cos(pi/2 u)] = 2/pi for u ~ U(0, 1); ceil adds up to one token in 64.
+    assert mask.float().mean().item() == pytest.approx(2 / math.pi, abs=0.02)
+    again = cosine_mask(4000, 64, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert torch.equal(mask, again)
+
+
+def test_unknown_options_are_named():
+    from emu_cli.plugins import get_backend
+
+    with pytest.raises(ValueError, match="no option temperature"):
+        get_backend("masked").build("tiny", {"temperature": 2})
