@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PLUGINS := plugins/latent_diffusion
+PLUGINS := plugins/latent_diffusion plugins/pixel_diffusion plugins/masked_transformer
 STAMP := $(VENV)/.installed
 # Tests and the demo never reach the Hub: every model is built or trained here.
 export HF_HUB_OFFLINE := 1

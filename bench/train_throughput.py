@@ -6,7 +6,8 @@ does (reading and decoding the data, accelerate, EMA, gradient clipping, LR sche
 Their ratio is the trainer's overhead; the target is >= 0.95. The plain loop runs before and
 after the trainer and the ratio uses their mean, so warm-up and drift do not favour either.
 
-    python bench/train_throughput.py --backend latent --preset small --stage denoiser
+    python bench/train_throughput.py                      # every installed backend
+    python bench/train_throughput.py --backend pixel --preset small --stage denoiser
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from emu_cli.data import index_dataset
 from emu_cli.data.dataset import TrainingDataset, collate
-from emu_cli.plugins import get_backend
+from emu_cli.plugins import get_backend, get_backends
 from emu_cli.pretrain import make_accelerator
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training.recipe import Recipe
@@ -59,21 +60,8 @@ def trainer_rate(backend, model, stage, recipe, index, folder: Path) -> float:
     return (last["step"] - first["step"]) * recipe.batch_size / (last_time - first_time)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="latent")
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--stage", default=None, help="default: the backend's last stage")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers; -1: auto")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
-    quiet_libraries()
-    torch.manual_seed(0)
-    backend = get_backend(args.backend)
-    stage = args.stage or backend.stages[-1].name
-    resolution = backend.stage(stage).defaults[args.preset]["resolution"]
+def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
+    resolution = backend.stage(stage).defaults[preset]["resolution"]
     with tempfile.TemporaryDirectory() as folder:
         data = synthesize(512, Path(folder) / "data", seed=0, size=resolution)
         index = index_dataset(data)
@@ -88,17 +76,19 @@ def main() -> None:
             caption_dropout=0.1,
             num_workers=args.workers,
         ).validate()
-        model = backend.build(args.preset, {})
+        torch.manual_seed(0)
+        model = backend.build(preset, {})
         dataset = TrainingDataset(index, resolution)
         images, captions, _ = collate([dataset[i] for i in range(args.batch_size)])
         before = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
         trained = trainer_rate(backend, model, stage, recipe, index, Path(folder) / "run")
         after = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
     plain = (before + after) / 2
-    result = {
-        "backend": args.backend,
-        "preset": args.preset,
+    return {
+        "backend": backend.name,
+        "preset": preset,
         "stage": stage,
+        "resolution": resolution,
         "batch_size": args.batch_size,
         "steps": args.steps,
         "threads": torch.get_num_threads(),
@@ -108,11 +98,34 @@ def main() -> None:
         "trainer_images_per_s": round(trained, 2),
         "ratio": round(trained / plain, 3),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", action="append", help="repeatable; default: all installed")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--stage", default=None, help="default: each backend's last stage")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers; -1: auto")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    quiet_libraries()
+    names = args.backend or sorted(get_backends())
+    results = []
+    for name in names:
+        backend = get_backend(name)
+        stage = args.stage or backend.default_stages(args.preset, {})[-1]
+        results.append(measure(backend, args.preset, stage, args))
     print(f"{'backend':8} {'stage':12} {'plain img/s':>12} {'trainer img/s':>14} {'ratio':>6}")
-    print(f"{args.backend:8} {stage:12} {plain:12.1f} {trained:14.1f} {trained / plain:6.3f}")
-    print(json.dumps(result))
+    for r in results:
+        print(
+            f"{r['backend']:8} {r['stage']:12} {r['plain_images_per_s']:12.1f} "
+            f"{r['trainer_images_per_s']:14.1f} {r['ratio']:6.3f}"
+        )
+    print(json.dumps(results))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

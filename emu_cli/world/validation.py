@@ -167,3 +167,66 @@ def validate_curation(run: Path, pool: Path) -> dict[str, dict]:
         "pool_mean_appeal": round(float(np.mean([t["appeal"] for t in truth.values()])), 4),
     }
     return results
+
+
+def concept_prompts(subjects: tuple[str, ...], per_subject: int, seed: int = 0) -> list[str]:
+    """``per_subject`` captions per subject, colors, backgrounds and templates drawn at random."""
+    rng = np.random.default_rng([seed, 13])
+    return [
+        caption(
+            subject,
+            list(COLORS)[int(rng.integers(len(COLORS)))],
+            list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))],
+            int(rng.integers(1000)),
+        )
+        for subject in subjects
+        for _ in range(per_subject)
+    ]
+
+
+def validate_generator(
+    model: Path,
+    *,
+    subjects: tuple[str, ...] | None = None,
+    per_subject: int = 16,
+    steps: int = 25,
+    guidance: float = 5.0,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
+    """How recognisable a model's images are: the faithfulness judge's accuracy per attribute
+    on images generated for concept captions (by default the held-in subjects, those the curated
+    set keeps), and their mean judged appeal."""
+    import torch
+
+    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.world.concepts import HELD_OUT_SUBJECTS
+
+    subjects = subjects or tuple(s for s in SUBJECTS if s not in HELD_OUT_SUBJECTS)
+    prompts = concept_prompts(subjects, per_subject, seed)
+    backend, loaded, _ = load_checkpoint(Path(model))
+    loaded.to(device)
+    images = backend.sample(
+        loaded,
+        prompts,
+        steps=steps,
+        guidance=guidance,
+        seeds=[seed + i for i in range(len(prompts))],
+        device=torch.device(device),
+    )
+    judges = WorldJudges.load()
+    correct = judges.faithfulness(images, prompts)
+    return {
+        "model": str(model),
+        "images": len(images),
+        "subjects": list(subjects),
+        "steps": steps,
+        "guidance": guidance,
+        **{f"{name}_accuracy": round(float(v.mean()), 4) for name, v in correct.items()},
+        "mean_appeal": round(float(judges.appeal(images).mean()), 4),
+        "chance": {
+            "subject": round(1 / len(SUBJECTS), 4),
+            "color": round(1 / len(COLORS), 4),
+            "background": round(1 / len(BACKGROUNDS), 4),
+        },
+    }
