@@ -72,12 +72,19 @@ class Backend(ABC):
     stages: tuple[Stage, ...]
     # Diffusion backends honour the recipe's noise offset; others document what they do instead.
     uses_noise_offset: bool = True
+    # The stage ``emu quality-tune`` fine-tunes: the one that turns text into images. None means
+    # the last stage; a backend whose last stage only upscales names its generator instead.
+    quality_tune_stage: str | None = None
 
     def default_stages(self, preset: str, options: dict[str, Any]) -> list[str]:
         """The stages ``emu pretrain`` trains when the user names none: by default all of them.
         A backend whose model has optional parts (a super-resolution stage a preset leaves
         off) returns fewer."""
         return [stage.name for stage in self.stages]
+
+    def generator_stage(self) -> str:
+        """The stage quality-tuning trains (see ``quality_tune_stage``)."""
+        return self.stage(self.quality_tune_stage or self.stages[-1].name).name
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:

@@ -457,6 +457,168 @@ def train_aesthetic(
     )
 
 
+@cli.command(name="quality-tune")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The pre-trained checkpoint.",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The curated set: image folder with metadata.jsonl, or WebDataset shards.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--steps", type=int, help="Iteration cap (default per preset: 15K at base).")
+@click.option("--batch-size", type=int, help="Batch size per process (default 64).")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float)
+@click.option("--noise-offset", type=float, help="Diffusion backends (default 0.1).")
+@click.option("--subset", "subset_size", type=int, help="Tune on N random curated images only.")
+@click.option(
+    "--early-stopping/--no-early-stopping",
+    default=True,
+    show_default=True,
+    help="Judge generations every --validate-every steps; keep the best; stop when it stalls.",
+)
+@click.option("--validate-every", type=int, help="Steps between validations (default per preset).")
+@click.option("--validation-steps", type=int, default=20, show_default=True, help="Sampling steps.")
+@click.option("--patience", type=int, default=3, show_default=True)
+@click.option("--faithfulness-margin", type=float, default=0.1, show_default=True)
+@click.option("--judge", default="world", show_default=True, help="A registered judge.")
+@click.option(
+    "--validation-prompts",
+    default="builtin:validation",
+    show_default=True,
+    help="Prompt file or builtin:NAME generated at each validation.",
+)
+@device_option
+@click.option("--resume", help="'latest' to continue the run in --out, or a checkpoint folder.")
+@config_option(extra_keys=Recipe.field_names())
+@click.pass_context
+def quality_tune(
+    ctx: click.Context,
+    model_path: Path,
+    data: Path,
+    out: Path,
+    subset_size: int | None,
+    early_stopping: bool,
+    validate_every: int | None,
+    validation_steps: int,
+    patience: int,
+    faithfulness_margin: float,
+    judge: str,
+    validation_prompts: str,
+    device: str,
+    resume: str | None,
+    **recipe_options,
+) -> None:
+    """Quality-tune a pre-trained model on a small curated set with the paper's recipe
+    (batch 64, noise offset 0.1, constant small learning rate, EMA, early stopping)."""
+    from emu_cli.quality_tune import EarlyStoppingSettings
+    from emu_cli.quality_tune import quality_tune as run
+
+    settings = EarlyStoppingSettings(
+        enabled=early_stopping,
+        judge=judge,
+        prompts=validation_prompts,
+        validate_every=validate_every,
+        patience=patience,
+        faithfulness_margin=faithfulness_margin,
+        sample_steps=validation_steps,
+    )
+    result = _run(
+        lambda: run(
+            model_path,
+            data=data,
+            out=out,
+            recipe_overrides={**ctx.meta.get("config", {}), **recipe_options},
+            early_stopping=settings,
+            subset_size=subset_size,
+            device=device,
+            resume=resume,
+        )
+    )
+    stopped = f", stopped early: {result.stopped_early}" if result.stopped_early else ""
+    click.echo(
+        f"quality-tuned {result.steps} steps; chosen step {result.chosen_step}{stopped}; "
+        f"encoder calls while training: {result.encoder_calls}"
+    )
+    click.echo(f"checkpoint: {out}")
+
+
+@cli.command()
+@click.option("--a", "model_a", type=click.Path(path_type=Path), required=True, help="Model A.")
+@click.option("--b", "model_b", type=click.Path(path_type=Path), required=True, help="Model B.")
+@click.option(
+    "--prompts",
+    default="builtin:world",
+    show_default=True,
+    help="Prompt file (.txt, or .jsonl with prompt and tags) or builtin:NAME.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder.")
+@click.option(
+    "--annotators",
+    type=click.Choice(["simulated", "review"]),
+    default="simulated",
+    show_default=True,
+    help="simulated: the world's panel votes; review: people vote in `emu review OUT`.",
+)
+@click.option("--images-per-prompt", type=int, default=1, show_default=True)
+@click.option("--steps", type=int, default=25, show_default=True, help="Sampling steps.")
+@click.option("--guidance", type=float, default=5.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--judge", default="world", show_default=True, help="Judge for the proxy scores.")
+@click.option("--clip-model", help="open_clip model (name or local folder) for CLIP score.")
+@click.option("--clip-pretrained", help="open_clip pretrained tag, with a model name.")
+@click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap draws.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json.")
+@device_option
+@config_option()
+def evaluate(
+    model_a: Path,
+    model_b: Path,
+    prompts: str,
+    out: Path,
+    annotators: str,
+    images_per_prompt: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    judge: str,
+    clip_model: str | None,
+    clip_pretrained: str | None,
+    resamples: int,
+    as_json: bool,
+    device: str,
+) -> None:
+    """Side-by-side evaluation as the paper's: visual appeal (A / B / Tie, 5 annotators) and
+    text faithfulness (A / B / Both / Neither, 3 annotators), with bootstrap intervals."""
+    from emu_cli.evaluate.protocol import Settings
+    from emu_cli.evaluate.protocol import evaluate as run
+    from emu_cli.evaluate.report import PROTOCOL_TITLES, describe
+
+    settings = Settings(steps, guidance, seed, images_per_prompt, device)
+    results = _run(
+        lambda: run(
+            model_a, model_b, prompts, out,
+            annotators=annotators, settings=settings, judge=judge,
+            clip_model=clip_model, clip_pretrained=clip_pretrained, resamples=resamples,
+        )
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for protocol, subsets in results["protocols"].items():
+        for subset, rate in subsets.items():
+            click.echo(f"{PROTOCOL_TITLES[protocol]:18} {subset:7} {describe(rate)}")
+    if annotators == "review" and not results["votes"]:
+        click.echo(f"no votes yet: run `emu review {out} --stage compare`, then this again")
+    click.echo(f"report: {out / 'report.html'}")
+
+
 def _not_yet(name: str, issue: str, summary: str) -> None:
     @cli.command(
         name=name,
@@ -471,8 +633,6 @@ def _not_yet(name: str, issue: str, summary: str) -> None:
 
 
 _not_yet("review", "the [review] issue", "Web app for the human filtering stages")
-_not_yet("quality-tune", "the [qt] issue", "Quality-tune a pre-trained model on a curated set")
-_not_yet("evaluate", "the [qt] issue", "Side-by-side preference evaluation of two models")
 _not_yet("push", "the [hub] issue", "Push a checkpoint or curated set to the Hugging Face Hub")
 
 

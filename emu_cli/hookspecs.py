@@ -40,5 +40,16 @@ def register_filters(register: Callable[[object], None]) -> None:
 
 
 @hookspec
+def register_judges(register: Callable[[object], None]) -> None:
+    """Register automatic judges of generated images, used by ``emu quality-tune`` to stop
+    early and by ``emu evaluate`` as proxies beside the human protocol.
+
+    Call ``register(judge)`` with an object implementing :class:`emu_cli.judging.Judge`: a
+    unique ``name`` and ``score(images, prompts)`` returning per-image ``appeal`` and
+    ``faithfulness`` in [0, 1]. Load models lazily, inside ``score``.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add extra commands or command groups to the ``emu`` CLI with ``cli.command()``."""

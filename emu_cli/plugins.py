@@ -77,9 +77,10 @@ def load_plugins() -> pluggy.PluginManager:
     if _loaded:
         return pm
     _loaded = True
-    from emu_cli.curate import builtin
+    from emu_cli import builtin
 
-    # The core's own filters are a plugin too (as pytest's features are), always loaded.
+    # The core's own filters and judges are a plugin too (as pytest's features are), always
+    # loaded.
     pm.register(builtin, name="emu")
     _distributions["emu"] = "emu-cli"
     allowed = _allow_list()
@@ -141,6 +142,20 @@ def get_backends() -> dict[str, Any]:
 def get_filters() -> dict[str, Any]:
     """Every registered curation filter, by name."""
     return _by_name("register_filters", "filter")
+
+
+def get_judges() -> dict[str, Any]:
+    """Every registered judge of generated images, by name."""
+    return _by_name("register_judges", "judge")
+
+
+def get_judge(name: str) -> Any:
+    judges = get_judges()
+    if name not in judges:
+        raise click.ClickException(
+            f"unknown judge '{name}' (registered: {', '.join(sorted(judges)) or 'none'})"
+        )
+    return judges[name]
 
 
 def get_backend(name: str) -> Any:

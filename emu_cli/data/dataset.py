@@ -116,12 +116,34 @@ class TrainingDataset(torch.utils.data.Dataset):
                 skipped.append((sample.key, f"{type(error).__name__}: {error}"))
                 continue
             rng = sample_generator(self.seed, epoch, (position + attempt) % len(samples))
-            image = resize_and_crop(image, self.resolution)
-            if self.random_flip and rng.random() < 0.5:
-                image = ImageOps.mirror(image)
+            flip = self.random_flip and rng.random() < 0.5
             caption = "" if rng.random() < self.caption_dropout else sample.caption
-            return to_tensor(image), caption, skipped
+            return training_view(image, self.resolution, flip), caption, skipped
         raise DatasetError(f"dataset '{self.index.source}' has no readable image")
+
+    def variants(self) -> Iterator[tuple[torch.Tensor, str]]:
+        """Every (image, caption) this dataset can yield: each readable sample, mirrored or
+        not, with its caption or the dropped one. What an encoding cache warms up on."""
+        flips = (False, True) if self.random_flip else (False,)
+        for sample in self.index.samples:
+            try:
+                image = read_image(sample)
+            except Exception:  # unreadable: __getitem__ skips it too
+                continue
+            captions = [sample.caption] + ([""] if self.caption_dropout > 0 else [])
+            for flip in flips:
+                view = training_view(image, self.resolution, flip)
+                for caption in captions:
+                    yield view, caption
+
+    def variant_count(self) -> int:
+        return len(self) * (2 if self.random_flip else 1) * (2 if self.caption_dropout > 0 else 1)
+
+
+def training_view(image: Image.Image, resolution: int, flip: bool) -> torch.Tensor:
+    """The tensor training sees of an image: resized, centre-cropped, maybe mirrored."""
+    image = resize_and_crop(image, resolution)
+    return to_tensor(ImageOps.mirror(image) if flip else image)
 
 
 def collate(items: list) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:

@@ -44,6 +44,7 @@ class StageResult:
     images_per_second: float
     skipped_samples: int
     metrics: dict[str, float] = field(default_factory=dict)
+    stopped_early: str | None = None  # why, when a monitor stopped the stage
 
 
 def step_seed(seed: int, stage: str, step: int, rank: int, micro: int = 0) -> int:
@@ -91,8 +92,17 @@ class Trainer:
         index: SampleIndex,
         folder: Path,
         accelerator: Any,
+        *,
+        encode: Callable[..., dict] | None = None,
+        monitor: Any = None,
     ):
+        """``encode`` replaces ``backend.encode`` (quality-tuning passes a cache); ``monitor``,
+        when given, judges the model every ``monitor.every`` steps (see
+        :class:`emu_cli.training.validation.GenerationMonitor`): its best weights are kept in
+        ``folder/best`` and it may stop the stage early."""
         self.backend, self.model, self.stage = backend, model, stage
+        self.encode = encode or backend.encode
+        self.monitor = monitor
         self.recipe = recipe.validate()
         self.folder = folder
         self.accelerator = accelerator
@@ -161,6 +171,29 @@ class Trainer:
         images, captions, _ = collate(items)
         self.backend.prepare_stage(self.model, self.stage, images.to(device), captions)
 
+    def _validate(self, step: int, ema: EMA | None, provenance: dict[str, Any]) -> Any:
+        """The monitor's decision at ``step``, taken on the averaged weights by process 0 and
+        shared with the others."""
+        from accelerate.utils import broadcast_object_list
+
+        from emu_cli.checkpoint import save_checkpoint
+
+        decision = [None]
+        if self.accelerator.is_main_process:
+            if ema is not None:
+                ema.swap_in()
+            try:
+                decision[0] = self.monitor.check(step, self.model)
+                if decision[0].best:
+                    record = {**provenance, "stage": self.stage, "step": step}
+                    save_checkpoint(self.backend, self.model, self.folder / "best", record)
+            finally:
+                if ema is not None:
+                    ema.swap_out()
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(decision)
+        return decision[0]
+
     def _resolution_at(self, step: int) -> int:
         passed = 0
         for resolution, steps in self.recipe.phases():
@@ -201,6 +234,8 @@ class Trainer:
                 ema.load_state_tensors(resumed.tensors, resumed.meta["ema_updates"])
             self.skipped = [tuple(s) for s in resumed.meta.get("skipped", [])]
             self.log.truncate_after(start)
+        if self.monitor is not None:
+            self.monitor.restore(start)
         prepared, optimizer = accelerator.prepare(module, optimizer)
 
         def save(step: int) -> Path | None:
@@ -231,18 +266,20 @@ class Trainer:
             disable=not accelerator.is_main_process,
             dynamic_ncols=True,
         )
-        step, phase_end = start, 0
+        step, phase_end, stop = start, 0, None
+        if self.monitor is not None and start == 0:
+            self._validate(0, None, provenance)  # the starting model: the curve's baseline
         for resolution, phase_steps in recipe.phases():
             phase_end += phase_steps
             if step >= phase_end:
                 continue
             loader = iter(self._loader(resolution, step, phase_end - step))
-            while step < phase_end:
+            while step < phase_end and stop is None:
                 for micro in range(recipe.gradient_accumulation_steps):
                     images, captions, skipped = next(loader)
                     self.skipped.extend(skipped)
                     with torch.no_grad():
-                        batch = backend.encode(
+                        batch = self.encode(
                             self.model, self.stage, images.to(accelerator.device), captions
                         )
                     seed = step_seed(
@@ -291,6 +328,13 @@ class Trainer:
                     metrics = self._preview(step, ema)
                     if metrics:
                         self.log.write(step=step, **{f"holdout_{k}": v for k, v in metrics.items()})
+                if self.monitor is not None and (
+                    step % self.monitor.every == 0 or step == recipe.steps
+                ):
+                    decision = self._validate(step, ema, provenance)
+                    if decision.stop:
+                        stop = decision.reason
+                        tqdm.write(f"stopping early at step {step}: {stop}")
                 if (
                     recipe.checkpoint_every > 0
                     and step % recipe.checkpoint_every == 0
@@ -298,6 +342,8 @@ class Trainer:
                 ):
                     save(step)
                     accelerator.wait_for_everyone()
+            if stop is not None:
+                break
         progress.close()
         accelerator.wait_for_everyone()
         if ema is not None:
@@ -316,9 +362,16 @@ class Trainer:
             "skipped_examples": self.skipped[:SKIPPED_NAMED],
             "metrics": metrics,
             "processes": accelerator.num_processes,
+            "stopped_early": stop,
         }
         if accelerator.is_main_process:
             (self.folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return StageResult(
-            self.stage, step, loss_value, summary["images_per_second"], len(self.skipped), metrics
+            self.stage,
+            step,
+            loss_value,
+            summary["images_per_second"],
+            len(self.skipped),
+            metrics,
+            stop,
         )

@@ -148,10 +148,13 @@ class WorldJudges:
     def appeal(self, images: list[Image.Image]) -> np.ndarray:
         return self.judge(images).appeal
 
-    def faithfulness(self, images: list[Image.Image], captions: list[str]) -> dict[str, np.ndarray]:
+    def faithfulness(
+        self, images: list[Image.Image], captions: list[str], judgement: Judgement | None = None
+    ) -> dict[str, np.ndarray]:
         """Per attribute, whether each image shows what its caption names (captions that name
-        no value of an attribute count as matching it); ``all`` when every attribute matches."""
-        predicted = self.judge(images).attributes
+        no value of an attribute count as matching it); ``all`` when every attribute matches.
+        ``judgement``: these images' judgement when the caller already has it."""
+        predicted = (judgement or self.judge(images)).attributes
         result = {}
         for name in ATTRIBUTES:
             said = [parse_caption(c)[name] for c in captions]

@@ -59,6 +59,9 @@ class PixelDiffusion(Backend):
         ),
     )
 
+    # Appeal is decided at the base resolution; the super-resolution stage only adds detail.
+    quality_tune_stage = "denoiser"
+
     def default_stages(self, preset: str, options: dict[str, Any]) -> list[str]:
         factor = self._options(preset, options)["superres_factor"]
         return ["denoiser", "superres"] if factor > 1 else ["denoiser"]

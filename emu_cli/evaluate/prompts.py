@@ -1,0 +1,79 @@
+"""Prompt sets: a file of the user's, or a built-in set (``builtin:NAME``).
+
+A file is plain text (one prompt a line) or JSON lines (``{"prompt": ..., "tags": [...]}``).
+The built-in sets are the world's captions: ``builtin:world`` covers every subject, each
+prompt tagged ``seen`` or ``unseen`` by whether curated sets keep its subject
+(``HELD_OUT_SUBJECTS`` are left out of them), so the evaluation also measures generality;
+``builtin:validation`` is a small set of seen subjects for quality-tuning's early stopping.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    tags: tuple[str, ...] = field(default=())
+
+
+def _world(per_subject: int, seed: int, subjects: tuple[str, ...] | None = None) -> list[Prompt]:
+    from emu_cli.world.concepts import HELD_OUT_SUBJECTS, SUBJECTS
+    from emu_cli.world.validation import concept_prompts
+
+    subjects = subjects or SUBJECTS
+    texts = iter(concept_prompts(subjects, per_subject, seed))  # per_subject each, in order
+    return [
+        Prompt(next(texts), ("unseen" if subject in HELD_OUT_SUBJECTS else "seen", subject))
+        for subject in subjects
+        for _ in range(per_subject)
+    ]
+
+
+def _validation() -> list[Prompt]:
+    from emu_cli.world.concepts import HELD_OUT_SUBJECTS, SUBJECTS
+
+    seen = tuple(s for s in SUBJECTS if s not in HELD_OUT_SUBJECTS)
+    return _world(4, seed=7, subjects=seen)
+
+
+BUILTIN = {
+    "world": lambda: _world(12, seed=0),
+    "world-small": lambda: _world(4, seed=0),
+    "validation": _validation,
+}
+
+
+def load_prompts(spec: str | Path) -> list[Prompt]:
+    """The prompts of ``builtin:NAME`` or of a file; errors name the input and the problem."""
+    spec = str(spec)
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        if name not in BUILTIN:
+            raise ValueError(
+                f"no built-in prompt set '{name}' (built-in: {', '.join(sorted(BUILTIN))})"
+            )
+        return BUILTIN[name]()
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"prompt file '{path}' does not exist (or use builtin:NAME)")
+    prompts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                record = json.loads(line)
+                prompts.append(Prompt(str(record["prompt"]), tuple(record.get("tags", ()))))
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(
+                    f"{path}:{number}: expected a JSON object with a 'prompt' key ({error})"
+                ) from error
+        else:
+            prompts.append(Prompt(line.strip()))
+    if not prompts:
+        raise ValueError(f"prompt file '{path}' holds no prompt")
+    return prompts

@@ -1,0 +1,228 @@
+"""``emu evaluate``: the paper's side-by-side protocol between two models.
+
+Both models draw their images with the same seed for each prompt. Every pair becomes a
+comparison in an annotation store (``OUT/annotations.sqlite``, the review app's schema), and
+votes are cast on it: by the world's simulated annotators (5 visual-appeal, caption hidden:
+A / B / Tie; 3 faithfulness, caption shown: A / B / Both / Neither), or by people in
+``emu review OUT --stage compare``. Results are computed from the stored votes, whoever cast
+them, so running the command again after people voted reports their verdict.
+
+Layout of ``--out``: ``images/a/``, ``images/b/`` (PNG per prompt and image, ``index.json``),
+``annotations.sqlite``, ``results.json``, ``winrates.png``, ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from emu_cli.annotations import AnnotationStore
+from emu_cli.evaluate.prompts import Prompt, load_prompts
+from emu_cli.evaluate.winrate import outcomes, win_rate
+from emu_cli.runtime import quiet_libraries
+
+ANNOTATORS = ("simulated", "review")
+SIDES = ("a", "b")
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int = 25
+    guidance: float = 5.0
+    seed: int = 0
+    images_per_prompt: int = 1
+    device: str = "auto"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "seed": self.seed,
+            "images_per_prompt": self.images_per_prompt,
+        }
+
+
+def _generate(model: Path, items: list[Prompt], settings: Settings, folder: Path) -> list[Path]:
+    """The model's images, one file per (prompt, image); reused when the same model and
+    settings made them before (a rerun only recomputes votes and results)."""
+    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.generate import resolve_device
+
+    files = [
+        folder / f"{i:04d}-{j:02d}.png"
+        for i in range(len(items))
+        for j in range(settings.images_per_prompt)
+    ]
+    record = {
+        "model": str(model),
+        "prompts": [p.text for p in items],
+        **settings.describe(),
+    }
+    index = folder / "index.json"
+    fresh = index.is_file() and json.loads(index.read_text()) == record
+    if fresh and all(f.is_file() for f in files):
+        return files
+    backend, loaded, _ = load_checkpoint(model)
+    device = resolve_device(settings.device)
+    loaded.to(device)
+    prompts = [p.text for p in items for _ in range(settings.images_per_prompt)]
+    seeds = [settings.seed + j for _ in items for j in range(settings.images_per_prompt)]
+    images = backend.sample(
+        loaded, prompts, steps=settings.steps, guidance=settings.guidance, seeds=seeds,
+        device=device,
+    )  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, path in zip(images, files, strict=True):
+        image.save(path)
+    index.write_text(json.dumps(record, indent=2))
+    return files
+
+
+def evaluate(
+    model_a: Path,
+    model_b: Path,
+    prompts: str,
+    out: Path,
+    *,
+    annotators: str = "simulated",
+    settings: Settings | None = None,
+    judge: str | None = "world",
+    clip_model: str | None = None,
+    clip_pretrained: str | None = None,
+    resamples: int = 1000,
+) -> dict[str, Any]:
+    """Generate, collect votes, and write the results; returns what ``results.json`` holds."""
+    quiet_libraries()
+    if annotators not in ANNOTATORS:
+        raise ValueError(f"--annotators must be one of {', '.join(ANNOTATORS)}, got {annotators!r}")
+    settings = settings or Settings()
+    if settings.images_per_prompt < 1:
+        raise ValueError(f"--images-per-prompt must be >= 1, got {settings.images_per_prompt}")
+    items = load_prompts(prompts)
+    out = Path(out)
+    models = {"a": Path(model_a), "b": Path(model_b)}
+    files = {
+        side: _generate(models[side], items, settings, out / "images" / side) for side in SIDES
+    }
+    per_prompt = settings.images_per_prompt
+    pairs = [
+        {
+            "id": files["a"][k].stem,
+            "prompt": items[k // per_prompt].text,
+            "tags": list(items[k // per_prompt].tags),
+            "group": str(k // per_prompt),
+            "image_a": str(files["a"][k].relative_to(out)),
+            "image_b": str(files["b"][k].relative_to(out)),
+        }
+        for k in range(len(files["a"]))
+    ]
+
+    store = AnnotationStore(out / "annotations.sqlite")
+    try:
+        with store.transaction():
+            for pair in pairs:
+                store.add_comparison(
+                    pair["id"], pair["prompt"], pair["image_a"], pair["image_b"],
+                    str(models["a"]), str(models["b"]), pair["tags"],
+                )  # fmt: skip
+        if annotators == "simulated":
+            _simulate(store, pairs, out, settings.seed)
+        votes = store.votes()
+    finally:
+        store.close()
+
+    tags = sorted({t for p in pairs for t in p["tags"] if t in ("seen", "unseen")})
+    subsets = {"all": pairs, **{tag: [p for p in pairs if tag in p["tags"]] for tag in tags}}
+    protocols = {}
+    for protocol in ("appeal", "faithfulness"):
+        decided = outcomes(votes, protocol)
+        protocols[protocol] = {
+            name: win_rate(
+                [decided[p["id"]] for p in chosen if p["id"] in decided],
+                [p["group"] for p in chosen if p["id"] in decided],
+                resamples=resamples,
+                seed=settings.seed,
+            ).to_dict()
+            for name, chosen in subsets.items()
+        }
+    results = {
+        "a": str(models["a"]),
+        "b": str(models["b"]),
+        "prompts": prompts,
+        "annotators": annotators,
+        "pairs": len(pairs),
+        "votes": len(votes),
+        **settings.describe(),
+        "protocols": protocols,
+        "proxies": _proxies(pairs, out, subsets, judge, clip_model, clip_pretrained),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    from emu_cli.evaluate.report import write_report
+
+    write_report(results, pairs, out)
+    return results
+
+
+def _simulate(store: AnnotationStore, pairs: list[dict], out: Path, seed: int) -> None:
+    """The world's simulated panel votes on pairs no simulated annotator has voted on yet."""
+    from emu_cli.world.annotators import Pair, simulate_votes
+    from emu_cli.world.judges import WorldJudges
+
+    voted = {v.comparison for v in store.votes() if v.annotator.startswith("simulated-")}
+    todo = [p for p in pairs if p["id"] not in voted]
+    simulate_votes(
+        store,
+        [
+            Pair(p["id"], p["prompt"], *(Image.open(out / p[f"image_{s}"]) for s in SIDES))
+            for p in todo
+        ],
+        WorldJudges.load(),
+        seed=seed,
+    )
+
+
+def _proxies(
+    pairs: list[dict],
+    out: Path,
+    subsets: dict[str, list[dict]],
+    judge: str | None,
+    clip_model: str | None,
+    clip_pretrained: str | None,
+) -> dict[str, Any]:
+    """Automatic measures beside the votes: mean judge scores and CLIP score per side."""
+    import numpy as np
+
+    from emu_cli import plugins
+
+    prompts = [p["prompt"] for p in pairs]
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    images = {side: [Image.open(out / p[f"image_{side}"]) for p in pairs] for side in SIDES}
+    if judge:
+        scorer = plugins.get_judge(judge)
+        for side in SIDES:
+            for name, values in scorer.score(images[side], prompts).items():
+                scores.setdefault(f"{judge}_{name}", {})[side] = np.asarray(values, dtype=float)
+    if clip_model:
+        from emu_cli.curate.clip import ClipEncoder
+
+        clip = ClipEncoder.load(clip_model, clip_pretrained)
+        texts = clip.encode_texts(prompts)
+        for side in SIDES:
+            pictures = clip.encode_images(images[side])
+            scores.setdefault("clip_score", {})[side] = (pictures * texts).sum(1)
+    position = {p["id"]: i for i, p in enumerate(pairs)}
+    return {
+        measure: {
+            subset: {
+                side: round(float(values[side][[position[p["id"]] for p in chosen]].mean()), 4)
+                for side in SIDES
+            }
+            for subset, chosen in subsets.items()
+            if chosen
+        }
+        for measure, values in scores.items()
+    }

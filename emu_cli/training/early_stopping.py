@@ -1,0 +1,96 @@
+"""Early stopping for quality-tuning, which the paper did by hand ("stopped early on purpose
+although the loss was still falling"): generated images are judged every few steps, the best
+checkpoint is kept, and training stops when appeal stops rising or faithfulness falls."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ValidationPoint:
+    step: int
+    appeal: float
+    faithfulness: float
+
+
+@dataclass
+class Decision:
+    best: bool  # this point is the best so far: keep its weights
+    stop: bool
+    reason: str = ""
+
+
+@dataclass
+class EarlyStopping:
+    """The rule, over a curve of (step, appeal, faithfulness) points; the first point is the
+    starting model's.
+
+    A point can be the best only if its faithfulness is within ``faithfulness_margin`` of the
+    start's; the best is the one with the highest appeal. Training stops after ``patience``
+    points in a row without an appeal gain above ``min_delta`` over the best, or at once when
+    faithfulness falls more than ``faithfulness_margin`` below the start's.
+    """
+
+    patience: int = 3
+    min_delta: float = 0.0
+    faithfulness_margin: float = 0.1
+    points: list[ValidationPoint] = field(default_factory=list)
+    best_step: int | None = None
+    stale: int = 0
+
+    def update(self, step: int, appeal: float, faithfulness: float) -> Decision:
+        point = ValidationPoint(step, float(appeal), float(faithfulness))
+        self.points.append(point)
+        if len(self.points) == 1:
+            self.best_step = step
+            return Decision(best=True, stop=False)
+        start = self.points[0]
+        if point.faithfulness < start.faithfulness - self.faithfulness_margin:
+            return Decision(
+                best=False,
+                stop=True,
+                reason=f"faithfulness fell from {start.faithfulness:.3f} to "
+                f"{point.faithfulness:.3f} (margin {self.faithfulness_margin})",
+            )
+        best = self.best
+        if point.appeal > best.appeal + self.min_delta:
+            self.best_step, self.stale = step, 0
+            return Decision(best=True, stop=False)
+        self.stale += 1
+        if self.stale >= self.patience:
+            return Decision(
+                best=False,
+                stop=True,
+                reason=f"appeal did not rise above {best.appeal:.3f} (step {best.step}) "
+                f"in {self.patience} validations",
+            )
+        return Decision(best=False, stop=False)
+
+    @property
+    def best(self) -> ValidationPoint:
+        return next(p for p in self.points if p.step == self.best_step)
+
+    def restore(self, points: list[ValidationPoint]) -> None:
+        """Replay a curve recorded before a crash, so a resumed run decides as this one would."""
+        self.points, self.best_step, self.stale = [], None, 0
+        for point in points:
+            self.update(point.step, point.appeal, point.faithfulness)
+
+    def to_dict(self) -> dict:
+        return {
+            "patience": self.patience,
+            "min_delta": self.min_delta,
+            "faithfulness_margin": self.faithfulness_margin,
+            "best_step": self.best_step,
+            "points": [asdict(p) for p in self.points],
+        }
+
+
+def read_curve(path: Path, up_to_step: int) -> list[ValidationPoint]:
+    if not path.is_file():
+        return []
+    points = [ValidationPoint(**p) for p in json.loads(path.read_text())["points"]]
+    return [p for p in points if p.step <= up_to_step]

@@ -1,0 +1,94 @@
+"""Judging a model while it trains: generate a fixed prompt set with fixed seeds, score the
+images with a judge, and let an early-stopping rule decide. Quality-tuning uses it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from emu_cli.backend import Backend, Model
+from emu_cli.images import save_grid
+from emu_cli.training.early_stopping import Decision, EarlyStopping, read_curve
+
+
+class GenerationMonitor:
+    """Every ``every`` steps: images for ``prompts`` (seed ``seed + i`` for prompt ``i``),
+    scored by ``judge``; the curve goes to ``folder/curve.json`` and ``curve.png``, each
+    step's images to ``folder/validation/step-N.png``."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        judge,
+        prompts: list[str],
+        *,
+        every: int,
+        rule: EarlyStopping,
+        folder: Path,
+        steps: int = 20,
+        guidance: float = 5.0,
+        seed: int = 0,
+    ):
+        if every < 1:
+            raise ValueError(f"validate_every must be >= 1, got {every}")
+        if not prompts:
+            raise ValueError("the validation prompt set is empty")
+        self.backend, self.judge, self.prompts = backend, judge, prompts
+        self.every, self.rule, self.folder = every, rule, Path(folder)
+        self.steps, self.guidance, self.seed = steps, guidance, seed
+
+    @property
+    def curve_path(self) -> Path:
+        return self.folder / "curve.json"
+
+    def check(self, step: int, model: Model) -> Decision:
+        import torch
+
+        with torch.no_grad():
+            images = self.backend.sample(
+                model,
+                self.prompts,
+                steps=self.steps,
+                guidance=self.guidance,
+                seeds=[self.seed + i for i in range(len(self.prompts))],
+                device=model.device,
+            )
+        scores = self.judge.score(images, self.prompts)
+        decision = self.rule.update(
+            step, float(scores["appeal"].mean()), float(scores["faithfulness"].mean())
+        )
+        save_grid(images, self.folder / "validation" / f"step-{step:08d}.png")
+        self._write()
+        return decision
+
+    def restore(self, step: int) -> None:
+        self.rule.restore(read_curve(self.curve_path, step))
+
+    def _write(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        record = {"judge": self.judge.name, "prompts": len(self.prompts), **self.rule.to_dict()}
+        temporary = self.curve_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=2))
+        temporary.replace(self.curve_path)
+        plot_curve(self.rule, self.folder / "curve.png")
+
+
+def plot_curve(rule: EarlyStopping, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [p.step for p in rule.points]
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
+    axis.plot(steps, [p.appeal for p in rule.points], marker="o", label="appeal")
+    axis.plot(steps, [p.faithfulness for p in rule.points], marker="s", label="faithfulness")
+    if rule.best_step is not None:
+        axis.axvline(rule.best_step, color="gray", linestyle="--", label="chosen step")
+    axis.set_xlabel("quality-tuning step")
+    axis.set_ylabel("judged score (mean)")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,87 @@
+"""The paper's side-by-side arithmetic on known votes, and prompt sets."""
+
+import json
+
+import pytest
+
+from emu_cli.annotations import AnnotationStore
+from emu_cli.evaluate.prompts import load_prompts
+from emu_cli.evaluate.winrate import outcomes, pair_outcome, win_rate
+
+
+@pytest.mark.parametrize(
+    ("choices", "expected"),
+    [
+        (["a", "a", "a", "b", "tie"], "a"),
+        (["b", "b", "tie", "tie", "tie"], "tie"),
+        (["a", "a", "b", "b", "tie"], "tie"),  # a split panel prefers neither
+        (["a", "a", "tie", "tie", "b"], "tie"),
+        (["b", "both", "neither"], "tie"),  # faithfulness: both and neither are ties
+        (["b", "b", "neither"], "b"),
+    ],
+)
+def test_each_pair_goes_to_the_plurality(choices, expected):
+    assert pair_outcome(choices) == expected
+
+
+def test_win_rates_from_stored_votes(tmp_path):
+    store = AnnotationStore(tmp_path / "votes.sqlite")
+    for name in ("p1", "p2", "p3"):
+        store.add_annotator(name)
+    panels = {"c1": ["a", "a", "b"], "c2": ["a", "a", "a"], "c3": ["tie", "b", "b"], "c4": ["a"]}
+    for pair, choices in panels.items():
+        store.add_comparison(pair, "prompt", "a.png", "b.png", "A", "B")
+        for annotator, choice in zip(("p1", "p2", "p3"), choices, strict=False):
+            store.vote(pair, "appeal", annotator, "a", choice)
+    store.add_comparison("c5", "prompt", "a.png", "b.png", "A", "B")
+    store.vote("c5", "faithfulness", "p1", "b", "both")
+    decided = outcomes(store.votes(), "appeal")
+    assert decided == {"c1": "a", "c2": "a", "c3": "b", "c4": "a"}
+    assert outcomes(store.votes(), "faithfulness") == {"c5": "tie"}
+    rate = win_rate(list(decided.values()))
+    assert (rate.a, rate.b, rate.tie, rate.pairs) == (0.75, 0.25, 0.0, 4)
+
+
+def test_bootstrap_interval_over_prompts():
+    results = ["a"] * 70 + ["b"] * 20 + ["tie"] * 10
+    rate = win_rate(results, resamples=2000, seed=1)
+    assert (rate.a, rate.b, rate.tie) == (0.7, 0.2, 0.1)
+    low, high = rate.interval["a"]
+    # binomial standard error sqrt(0.7 * 0.3 / 100) = 0.046: the 95% interval is about +-0.09
+    assert 0.58 < low < 0.63 and 0.77 < high < 0.82
+    wider = win_rate(results[::10] * 1, resamples=2000, seed=1)  # 10 pairs, same shares
+    assert wider.interval["a"][1] - wider.interval["a"][0] > high - low
+    unanimous = win_rate(["a"] * 30)
+    assert unanimous.interval["a"] == (1.0, 1.0)
+    # Pairs of one prompt move together: two prompts, each all-a or all-b.
+    grouped = win_rate(["a"] * 5 + ["b"] * 5, ["p"] * 5 + ["q"] * 5, resamples=2000)
+    assert grouped.interval["a"] == (0.0, 1.0)
+    empty = win_rate([])
+    assert empty.pairs == 0
+    with pytest.raises(ValueError, match="a, b or tie"):
+        win_rate(["both"])
+
+
+def test_prompt_sets(tmp_path):
+    world = load_prompts("builtin:world")
+    subjects = {p.tags[1] for p in world}
+    assert len(subjects) == 8
+    unseen = {p.tags[1] for p in world if "unseen" in p.tags}
+    assert unseen == {"diamond", "ring"}
+    assert all(p.tags[1] in p.text for p in world)
+    validation = load_prompts("builtin:validation")
+    assert validation and all("seen" in p.tags for p in validation)
+
+    plain = tmp_path / "prompts.txt"
+    plain.write_text("a red star\n\n  a blue ring  \n")
+    assert [p.text for p in load_prompts(plain)] == ["a red star", "a blue ring"]
+    tagged = tmp_path / "prompts.jsonl"
+    tagged.write_text(json.dumps({"prompt": "a red star", "tags": ["parti"]}) + "\n")
+    assert load_prompts(tagged)[0].tags == ("parti",)
+    tagged.write_text('{"text": "no prompt key"}\n')
+    with pytest.raises(ValueError, match="prompts.jsonl:1: expected a JSON object"):
+        load_prompts(tagged)
+    with pytest.raises(ValueError, match="no built-in prompt set 'nope'"):
+        load_prompts("builtin:nope")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_prompts(tmp_path / "missing.txt")

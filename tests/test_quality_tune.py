@@ -1,0 +1,152 @@
+"""`emu quality-tune`: the paper's recipe as defaults, encodings computed once, early stopping."""
+
+import json
+
+import pytest
+import torch
+from conftest import emu
+
+from emu_cli.training.early_stopping import EarlyStopping
+
+
+def test_recipe_defaults_are_the_papers_scaled_by_preset():
+    from emu_cli.quality_tune import qt_recipe
+
+    pretrained = {"resolution": 64, "resolution_schedule": [[32, 10], [128, 10]], "steps": 20}
+    base = qt_recipe("base", pretrained, {})
+    assert base.batch_size == 64
+    assert base.noise_offset == 0.1
+    assert base.steps == 15_000  # the paper's cap
+    assert base.lr_schedule == "constant" and base.learning_rate <= 1e-4
+    assert base.ema_decay > 0
+    assert base.resolution == 128, "tunes at the resolution pre-training ended at"
+    assert base.resolution_schedule == []
+    small, tiny = qt_recipe("small", {}, {}), qt_recipe("tiny", {}, {})
+    assert tiny.steps < small.steps < base.steps
+    assert small.batch_size == 64 and small.noise_offset == 0.1
+    assert qt_recipe("small", {}, {"steps": 7, "noise_offset": 0.05}).steps == 7
+    with pytest.raises(ValueError, match="unknown recipe fields: bogus"):
+        qt_recipe("small", {}, {"bogus": 1})
+
+
+def test_early_stopping_keeps_the_peak_and_stops_after_patience():
+    rule = EarlyStopping(patience=2, faithfulness_margin=0.1)
+    curve = [(0, 0.40, 0.5), (10, 0.45, 0.5), (20, 0.52, 0.48), (30, 0.51, 0.5), (40, 0.50, 0.5)]
+    decisions = [rule.update(*point) for point in curve]
+    assert [d.best for d in decisions] == [True, True, True, False, False]
+    assert [d.stop for d in decisions] == [False, False, False, False, True]
+    assert "did not rise above 0.520" in decisions[-1].reason
+    assert rule.best_step == 20
+
+    replayed = EarlyStopping(patience=2, faithfulness_margin=0.1)
+    replayed.restore(rule.points[:4])  # what a resumed run reads back from curve.json
+    assert replayed.best_step == 20 and replayed.update(*curve[4]).stop
+
+
+def test_early_stopping_stops_when_faithfulness_falls():
+    rule = EarlyStopping(patience=5, faithfulness_margin=0.05)
+    assert not rule.update(0, 0.40, 0.60).stop
+    assert rule.update(10, 0.50, 0.58).best
+    falling = rule.update(20, 0.70, 0.50)  # more appealing, but it forgot the captions
+    assert falling.stop and not falling.best
+    assert "faithfulness fell from 0.600 to 0.500" in falling.reason
+    assert rule.best_step == 10
+
+
+def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
+    tiny_latent, world, tmp_path
+):
+    from emu_latent_diffusion.backend import LatentDiffusion
+
+    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.data import index_dataset
+    from emu_cli.data.dataset import TrainingDataset, collate
+    from emu_cli.pretrain import make_accelerator
+    from emu_cli.training.cache import EncodingCache
+    from emu_cli.training.recipe import Recipe
+    from emu_cli.training.trainer import Trainer
+
+    class CountingLatent(LatentDiffusion):
+        calls = 0
+
+        def encode(self, model, stage, images, captions):
+            CountingLatent.calls += 1
+            return super().encode(model, stage, images, captions)
+
+    backend = CountingLatent()
+    _, model, _ = load_checkpoint(tiny_latent, backend)
+    recipe = Recipe(steps=4, batch_size=8, resolution=32, caption_dropout=0.5, ema_decay=0,
+                    checkpoint_every=0, preview_every=0, warmup_steps=1)  # fmt: skip
+    index = index_dataset(world)
+    view = TrainingDataset(index, 32, caption_dropout=0.5)
+    cache = EncodingCache(backend, batch_size=64)
+    cache.warm(model, "denoiser", view.variants(), view.variant_count())
+    warmed = CountingLatent.calls
+    assert warmed == cache.encoder_calls and len(cache) > len(index) * 2
+
+    images, captions, _ = collate([view[i] for i in range(6)])
+    cached = cache.encode(model, "denoiser", images, captions)
+    assert CountingLatent.calls == warmed, "every variant the loader yields was warmed"
+    direct = LatentDiffusion().encode(model, "denoiser", images, captions)
+    for name in direct:
+        torch.testing.assert_close(cached[name], direct[name], rtol=1e-5, atol=1e-5)
+
+    accelerator = make_accelerator("cpu", recipe)
+    Trainer(backend, model, "denoiser", recipe, index, tmp_path, accelerator,
+            encode=cache.encode).run(None, {})  # fmt: skip
+    assert CountingLatent.calls == warmed, "the encoder ran during quality-tuning steps"
+
+
+@pytest.mark.slow
+def test_quality_tune_then_evaluate_through_the_cli(tiny_latent, world, tmp_path):
+    prompts = tmp_path / "validation.txt"
+    prompts.write_text("a red star on a sunset background\na blue circle on a sand background\n")
+    qt = tmp_path / "qt"
+    emu("quality-tune", "--model", tiny_latent, "--data", world, "--out", qt, "--device", "cpu",
+        "--steps", 8, "--validate-every", 4, "--validation-steps", 3,
+        "--validation-prompts", prompts)  # fmt: skip
+    provenance = json.loads((qt / "emu.json").read_text())
+    tuning = provenance["quality_tuning"]
+    assert provenance["parent"] == str(tiny_latent)
+    assert provenance["recipes"]["quality-tune"]["noise_offset"] == 0.1
+    assert tuning["encoder_calls_while_training"] == 0
+    points = tuning["curve"]["points"]
+    assert [p["step"] for p in points] == [0, 4, 8]
+    best = max(points, key=lambda p: p["appeal"])
+    assert tuning["chosen_step"] == best["step"] == provenance["step"]
+    folder = qt / "stages" / "quality-tune"
+    assert (folder / "curve.png").is_file() and (folder / "validation/step-00000008.png").is_file()
+    assert json.loads((folder / "curve.json").read_text())["best_step"] == best["step"]
+
+    evaluation = tmp_path / "eval"
+    run = ("evaluate", "--a", qt, "--b", tiny_latent, "--prompts", "builtin:world-small",
+           "--out", evaluation, "--steps", 3, "--device", "cpu", "--resamples", 200)  # fmt: skip
+    printed = emu(*run).stdout
+    assert "visual appeal      unseen  A preferred" in printed
+    results = json.loads((evaluation / "results.json").read_text())
+    assert results["pairs"] == 32 and results["votes"] == 32 * (5 + 3)
+    for protocol in ("appeal", "faithfulness"):
+        for subset in ("all", "seen", "unseen"):
+            rate = results["protocols"][protocol][subset]
+            assert rate["a"] + rate["b"] + rate["tie"] == pytest.approx(1, abs=1e-3)
+            assert rate["interval"]["a"][0] <= rate["a"] <= rate["interval"]["a"][1]
+    assert results["protocols"]["appeal"]["unseen"]["pairs"] == 8
+    assert set(results["proxies"]["world_appeal"]["all"]) == {"a", "b"}
+    html = (evaluation / "report.html").read_text()
+    assert html.count("<figure>") == 32 and "A preferred" in html
+    first = evaluation / "images" / "a" / "0000-00.png"
+    stamp = first.stat().st_mtime_ns
+    emu(*run)
+    assert first.stat().st_mtime_ns == stamp, "a rerun reuses the generated images"
+    assert json.loads((evaluation / "results.json").read_text()) == results
+
+
+def test_quality_tune_refuses_an_unfinished_model_and_an_existing_run(tiny_latent, world, tmp_path):
+    result = emu("quality-tune", "--model", tmp_path / "nothing", "--data", world, "--out",
+                 tmp_path / "qt", check=False)  # fmt: skip
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    busy = tmp_path / "busy"
+    (busy / "stages" / "quality-tune").mkdir(parents=True)
+    result = emu("quality-tune", "--model", tiny_latent, "--data", world, "--out", busy,
+                 check=False)  # fmt: skip
+    assert result.returncode == 1 and "--resume latest" in result.stderr
