@@ -189,6 +189,7 @@ def backends(as_json: bool) -> None:
     infos = plugins.plugin_infos()
     descriptions = {name: b.description for name, b in plugins.get_backends().items()}
     filter_descriptions = {name: f.description for name, f in plugins.get_filters().items()}
+    judge_descriptions = {name: j.description for name, j in plugins.get_judges().items()}
     failures = plugins.load_failures()
     if as_json:
         click.echo(
@@ -211,6 +212,8 @@ def backends(as_json: bool) -> None:
             click.echo(f"  backend {name}: {descriptions.get(name, '')}")
         for name in info.filters:
             click.echo(f"  filter {name}: {filter_descriptions.get(name, '')}")
+        for name in info.judges:
+            click.echo(f"  judge {name}: {judge_descriptions.get(name, '')}")
     for failure in failures:
         click.echo(f"{failure.name}: FAILED to load: {failure.error}")
 
@@ -275,6 +278,47 @@ def rate(data: Path, count: int, out: Path, seed: int) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps({"key": k, "rating": v}) + "\n" for k, v in ratings.items()))
     click.echo(f"wrote {len(ratings)} ratings to {out}")
+
+
+@data.command(name="simulate-review")
+@click.option(
+    "--data", type=click.Path(path_type=Path), required=True, help="The images to review."
+)
+@click.option(
+    "--stage",
+    type=click.Choice(["generalist", "specialist"]),
+    required=True,
+    help="generalist: recall; specialist: precision with the guideline checklist.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Kept image folder.")
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Annotation database (default: annotations.sqlite beside --out).",
+)
+@click.option("--keep-rate", type=float, default=0.1, show_default=True)
+@click.option("--annotators", type=int, default=4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate_review(
+    data: Path,
+    stage: str,
+    out: Path,
+    store: Path | None,
+    keep_rate: float,
+    annotators: int,
+    seed: int,
+) -> None:
+    """One human filtering stage done by the world's simulated annotators; their decisions go
+    to the review app's database and what they keep to an image folder."""
+    from emu_cli.curate.human import simulate_stage
+
+    result = _run(
+        lambda: simulate_stage(
+            data, out, stage=stage, store_path=store or out.parent / "annotations.sqlite",
+            keep_rate=keep_rate, annotators=annotators, seed=seed,
+        )
+    )  # fmt: skip
+    click.echo(f"{stage}s kept {result.kept} of {result.seen} images: {out}")
 
 
 @data.command(name="judge")

@@ -33,6 +33,7 @@ class PluginInfo:
     version: str | None
     backends: list[str] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)
+    judges: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def plugin_infos() -> list[PluginInfo]:
     """What each loaded plugin is and provides, like ``llm plugins``."""
     backends = _collect("register_backends")
     filters = _collect("register_filters")
+    judges = _collect("register_judges")
     infos = []
     for plugin_name, _plugin in pm.list_name_plugin():
         distribution = _distributions.get(plugin_name)
@@ -186,6 +188,7 @@ def plugin_infos() -> list[PluginInfo]:
                 version=version,
                 backends=[b.name for b in backends.get(plugin_name, [])],
                 filters=[f.name for f in filters.get(plugin_name, [])],
+                judges=[j.name for j in judges.get(plugin_name, [])],
             )
         )
     return infos

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from emu_cli.curate.filters.aesthetic import AestheticFilter
+from emu_cli.curate.filters.caption_words import CaptionWordsFilter
 from emu_cli.curate.filters.clip_score import ClipScoreFilter
 from emu_cli.curate.filters.concepts import ConceptBalanceFilter
 from emu_cli.curate.filters.duplicates import DuplicateFilter
@@ -20,6 +21,7 @@ DEFAULT_ORDER = ("size", "duplicates", "ocr", "clip_score", "aesthetic", "concep
 def register_filters(register: Callable[[object], None]) -> None:
     for filter_class in (
         SizeFilter,
+        CaptionWordsFilter,
         DuplicateFilter,
         OcrFilter,
         ClipScoreFilter,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,30 +283,22 @@ class FilterRun:
         self, kept: pd.DataFrame, by_key: dict[str, Sample], order: dict[str, int]
     ) -> None:
         """The kept samples as an image folder with metadata.jsonl, replaced as a whole."""
-        from emu_cli.data.dataset import read_bytes
+        from emu_cli.data.export import write_image_folder
 
-        partial = self.out / f"{KEPT}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        (partial / "images").mkdir(parents=True)
         score_columns = [
             c
             for c in kept.columns
             if c not in ("key", "caption", "status", "reason", "detail", "format", "sha256")
         ]
-        lines = []
-        for row in kept.to_dict("records"):
-            extension = {"jpeg": "jpg", "mpo": "jpg"}.get(row["format"], row["format"])
-            name = f"images/{order[row['key']]:08d}.{extension}"
-            (partial / name).write_bytes(read_bytes(by_key[row["key"]]))
-            extra = {c: _plain(row[c]) for c in score_columns}
-            lines.append(
-                json.dumps(
-                    {"file_name": name, "text": row["caption"], "source_key": row["key"]} | extra
-                )
-            )
-        (partial / "metadata.jsonl").write_text("".join(line + "\n" for line in lines))
-        shutil.rmtree(self.out / KEPT, ignore_errors=True)
-        os.replace(partial, self.out / KEPT)
+
+        def entries():
+            for row in kept.to_dict("records"):
+                name = f"images/{order[row['key']]:08d}"
+                extra = {c: _plain(row[c]) for c in score_columns}
+                record = {"text": row["caption"], "source_key": row["key"]} | extra
+                yield by_key[row["key"]], name, record
+
+        write_image_folder(self.out / KEPT, entries())
 
 
 def _plain(value: Any) -> Any:

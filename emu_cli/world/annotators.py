@@ -65,8 +65,13 @@ def simulate_filtering(
     *,
     annotators: int = 4,
     seed: int = 0,
+    keep_rate: float = KEEP_RATE,
 ) -> FilteringResult:
-    """One stage of human filtering over ``images`` (item key -> image); returns what it kept."""
+    """One stage of human filtering over ``images`` (item key -> image); returns what it kept.
+    ``keep_rate``: the share of what they see that annotators aim to keep (the paper's stages
+    keep about a tenth each; a small pool needs more to leave a set worth tuning on)."""
+    if not 0 < keep_rate <= 1:
+        raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
     if stage not in ("generalist", "specialist"):
         raise ValueError(f"stage must be generalist or specialist, got '{stage}'")
     keys = sorted(images)
@@ -88,8 +93,8 @@ def simulate_filtering(
         }
         checklists.append(checklist)
     perceived = np.array(perceived)
-    # The bar each annotator holds, calibrated to keep about KEEP_RATE of a typical batch.
-    bar = np.quantile(perceived, 1 - KEEP_RATE)
+    # The bar each annotator holds, calibrated to keep about keep_rate of a typical batch.
+    bar = np.quantile(perceived, 1 - keep_rate)
     decisions: dict[str, list] = {name: [] for name in names}
     kept = []
     for i, key in enumerate(keys):

@@ -1,0 +1,71 @@
+"""The paper's two human stages, run by the world's simulated annotators: generalists cut for
+recall, specialists with the guideline checklist cut for precision (200K -> 20K -> 2K).
+
+Their decisions go to the same SQLite store the review app writes, and what they keep is
+exported as an image folder, with the newest hand-written caption where one exists, ready for
+the next stage or for ``emu quality-tune``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from emu_cli.annotations import AnnotationStore
+from emu_cli.data.dataset import read_image
+from emu_cli.data.export import write_image_folder
+from emu_cli.data.sources import SampleIndex, index_dataset
+
+
+@dataclass
+class StageResult:
+    seen: int
+    kept: int
+    unreadable: int
+    out: Path
+
+
+def export_kept(index: SampleIndex, kept: set[str], store: AnnotationStore, out: Path) -> int:
+    """The kept samples of ``index`` as an image folder; captions written by annotators win."""
+    captions = store.captions()
+    entries = (
+        (
+            sample,
+            f"images/{number:08d}",
+            {"text": captions.get(sample.key, sample.caption), "source_key": sample.key},
+        )
+        for number, sample in enumerate(s for s in index.samples if s.key in kept)
+    )
+    return write_image_folder(out, entries)
+
+
+def simulate_stage(
+    data: Path,
+    out: Path,
+    *,
+    stage: str,
+    store_path: Path,
+    keep_rate: float,
+    annotators: int = 4,
+    seed: int = 0,
+) -> StageResult:
+    from emu_cli.world.annotators import simulate_filtering
+    from emu_cli.world.judges import WorldJudges
+
+    index = index_dataset(data)
+    images, unreadable = {}, 0
+    for sample in index.samples:
+        try:
+            images[sample.key] = read_image(sample)
+        except Exception:  # noqa: BLE001 - a broken file is not shown to annotators
+            unreadable += 1
+    store = AnnotationStore(store_path)
+    try:
+        result = simulate_filtering(
+            store, stage, images, WorldJudges.load(),
+            annotators=annotators, seed=seed, keep_rate=keep_rate,
+        )  # fmt: skip
+        kept = export_kept(index, set(result.kept), store, out)
+    finally:
+        store.close()
+    return StageResult(result.seen, kept, unreadable, Path(out))
