@@ -44,7 +44,7 @@ QT_RECIPE: dict[str, Any] = {
 QT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 12, "batch_size": 8, "learning_rate": 1e-4, "warmup_steps": 2,
              "ema_decay": 0.9, "checkpoint_every": 4},
-    "small": {"steps": 600, "learning_rate": 5e-5, "warmup_steps": 20, "ema_decay": 0.99,
+    "small": {"steps": 600, "learning_rate": 1e-4, "warmup_steps": 20, "ema_decay": 0.99,
               "checkpoint_every": 100},
     "base": {"steps": 15_000, "learning_rate": 1e-5, "warmup_steps": 500, "ema_decay": 0.999,
              "checkpoint_every": 1000},
