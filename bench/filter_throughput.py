@@ -60,28 +60,11 @@ def emu(*args: object) -> None:
 
 
 def models(pool: Path, folder: Path) -> tuple[Path, Path]:
-    """A CLIP and an aesthetic head trained on the pool, in child processes as a user would
+    """A CLIP and an aesthetic head trained on the pool, in a child process as a user would
     (training inside this process left its thread pools competing with the workers)."""
-    clip, ratings, head = (
-        folder / "clip",
-        folder / "ratings.jsonl",
-        folder / "aesthetic.safetensors",
-    )
-    emu("filter", "train-clip", "--data", pool, "--out", clip, "--steps", 150, "--batch-size", 64)
-    emu("data", "rate", "--data", pool, "--n", 1000, "--out", ratings)
-    emu(
-        "filter",
-        "train-aesthetic",
-        "--data",
-        pool,
-        "--ratings",
-        ratings,
-        "--clip-model",
-        clip,
-        "--out",
-        head,
-    )
-    return clip, head
+    emu("filter", "train-models", "--data", pool, "--out", folder, "--clip-steps", 150,
+        "--clip-batch-size", 64, "--rated", 1000)  # fmt: skip
+    return folder / "clip", folder / "aesthetic.safetensors"
 
 
 def main() -> None:

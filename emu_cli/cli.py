@@ -272,11 +272,11 @@ def train_judges(out: Path, samples: int, epochs: int, seed: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def rate(data: Path, count: int, out: Path, seed: int) -> None:
     """Simulated 1-10 ratings of a random subset of a pool, as AVA's (JSON lines)."""
+    from emu_cli.curate.offline_models import write_ratings
     from emu_cli.world.annotators import rate_pool
 
     ratings = _run(lambda: rate_pool(data, count, seed=seed))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps({"key": k, "rating": v}) + "\n" for k, v in ratings.items()))
+    write_ratings(ratings, out)
     click.echo(f"wrote {len(ratings)} ratings to {out}")
 
 
@@ -451,6 +451,29 @@ def filter_group(
         f"kept set: {out / 'kept'}; manifest: {out / 'manifest.parquet'}; "
         f"report: {out / 'report' / 'index.html'}"
     )
+
+
+@filter_group.command(name="train-models")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="The pool.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Models folder.")
+@click.option("--clip-steps", type=int, default=1000, show_default=True)
+@click.option("--clip-batch-size", type=int, default=128, show_default=True)
+@click.option("--rated", type=int, default=2000, show_default=True, help="Images to rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_models(
+    data: Path, out: Path, clip_steps: int, clip_batch_size: int, rated: int, seed: int
+) -> None:
+    """All `emu filter` needs offline, from the pool itself: train-clip, then simulated
+    ratings, then train-aesthetic. Parts already in OUT are kept."""
+    from emu_cli.curate.offline_models import train_offline_models
+
+    models = _run(
+        lambda: train_offline_models(
+            data, out, clip_steps=clip_steps, clip_batch_size=clip_batch_size, rated=rated,
+            seed=seed,
+        )
+    )  # fmt: skip
+    click.echo(f"--clip-model {models.clip} --set aesthetic.weights={models.aesthetic}")
 
 
 @filter_group.command(name="train-clip")

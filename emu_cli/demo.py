@@ -76,18 +76,10 @@ def done(path: Path) -> bool:
 def curate(out: Path, scale: dict) -> Path:
     """The automatic stage, then the two human stages; returns the final curated folder."""
     pool, models = out / "pool", out / "curation" / "models"
-    clip, ratings, head = (
-        models / "clip",
-        models / "ratings.jsonl",
-        models / "aesthetic.safetensors",
-    )
-    if not done(clip / "open_clip_config.json"):
-        emu("filter", "train-clip", "--data", pool, "--out", clip, "--steps", scale["clip_steps"])
-    if not done(ratings):
-        emu("data", "rate", "--data", pool, "--n", scale["ratings"], "--out", ratings)
+    clip, head = models / "clip", models / "aesthetic.safetensors"
     if not done(head):
-        emu("filter", "train-aesthetic", "--data", pool, "--ratings", ratings,
-            "--clip-model", clip, "--out", head)  # fmt: skip
+        emu("filter", "train-models", "--data", pool, "--out", models,
+            "--clip-steps", scale["clip_steps"], "--rated", scale["ratings"])  # fmt: skip
     automatic = out / "curation" / "automatic"
     if not done(automatic / "kept" / "metadata.jsonl"):
         config = CONFIGS / "filters-demo.yaml"

@@ -323,26 +323,14 @@ def test_the_ray_engine_gives_the_same_manifest_as_the_local_one(tmp_path):
 
 @pytest.fixture(scope="module")
 def curated_world(tmp_path_factory):
-    """A fixed-seed pool through the whole offline recipe: train-clip, rate, train-aesthetic,
-    then every filter with the world's config, all through the real CLI."""
+    """A fixed-seed pool through the whole offline recipe: train-models (train-clip, rate,
+    train-aesthetic), then every filter with the world's config, all through the real CLI."""
     from emu_cli.world.synth import synthesize
 
     root = tmp_path_factory.mktemp("curated")
     pool = synthesize(WORLD_POOL, root / "pool", seed=21, size=256, report=False)
-    emu("filter", "train-clip", "--data", pool, "--out", root / "clip", "--steps", CLIP_STEPS)
-    emu("data", "rate", "--data", pool, "--n", "600", "--out", root / "ratings.jsonl")
-    emu(
-        "filter",
-        "train-aesthetic",
-        "--data",
-        pool,
-        "--ratings",
-        root / "ratings.jsonl",
-        "--clip-model",
-        root / "clip",
-        "--out",
-        root / "aesthetic.safetensors",
-    )
+    emu("filter", "train-models", "--data", pool, "--out", root, "--clip-steps", CLIP_STEPS,
+        "--rated", 600)  # fmt: skip
     emu(
         "filter",
         "--data",

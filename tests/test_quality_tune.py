@@ -1,10 +1,14 @@
 """`emu quality-tune`: the paper's recipe as defaults, encodings computed once, early stopping."""
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
-from conftest import emu
+from conftest import EMU, emu
 
 from emu_cli.training.early_stopping import EarlyStopping
 
@@ -97,14 +101,25 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
     assert CountingLatent.calls == warmed, "the encoder ran during quality-tuning steps"
 
 
-@pytest.mark.slow
-def test_quality_tune_then_evaluate_through_the_cli(tiny_latent, world, tmp_path):
-    prompts = tmp_path / "validation.txt"
+def _qt_args(model, data, out, prompts):
+    return ["quality-tune", "--model", model, "--data", data, "--out", out, "--device", "cpu",
+            "--steps", 8, "--validate-every", 4, "--validation-steps", 3,
+            "--validation-prompts", prompts]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_latent, world, tmp_path_factory):
+    """The tiny latent model quality-tuned for 8 steps through the CLI, validated every 4."""
+    folder = tmp_path_factory.mktemp("qt")
+    prompts = folder / "validation.txt"
     prompts.write_text("a red star on a sunset background\na blue circle on a sand background\n")
-    qt = tmp_path / "qt"
-    emu("quality-tune", "--model", tiny_latent, "--data", world, "--out", qt, "--device", "cpu",
-        "--steps", 8, "--validate-every", 4, "--validation-steps", 3,
-        "--validation-prompts", prompts)  # fmt: skip
+    emu(*_qt_args(tiny_latent, world, folder / "qt", prompts))
+    return folder / "qt", prompts
+
+
+@pytest.mark.slow
+def test_quality_tune_then_evaluate_through_the_cli(tuned, tiny_latent, tmp_path):
+    qt, _ = tuned
     provenance = json.loads((qt / "emu.json").read_text())
     tuning = provenance["quality_tuning"]
     assert provenance["parent"] == str(tiny_latent)
@@ -150,3 +165,37 @@ def test_quality_tune_refuses_an_unfinished_model_and_an_existing_run(tiny_laten
     result = emu("quality-tune", "--model", tiny_latent, "--data", world, "--out", busy,
                  check=False)  # fmt: skip
     assert result.returncode == 1 and "--resume latest" in result.stderr
+
+
+@pytest.mark.slow
+def test_killed_quality_tuning_resumes_to_the_same_result(tuned, tiny_latent, world, tmp_path):
+    from test_training import _weights
+
+    straight, prompts = tuned
+    killed = tmp_path / "qt"
+    process = subprocess.Popen([*EMU, *map(str, _qt_args(tiny_latent, world, killed, prompts))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    latest = killed / "stages" / "quality-tune" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run must be killed mid-tuning"
+    assert not (killed / "emu.json").exists()
+
+    resumed = emu(*_qt_args(tiny_latent, world, killed, prompts), "--resume", "latest")
+    assert "resuming quality-tuning from" in resumed.stderr
+    tuning = [
+        json.loads((run / "emu.json").read_text())["quality_tuning"] for run in (straight, killed)
+    ]
+    assert tuning[0]["chosen_step"] == tuning[1]["chosen_step"]
+    assert [p["step"] for p in tuning[1]["curve"]["points"]] == [0, 4, 8], "no validation twice"
+    for first, second in zip(
+        tuning[0]["curve"]["points"], tuning[1]["curve"]["points"], strict=True
+    ):
+        assert first["appeal"] == pytest.approx(second["appeal"], abs=1e-5)
+    expected, again = _weights(straight), _weights(killed)
+    assert expected and expected.keys() == again.keys()
+    worst = max((expected[k] - again[k]).abs().max().item() for k in expected)
+    assert worst < 1e-6, f"resumed weights differ by {worst}"

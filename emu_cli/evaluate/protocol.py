@@ -1,6 +1,6 @@
 """``emu evaluate``: the paper's side-by-side protocol between two models.
 
-Both models draw their images with the same seed for each prompt. Every pair becomes a
+Both models draw each image from the same seed (``--seed`` + its number). Every pair becomes a
 comparison in an annotation store (``OUT/annotations.sqlite``, the review app's schema), and
 votes are cast on it: by the world's simulated annotators (5 visual-appeal, caption hidden:
 A / B / Tie; 3 faithfulness, caption shown: A / B / Both / Neither), or by people in
@@ -70,7 +70,9 @@ def _generate(model: Path, items: list[Prompt], settings: Settings, folder: Path
     device = resolve_device(settings.device)
     loaded.to(device)
     prompts = [p.text for p in items for _ in range(settings.images_per_prompt)]
-    seeds = [settings.seed + j for _ in items for j in range(settings.images_per_prompt)]
+    # A seed per image, the same for both models: pairs differ only by the model, and
+    # prompts do not all start from one noise.
+    seeds = [settings.seed + k for k in range(len(prompts))]
     images = backend.sample(
         loaded, prompts, steps=settings.steps, guidance=settings.guidance, seeds=seeds,
         device=device,

@@ -59,8 +59,23 @@ def plot_win_rates(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def comparison_grid(pairs: list[dict], out: Path, per_tag: int = 6) -> Path:
+    """Up to ``per_tag`` pairs of each prompt tag (seen, unseen, ...) as two rows: A's images
+    above, B's below, the same prompt and seed in each column."""
+    from PIL import Image
+
+    from emu_cli.images import save_grid
+
+    chosen: list[dict] = []
+    for tag in dict.fromkeys(t for p in pairs for t in p["tags"][:1]) or [None]:
+        chosen += [p for p in pairs if tag is None or tag in p["tags"]][:per_tag]
+    pictures = [Image.open(out / p[f"image_{side}"]) for side in ("a", "b") for p in chosen]
+    return save_grid(pictures, out / "comparison.png", columns=len(chosen))
+
+
 def write_report(results: dict[str, Any], pairs: list[dict], out: Path) -> None:
     plot_win_rates(results, out / "winrates.png")
+    comparison_grid(pairs, out)
     escape = html.escape
     parts = [
         "<!doctype html><meta charset='utf-8'><title>emu evaluate</title>",
@@ -72,6 +87,8 @@ def write_report(results: dict[str, Any], pairs: list[dict], out: Path) -> None:
         f"<br>prompts: {escape(results['prompts'])}, {results['pairs']} pairs, "
         f"{results['votes']} votes ({escape(results['annotators'])} annotators)</p>",
         "<img src='winrates.png' style='width:auto'>",
+        "<p>Same prompt and seed in each column; A above, B below:</p>"
+        "<img src='comparison.png' style='width:auto;image-rendering:pixelated'>",
         "<table><tr><th>protocol</th><th>prompts</th><th>result</th>"
         "<th>95% interval of A</th></tr>",
     ]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -27,6 +27,10 @@ from emu_cli.training import state as checkpoints
 from emu_cli.training.ema import EMA
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.report import TrainingLog
+
+if TYPE_CHECKING:
+    from emu_cli.training.early_stopping import Decision
+    from emu_cli.training.validation import GenerationMonitor
 
 PREVIEW_SAMPLES = 8
 SKIPPED_NAMED = 5
@@ -94,7 +98,7 @@ class Trainer:
         accelerator: Any,
         *,
         encode: Callable[..., dict] | None = None,
-        monitor: Any = None,
+        monitor: GenerationMonitor | None = None,
     ):
         """``encode`` replaces ``backend.encode`` (quality-tuning passes a cache); ``monitor``,
         when given, judges the model every ``monitor.every`` steps (see
@@ -171,7 +175,7 @@ class Trainer:
         images, captions, _ = collate(items)
         self.backend.prepare_stage(self.model, self.stage, images.to(device), captions)
 
-    def _validate(self, step: int, ema: EMA | None, provenance: dict[str, Any]) -> Any:
+    def _validate(self, step: int, ema: EMA | None, provenance: dict[str, Any]) -> Decision:
         """The monitor's decision at ``step``, taken on the averaged weights by process 0 and
         shared with the others."""
         from accelerate.utils import broadcast_object_list

@@ -1,0 +1,49 @@
+"""The models ``emu filter`` needs, made offline from the pool itself: a small CLIP trained on
+its pairs, simulated 1-10 ratings of a random subset (as AVA's), and a LAION-style aesthetic
+head trained on those ratings. Where a user has a pretrained CLIP and real ratings, they pass
+those instead; this is the stand-in for everyone else, and for tests and the demo."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class OfflineModels:
+    clip: Path
+    ratings: Path
+    aesthetic: Path
+
+
+def write_ratings(ratings: dict[str, float], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"key": k, "rating": v}) + "\n" for k, v in ratings.items()))
+
+
+def train_offline_models(
+    pool: Path,
+    out: Path,
+    *,
+    clip_steps: int = 1000,
+    clip_batch_size: int = 128,
+    rated: int = 2000,
+    seed: int = 0,
+) -> OfflineModels:
+    """Train what is missing under ``out`` (``clip/``, ``ratings.jsonl``,
+    ``aesthetic.safetensors``); what a previous run finished is kept."""
+    from emu_cli.curate.aesthetic import train_aesthetic
+    from emu_cli.curate.clip import ClipEncoder, train_clip
+    from emu_cli.world.annotators import rate_pool
+
+    out = Path(out)
+    models = OfflineModels(out / "clip", out / "ratings.jsonl", out / "aesthetic.safetensors")
+    if not (models.clip / "open_clip_config.json").is_file():
+        train_clip(pool, models.clip, steps=clip_steps, batch_size=clip_batch_size, seed=seed)
+    if not models.ratings.is_file():
+        write_ratings(rate_pool(pool, rated, seed=seed), models.ratings)
+    if not models.aesthetic.is_file():
+        clip = ClipEncoder.load(str(models.clip))
+        train_aesthetic(pool, models.ratings, clip, models.aesthetic, seed=seed)
+    return models
