@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS comparisons (
     model_b TEXT NOT NULL,
     tags TEXT NOT NULL DEFAULT '[]'
 );
+CREATE TABLE IF NOT EXISTS tokens (
+    token TEXT PRIMARY KEY,
+    annotator TEXT NOT NULL UNIQUE REFERENCES annotators(name)
+);
 CREATE TABLE IF NOT EXISTS votes (
     comparison TEXT NOT NULL REFERENCES comparisons(id),
     protocol TEXT NOT NULL,
@@ -192,7 +196,73 @@ class AnnotationStore:
             (comparison, protocol, annotator, shown_left, choice, time.time()),
         )
 
+    def issue_tokens(self, names: list[str]) -> dict[str, str]:
+        """An access token per annotator, made once and kept: a restarted server prints the
+        same ones."""
+        import secrets
+
+        with self.transaction() as connection:
+            for name in names:
+                connection.execute(
+                    "INSERT OR IGNORE INTO annotators (name, kind, created) VALUES (?, ?, ?)",
+                    (name, "person", time.time()),
+                )
+                connection.execute(
+                    "INSERT OR IGNORE INTO tokens VALUES (?, ?)", (secrets.token_urlsafe(18), name)
+                )
+        rows = self.connection.execute("SELECT annotator, token FROM tokens").fetchall()
+        return {name: token for name, token in rows if name in names}
+
     # -- reading ----------------------------------------------------------------------------
+    def annotator_for(self, token: str) -> str | None:
+        row = self.connection.execute(
+            "SELECT annotator FROM tokens WHERE token = ?", (token,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def decisions_of(self, stage: str, annotator: str) -> dict[str, dict[str, Any]]:
+        rows = self.connection.execute(
+            "SELECT item, keep, checklist FROM decisions WHERE stage = ? AND annotator = ?",
+            (stage, annotator),
+        )
+        return {
+            item: {"keep": bool(keep), "checklist": json.loads(c) if c else None}
+            for item, keep, c in rows
+        }
+
+    def progress(self, stage: str) -> dict[str, int]:
+        """Decisions per annotator at ``stage``."""
+        rows = self.connection.execute(
+            "SELECT annotator, COUNT(*) FROM decisions WHERE stage = ? GROUP BY annotator",
+            (stage,),
+        )
+        return dict(rows.fetchall())
+
+    def agreement(self, stage: str) -> dict[str, float | int | None]:
+        """How often annotators who saw the same item agreed, and Fleiss' kappa (agreement
+        beyond what their keep rates give by chance), over items with two or more decisions."""
+        shared = [
+            [keep for _, keep in decisions]
+            for decisions in self.decided(stage).values()
+            if len(decisions) >= 2
+        ]
+        if not shared:
+            return {"items": 0, "pairwise": None, "kappa": None}
+        agreeing = total = 0
+        for keeps in shared:
+            kept, n = sum(keeps), len(keeps)
+            agreeing += kept * (kept - 1) + (n - kept) * (n - kept - 1)
+            total += n * (n - 1)
+        observed = agreeing / total
+        rate = sum(sum(k) for k in shared) / sum(len(k) for k in shared)
+        expected = rate**2 + (1 - rate) ** 2
+        kappa = None if expected == 1 else (observed - expected) / (1 - expected)
+        return {
+            "items": len(shared),
+            "pairwise": round(observed, 4),
+            "kappa": None if kappa is None else round(kappa, 4),
+        }
+
     def kept(self, stage: str, policy: str = "any") -> set[str]:
         """Items kept at ``stage``: by ``any`` annotator (recall) or by a ``majority``."""
         rows = self.connection.execute(

@@ -686,6 +686,66 @@ def evaluate(
     click.echo(f"report: {out / 'report.html'}")
 
 
+@cli.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--stage",
+    type=click.Choice(["generalist", "specialist", "caption", "compare"]),
+    required=True,
+    help="compare: DATA is an `emu evaluate --annotators review` folder.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--annotators", type=int, default=1, show_default=True, help="Tokens to issue.")
+@click.option(
+    "--export",
+    "export_to",
+    type=click.Path(path_type=Path),
+    help="Write what the stage kept (with final captions) to this image folder; no server.",
+)
+@config_option()
+@click.pass_context
+def review(
+    ctx: click.Context,
+    data: Path,
+    stage: str,
+    host: str,
+    port: int,
+    annotators: int,
+    export_to: Path | None,
+) -> None:
+    """Web app for the human stages (generalist, specialist, caption) and side-by-side
+    evaluation (compare), on a SQLite database shared with the simulated annotators."""
+    from emu_cli.review.server import is_loopback, make_server
+
+    if export_to is not None:
+        from emu_cli.review.export import export_stage
+
+        count = _run(lambda: export_stage(data, stage, export_to))
+        click.echo(f"exported {count} images to {export_to}")
+        return
+    explicit = ctx.get_parameter_source("host") == click.core.ParameterSource.COMMANDLINE
+    if not is_loopback(host) and not explicit:
+        raise click.UsageError(f"refusing to listen on {host}: give --host explicitly for that")
+    if annotators < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--annotators")
+    server, tokens = _run(
+        lambda: make_server(data, stage, host=host, port=port, annotators=annotators)
+    )
+    bound = server.server_address[1]
+    click.echo(f"emu review ({stage}) serving {data} on http://{host}:{bound}/", err=True)
+    for name, token in tokens.items():
+        click.echo(f"{name}: http://{host}:{bound}/?token={token}")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        server.app.close()
+
+
 def _not_yet(name: str, issue: str, summary: str) -> None:
     @cli.command(
         name=name,
@@ -699,7 +759,6 @@ def _not_yet(name: str, issue: str, summary: str) -> None:
         )
 
 
-_not_yet("review", "the [review] issue", "Web app for the human filtering stages")
 _not_yet("push", "the [hub] issue", "Push a checkpoint or curated set to the Hugging Face Hub")
 
 
