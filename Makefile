@@ -10,6 +10,9 @@ export HF_HUB_OFFLINE := 1
 .PHONY: install test lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
+	# The review app's browser tests drive Debian's chromium (Playwright cannot download one).
+	command -v chromium >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]' $(foreach p,$(PLUGINS),-e $(p))

@@ -62,24 +62,34 @@ async function load() {
     + """
 const PER_PAGE = 24;
 function decided(item) { return item.decision ? (item.decision.keep ? 'keep' : 'drop') : ''; }
-async function decide(keep, extra) {
-  const item = items[cursor];
+// Writes go out one after another, in the order keys were pressed, so an undo never
+// overtakes the decision it undoes; the cursor moves at once, so fast typing stays on track.
+let queue = Promise.resolve();
+function send(path, body) {
+  const sent = queue.then(() => api(path, body));
+  queue = sent.catch(() => {});
+  return sent;
+}
+function decide(keep, extra) {
+  const index = cursor, item = items[index];
   const body = {item: item.key, keep: keep};
   if (extra) body.checklist = extra;
-  await api('/api/decide', body);
   item.decision = {keep: keep, checklist: extra || null};
-  history.push(cursor);
-  status((keep ? 'kept ' : 'rejected ') + item.key);
+  history.push(index);
   if (cursor < items.length - 1) cursor++;
-  render(); progress();
+  render();
+  send('/api/decide', body).then(
+    () => { status((keep ? 'kept ' : 'rejected ') + item.key); progress(); },
+    error => { item.decision = null; render(); status('NOT SAVED ' + item.key + ': ' + error); });
 }
-async function undo() {
+function undo() {
   if (!history.length) return;
-  cursor = history.pop();
-  await api('/api/undo', {item: items[cursor].key});
-  items[cursor].decision = null;
-  status('undid ' + items[cursor].key);
-  render(); progress();
+  const index = history.pop(), item = items[index], before = item.decision;
+  cursor = index; item.decision = null;
+  render();
+  send('/api/undo', {item: item.key}).then(
+    () => { status('undid ' + item.key); progress(); },
+    error => { item.decision = before; render(); status('NOT SAVED ' + item.key + ': ' + error); });
 }
 """
 )
@@ -149,8 +159,8 @@ document.addEventListener('keydown', async e => {
   if (e.key === 'Enter' && e.ctrlKey) {
     e.preventDefault();
     const item = items[cursor], text = $('text').value;
-    try { await api('/api/caption', {item: item.key, text: text}); }
-    catch (error) { status(error); return; }
+    try { await send('/api/caption', {item: item.key, text: text}); }
+    catch (error) { status('NOT SAVED ' + item.key + ': ' + error); return; }
     item.caption = text; item.written = true; status('saved ' + item.key);
     if (cursor < items.length - 1) cursor++;
     render(); progress();
@@ -174,14 +184,16 @@ function render() {
     <p class="keys">${CHOICES[p].map((c, i) => (i + 1) + ' ' + c).join(' &middot; ')}</p>`;
   $('where').textContent = `pair ${cursor + 1} of ${items.length}`;
 }
-document.addEventListener('keydown', async e => {
+document.addEventListener('keydown', e => {
   const item = items[cursor], p = protocol(item), n = parseInt(e.key, 10);
   if (n >= 1 && n <= CHOICES[p].length) {
-    await api('/api/vote', {item: item.key, protocol: p, choice: CHOICES[p][n - 1]});
-    item.votes[p] = CHOICES[p][n - 1];
-    status(p + ': ' + CHOICES[p][n - 1]);
+    const choice = CHOICES[p][n - 1];
+    item.votes[p] = choice;
     if (p === 'faithfulness' && cursor < items.length - 1) cursor++;
-    render(); progress();
+    render();
+    send('/api/vote', {item: item.key, protocol: p, choice: choice}).then(
+      () => { status(p + ': ' + choice + ' ' + item.key); progress(); },
+      error => { delete item.votes[p]; render(); status('NOT SAVED ' + item.key + ': ' + error); });
   } else if (e.key === 'ArrowRight') { cursor = Math.min(items.length - 1, cursor + 1); render(); }
   else if (e.key === 'ArrowLeft') { cursor = Math.max(0, cursor - 1); render(); }
 });
