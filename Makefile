@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/synth_throughput.py
 	$(BIN)/python bench/filter_throughput.py
+	$(BIN)/python bench/review_latency.py
 
 clean:
 	rm -rf $(VENV) runs
