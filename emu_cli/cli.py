@@ -68,6 +68,7 @@ def device_option(function):
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", help="'latest' to continue the run in --out, or a checkpoint folder.")
+@click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
 @device_option
 @config_option(extra_keys=Recipe.field_names() | {"stages_recipe", "model_options"})
 @click.pass_context
@@ -82,6 +83,7 @@ def pretrain(
     model_options: tuple[str, ...],
     seed: int,
     resume: str | None,
+    push_to_hub: str | None,
     device: str,
     **overrides,
 ) -> None:
@@ -119,6 +121,7 @@ def pretrain(
             f"{stage.images_per_second:.1f} images/s" + (f", {metrics}" if metrics else "")
         )
     click.echo(f"checkpoint: {out}")
+    _push_after_training(out, push_to_hub)
 
 
 def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
@@ -563,6 +566,7 @@ def train_aesthetic(
 )
 @device_option
 @click.option("--resume", help="'latest' to continue the run in --out, or a checkpoint folder.")
+@click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
 @config_option(extra_keys=Recipe.field_names())
 @click.pass_context
 def quality_tune(
@@ -580,6 +584,7 @@ def quality_tune(
     validation_prompts: str,
     device: str,
     resume: str | None,
+    push_to_hub: str | None,
     **recipe_options,
 ) -> None:
     """Quality-tune a pre-trained model on a small curated set with the paper's recipe
@@ -614,6 +619,7 @@ def quality_tune(
         f"encoder calls while training: {result.encoder_calls}"
     )
     click.echo(f"checkpoint: {out}")
+    _push_after_training(out, push_to_hub)
 
 
 @cli.command()
@@ -746,20 +752,65 @@ def review(
         server.app.close()
 
 
-def _not_yet(name: str, issue: str, summary: str) -> None:
-    @cli.command(
-        name=name,
-        help=f"{summary} (not available yet: {issue}).",
-        context_settings={"ignore_unknown_options": True},
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--repo", required=True, help="OWNER/NAME on the Hub.")
+@click.option("--dataset", is_flag=True, help="PATH is a curated image folder: a dataset repo.")
+@click.option("--private", is_flag=True, help="Create the repo private.")
+@click.option("--revision", help="Branch to commit to (created if needed).")
+@click.option("--commit-message", help="Message of the one commit.")
+@click.option("--base-model", help="Hub id of the model this one was tuned from (card).")
+@click.option("--card-dataset", "card_datasets", multiple=True, help="Hub id of a dataset used.")
+@click.option(
+    "--evaluation",
+    type=click.Path(exists=True, path_type=Path),
+    help="An `emu evaluate` folder whose table goes in the card.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the file list and the card; no network.")
+def push(
+    path: Path,
+    repo: str,
+    dataset: bool,
+    private: bool,
+    revision: str | None,
+    commit_message: str | None,
+    base_model: str | None,
+    card_datasets: tuple[str, ...],
+    evaluation: Path | None,
+    dry_run: bool,
+) -> None:
+    """Push a checkpoint (a model repo) or, with --dataset, a curated image folder to the
+    Hugging Face Hub in one commit, with a card that carries its provenance. Token from
+    HF_TOKEN or `hf auth login`; endpoint from HF_ENDPOINT."""
+    from emu_cli.publish.push import plan_checkpoint, plan_dataset
+    from emu_cli.publish.push import push as run
+
+    if dataset:
+        upload = _run(lambda: plan_dataset(path, repo))
+    else:
+        upload = _run(
+            lambda: plan_checkpoint(
+                path, repo, base_model=base_model, datasets=list(card_datasets) or None,
+                evaluation=evaluation,
+            )
+        )  # fmt: skip
+    if dry_run:
+        click.echo(upload.describe())
+        return
+    url = _run(
+        lambda: run(upload, private=private, revision=revision, commit_message=commit_message)
     )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        raise click.ClickException(
-            f"`emu {name}` is not implemented yet in emu {__version__}; it is tracked as {issue}"
-        )
+    click.echo(f"pushed {path} to {repo}: {url}")
 
 
-_not_yet("push", "the [hub] issue", "Push a checkpoint or curated set to the Hugging Face Hub")
+def _push_after_training(out: Path, repo: str | None) -> None:
+    """``--push-to-hub``: the finished checkpoint, as `emu push` would."""
+    if repo:
+        from emu_cli.publish.push import plan_checkpoint
+        from emu_cli.publish.push import push as run
+
+        url = _run(lambda: run(plan_checkpoint(out, repo)))
+        click.echo(f"pushed {out} to {repo}: {url}")
 
 
 def _run(action):

@@ -244,7 +244,10 @@ class FilterRun:
             },
             out=self.out,
         )
-        write_report(table, [f.name for f in self.filters], by_key, self.out, outcome.as_dict())
+        settings = {"filters": {f.name: f.config() for f in self.filters}}
+        write_report(
+            table, [f.name for f in self.filters], by_key, self.out, outcome.as_dict() | settings
+        )
         return outcome
 
     def _filter(self, engine, index: SampleIndex) -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""Publishing: checkpoints and curated sets to the Hugging Face Hub, with cards."""

@@ -1,0 +1,180 @@
+"""Model and dataset cards that carry a checkpoint's provenance: what it is, how to load it,
+the recipe, the data it saw, and how it compared side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# How to open a checkpoint of each built-in backend without emu; other backends get emu's.
+LOADING = {
+    "latent": """from diffusers import StableDiffusionPipeline
+
+pipe = StableDiffusionPipeline.from_pretrained("{repo}")
+image = pipe("{prompt}", height={size}, width={size}).images[0]""",
+    "pixel": """import torch
+from emu_pixel_diffusion import PixelDiffusionPipeline  # pip install emu-pixel-diffusion
+
+pipe = PixelDiffusionPipeline.from_pretrained("{repo}")
+image = pipe(["{prompt}"], generator=[torch.Generator().manual_seed(0)]).images[0]""",
+    "masked": """import torch
+from diffusers import AmusedPipeline
+
+pipe = AmusedPipeline.from_pretrained("{repo}")
+image = pipe("{prompt}", generator=torch.Generator().manual_seed(0)).images[0]""",
+}
+EMU_LOADING = """# pip install emu-cli and the backend's plugin, then:
+emu generate --model {repo} "{prompt}" -n 4"""
+PROMPT = "a red star on a sunset background"
+SAMPLES = "samples.png"
+
+
+def _resolution(provenance: dict[str, Any]) -> int:
+    recipes = provenance.get("recipes", {})
+    stage = provenance.get("quality_tuning", {}).get("stage") or provenance.get("stage")
+    recipe = recipes.get("quality-tune") or recipes.get(stage) or {}
+    return int(recipe.get("resolution", 64))
+
+
+def evaluation_table(results: dict[str, Any]) -> str:
+    """The paper's form, as a Markdown table, from an ``emu evaluate`` results.json."""
+    lines = [
+        "| protocol | prompts | A preferred | B preferred | ties | pairs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for protocol, subsets in results["protocols"].items():
+        for subset, rate in subsets.items():
+            if rate["pairs"]:
+                lines.append(
+                    f"| {protocol} | {subset} | {100 * rate['a']:.1f}% | {100 * rate['b']:.1f}% "
+                    f"| {100 * rate['tie']:.1f}% | {rate['pairs']} |"
+                )
+    return "\n".join(lines)
+
+
+def model_card(
+    checkpoint: Path,
+    repo: str,
+    *,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    evaluation: dict[str, Any] | None = None,
+    has_samples: bool = False,
+) -> Any:
+    """A ``huggingface_hub.ModelCard`` for an emu checkpoint folder."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    provenance = json.loads((Path(checkpoint) / "emu.json").read_text())
+    backend = provenance["backend"]
+    tuning = provenance.get("quality_tuning")
+    tags = ["emu", f"emu-{backend}", "text-to-image"]
+    if tuning:
+        tags.append("quality-tuning")
+    data = ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="text-to-image",
+        tags=tags,
+        base_model=base_model,
+        datasets=datasets or None,
+        license="apache-2.0",
+    )
+    size = _resolution(provenance)
+    snippet = LOADING.get(backend, EMU_LOADING).format(repo=repo, prompt=PROMPT, size=size)
+    kind = "quality-tuned" if tuning else "pre-trained"
+    sections = [
+        f"# {repo.split('/')[-1]}",
+        f"A {kind} `{backend}` text-to-image model made with "
+        "[emu](https://pypi.org/project/emu-cli/), a toolkit for the Emu quality-tuning recipe "
+        "(Dai et al., 2023: pre-train, curate a few thousand very appealing images, "
+        "fine-tune on them).",
+    ]
+    if has_samples:
+        sections.append(f"![samples]({SAMPLES})")
+    sections += ["## How to use", f"```python\n{snippet}\n```"]
+    if tuning:
+        curve = tuning.get("curve") or {}
+        sections += [
+            "## Quality-tuning",
+            f"Fine-tuned from `{base_model or provenance.get('parent')}` on "
+            f"{provenance['data']['samples']} curated images (data fingerprint "
+            f"`{provenance['data']['fingerprint']}`). It trained {tuning['steps_trained']} "
+            f"steps; the checkpoint is step {tuning['chosen_step']}, chosen by the "
+            f"`{tuning.get('judge')}` judge's appeal with a faithfulness margin of "
+            f"{curve.get('faithfulness_margin')}"
+            + (f" (stopped early: {tuning['stopped_early']})." if tuning["stopped_early"] else "."),
+        ]
+    table = [
+        "| stage | steps | batch | learning rate | resolution | noise offset | EMA |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage, recipe in provenance.get("recipes", {}).items():
+        table.append(
+            f"| {stage} | {recipe['steps']} | {recipe['batch_size']} | "
+            f"{recipe['learning_rate']} | {recipe['resolution']} | {recipe['noise_offset']} | "
+            f"{recipe['ema_decay']} |"
+        )
+    sections += ["## Recipe", "Per stage, as `emu.json` records it:", "\n".join(table)]
+    data_lines = [f"- training data: `{provenance['data']['source']}`, "
+                  f"{provenance['data']['samples']} samples, fingerprint "
+                  f"`{provenance['data']['fingerprint']}`"]  # fmt: skip
+    if provenance.get("pretraining_data"):
+        pre = provenance["pretraining_data"]
+        data_lines.append(
+            f"- pre-training data: {pre['samples']} samples, fingerprint `{pre['fingerprint']}`"
+        )
+    filters = _filter_thresholds(Path(provenance["data"]["source"]))
+    if filters:
+        data_lines.append(f"- automatic filters: {filters}")
+    sections += ["## Data", "\n".join(data_lines)]
+    if evaluation:
+        sections += [
+            "## Evaluation",
+            "Side by side against its parent with the paper's protocol (A: this model, B: "
+            f"`{evaluation['b']}`; {evaluation['annotators']} annotators, prompts "
+            f"`{evaluation['prompts']}`):",
+            evaluation_table(evaluation),
+        ]
+    sections += ["## Provenance", f"```json\n{json.dumps(_provenance(provenance), indent=2)}\n```"]
+    return ModelCard.from_template(
+        data, template_str="---\n{{ card_data }}\n---\n\n" + "\n\n".join(sections) + "\n"
+    )
+
+
+def _provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    keep = ("backend", "preset", "stages_completed", "steps", "parent", "emu_version", "saved_at")
+    return {k: provenance[k] for k in keep if k in provenance}
+
+
+def _filter_thresholds(data: Path) -> str | None:
+    """The thresholds of the `emu filter` run whose kept folder (or a later stage of it) this
+    model trained on, when its summary is at hand."""
+    for folder in (data, *data.parents[:3]):
+        summary = folder / "report" / "summary.json"
+        if summary.is_file():
+            filters = json.loads(summary.read_text()).get("filters")
+            if filters:
+                return "; ".join(
+                    f"{name} {json.dumps(config, sort_keys=True)}"
+                    for name, config in filters.items()
+                )
+    return None
+
+
+def dataset_card(folder: Path, repo: str) -> Any:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    lines = [line for line in (Path(folder) / "metadata.jsonl").read_text().splitlines() if line]
+    data = DatasetCardData(
+        task_categories=["text-to-image"],
+        tags=["emu", "quality-tuning", "curated"],
+        size_categories=["n<1K" if len(lines) < 1000 else "1K<n<10K"],
+        license="apache-2.0",
+    )
+    body = (
+        f"# {repo.split('/')[-1]}\n\nA curated image-caption set made with emu for "
+        f"quality-tuning: {len(lines)} images in an image folder with `metadata.jsonl`.\n\n"
+        "```python\nfrom datasets import load_dataset\n\n"
+        f'dataset = load_dataset("{repo}", split="train")\n```\n'
+    )
+    return DatasetCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body)

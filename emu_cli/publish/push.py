@@ -1,0 +1,193 @@
+"""``emu push``: a checkpoint or a curated set to the Hugging Face Hub in one commit.
+
+The repository is created if needed, then every file (the folder, its card as ``README.md``,
+a sample grid) goes up in a single commit, so the Hub never shows half a checkpoint. The token
+comes from ``HF_TOKEN`` or the huggingface_hub login, the endpoint from ``HF_ENDPOINT`` (a
+private mirror works). Only after the commit is the push recorded in the checkpoint's
+``emu.json`` (``pushes``): nothing half-written is claimed as done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emu_cli.publish.card import SAMPLES, dataset_card, model_card
+
+RETRIES = 3
+
+
+class PushError(ValueError):
+    """A push failed; the message says why and what to do."""
+
+
+@dataclass
+class Upload:
+    repo: str
+    repo_type: str
+    folder: Path
+    card: Any
+    files: list[str] = field(default_factory=list)
+    samples: Path | None = None
+
+    def describe(self) -> str:
+        names = ["README.md", *([SAMPLES] if self.samples else []), *self.files]
+        lines = [f"{self.repo_type} repo {self.repo}: {len(names)} files"]
+        lines += [f"  {name}" for name in names]
+        return "\n".join(lines) + "\n\n" + str(self.card)
+
+
+def _latest_samples(checkpoint: Path) -> Path | None:
+    """The newest sample grid the run made: quality-tuning's validation images, or the last
+    stage's previews."""
+    candidates = sorted((checkpoint / "stages").glob("*/validation/step-*.png")) or sorted(
+        (checkpoint / "stages").glob("*/previews/step-*.png")
+    )
+    return candidates[-1] if candidates else None
+
+
+def _listed(folder: Path, skip_training_state: bool) -> list[str]:
+    """Files to upload, relative to ``folder``. A run folder's ``stages/`` (logs, resumable
+    state) stays home: the Hub gets the model, its card and its provenance."""
+    names = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if not path.is_file() or ".incoming" in str(relative):
+            continue
+        if skip_training_state and relative.parts[0] == "stages":
+            continue
+        names.append(str(relative))
+    return sorted(names)
+
+
+def plan_checkpoint(
+    checkpoint: Path,
+    repo: str,
+    *,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    evaluation: Path | None = None,
+) -> Upload:
+    from emu_cli.checkpoint import read_provenance, refuse_pickles
+
+    checkpoint = Path(checkpoint)
+    read_provenance(checkpoint)  # a clear error for a folder that is not a checkpoint
+    refuse_pickles(checkpoint)
+    results = None
+    if evaluation is not None:
+        path = Path(evaluation) / "results.json" if Path(evaluation).is_dir() else Path(evaluation)
+        if not path.is_file():
+            raise PushError(f"evaluation '{evaluation}' has no results.json (run emu evaluate)")
+        results = json.loads(path.read_text())
+    samples = _latest_samples(checkpoint)
+    card = model_card(
+        checkpoint, repo, base_model=base_model, datasets=datasets, evaluation=results,
+        has_samples=samples is not None,
+    )  # fmt: skip
+    return Upload(repo, "model", checkpoint, card, _listed(checkpoint, True), samples)
+
+
+def plan_dataset(folder: Path, repo: str) -> Upload:
+    folder = Path(folder)
+    if not (folder / "metadata.jsonl").is_file():
+        raise PushError(f"'{folder}' is not an image folder: it has no metadata.jsonl")
+    return Upload(repo, "dataset", folder, dataset_card(folder, repo), _listed(folder, False))
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """Transport failures of the HTTP stack huggingface_hub uses (it has changed over versions)."""
+    import importlib
+
+    errors: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError")):  # fmt: skip
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def push(
+    upload: Upload,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Create the repo if needed and upload everything in one commit; returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        raise PushError("HF_HUB_OFFLINE is set: unset it to push (nothing was pushed)")
+    if get_token() is None:
+        raise PushError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a write token); "
+            "nothing was pushed"
+        )
+    api = HfApi()
+    operations = [
+        CommitOperationAdd("README.md", str(upload.card).encode("utf-8")),
+        *([CommitOperationAdd(SAMPLES, str(upload.samples))] if upload.samples else []),
+        *(CommitOperationAdd(name, str(upload.folder / name)) for name in upload.files),
+    ]
+    message = commit_message or f"Upload {upload.repo_type} with emu"
+    for attempt in range(1, RETRIES + 1):
+        try:
+            api.create_repo(upload.repo, repo_type=upload.repo_type, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(
+                    upload.repo, branch=revision, repo_type=upload.repo_type, exist_ok=True
+                )
+            commit = api.create_commit(
+                upload.repo,
+                operations,
+                commit_message=message,
+                repo_type=upload.repo_type,
+                revision=revision,
+            )
+            break
+        except HfHubHTTPError as error:
+            raise PushError(_explain(error, upload)) from error
+        except network_errors() as error:  # connection refused, reset, timed out
+            if attempt == RETRIES:
+                raise PushError(
+                    f"could not reach the Hub at {api.endpoint} after {RETRIES} attempts: "
+                    f"{error}. Check the network or HF_ENDPOINT; nothing was recorded as pushed"
+                ) from error
+            time.sleep(2**attempt)
+    url = str(commit.commit_url)
+    if upload.repo_type == "model":
+        _record(upload.folder, upload.repo, revision, url)
+    return url
+
+
+def _explain(error: Any, upload: Upload) -> str:
+    status = error.response.status_code if error.response is not None else None
+    where = f"{upload.repo_type} repo '{upload.repo}'"
+    if status == 401:
+        return (
+            f"the Hub refused the token for {where} (401): set HF_TOKEN or run `hf auth "
+            "login`; nothing was pushed"
+        )
+    if status == 403:
+        return (
+            f"the token may not write to {where} (403): use a token with write access to that "
+            "namespace; nothing was pushed"
+        )
+    if status == 409:
+        return f"{where} conflicts with an existing repository (409): {error}"
+    return f"pushing {where} failed ({status}): {error}"
+
+
+def _record(checkpoint: Path, repo: str, revision: str | None, url: str) -> None:
+    provenance_file = Path(checkpoint) / "emu.json"
+    provenance = json.loads(provenance_file.read_text())
+    pushes = [*provenance.get("pushes", []), {"repo": repo, "revision": revision, "commit": url}]
+    temporary = provenance_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps({**provenance, "pushes": pushes}, indent=2))
+    temporary.replace(provenance_file)

@@ -1,0 +1,137 @@
+"""A small Hugging Face Hub on 127.0.0.1 for the push tests: the endpoints huggingface_hub's
+``create_repo``, ``create_branch`` and ``create_commit`` call (read from its source), with
+tokens, repositories of each type, branches and files kept in memory.
+
+Every file is answered "regular" at preupload, so its bytes arrive base64-encoded inside the
+commit, where the test can compare them with the originals."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WRITE_TOKEN = "hf_write_token"
+READ_TOKEN = "hf_read_token"
+
+
+@dataclass
+class Repository:
+    repo_type: str
+    private: bool
+    branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
+    commits: list[dict] = field(default_factory=list)
+
+
+class FakeHub:
+    def __init__(self) -> None:
+        self.repos: dict[tuple[str, str], Repository] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.drop_next = 0  # close this many connections without answering (network failures)
+        self.lock = threading.Lock()
+        handler = type("HubHandler", (HubHandler,), {"hub": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def files(self, repo: str, repo_type: str = "model", branch: str = "main") -> dict[str, bytes]:
+        return self.repos[(repo_type, repo)].branches[branch]
+
+
+class HubHandler(BaseHTTPRequestHandler):
+    hub: FakeHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_) -> None:
+        return
+
+    def _reply(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if status >= 400:
+            self.send_header("X-Error-Message", payload.get("error", ""))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        hub = self.hub
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with hub.lock:
+            hub.requests.append(("POST", self.path))
+            if hub.drop_next:
+                hub.drop_next -= 1
+                self.close_connection = True
+                self.connection.close()
+                return
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if token not in (WRITE_TOKEN, READ_TOKEN):
+            return self._reply(401, {"error": "Invalid credentials in Authorization header"})
+        path = self.path.split("?")[0]
+        if path == "/api/validate-yaml":
+            return self._reply(200, {"errors": [], "warnings": []})
+        if token != WRITE_TOKEN:
+            return self._reply(403, {"error": "You don't have the rights to write here"})
+        if path == "/api/repos/create":
+            request = json.loads(body)
+            name = f"{request['organization']}/{request['name']}"
+            key = (request.get("type") or "model", name)
+            with hub.lock:
+                if key in hub.repos:
+                    return self._reply(409, {"error": "You already created this repo"})
+                private = request.get("visibility") == "private" or bool(request.get("private"))
+                hub.repos[key] = Repository(key[0], private)
+            return self._reply(200, {"url": f"{hub.endpoint}/{name}", "name": name})
+        match = re.fullmatch(r"/api/(model|dataset|space)s/([^/]+/[^/]+)/(\w+)/(.+)", path)
+        if not match:
+            return self._reply(404, {"error": f"no route {path}"})
+        repo_type, name, action, revision = match.groups()
+        repo = hub.repos.get((repo_type, name))
+        if repo is None:
+            return self._reply(404, {"error": "Repository not found"})
+        if action == "branch":
+            if revision in repo.branches:
+                return self._reply(409, {"error": "Branch already exists"})
+            repo.branches[revision] = dict(repo.branches["main"])
+            return self._reply(200, {})
+        if revision not in repo.branches:
+            return self._reply(404, {"error": f"Revision {revision} not found"})
+        if action == "preupload":
+            files = json.loads(body)["files"]
+            answer = [
+                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                for f in files
+            ]
+            return self._reply(200, {"files": answer})
+        if action == "commit":
+            lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+            header = next(line["value"] for line in lines if line["key"] == "header")
+            added = {}
+            for line in lines:
+                if line["key"] == "file":
+                    value = line["value"]
+                    added[value["path"]] = base64.b64decode(value["content"])
+                elif line["key"] != "header":
+                    return self._reply(400, {"error": f"unsupported operation {line['key']}"})
+            with hub.lock:
+                repo.branches[revision].update(added)
+                oid = hashlib.sha1(json.dumps(sorted(added)).encode()).hexdigest()
+                repo.commits.append({"summary": header["summary"], "files": sorted(added),
+                                     "revision": revision})  # fmt: skip
+            prefix = "" if repo_type == "model" else f"{repo_type}s/"
+            return self._reply(200, {"commitUrl": f"{hub.endpoint}/{prefix}{name}/commit/{oid}",
+                                     "commitOid": oid})  # fmt: skip
+        return self._reply(404, {"error": f"no action {action}"})

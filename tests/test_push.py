@@ -1,0 +1,112 @@
+"""`emu push` through the real huggingface_hub client, against a Hub on 127.0.0.1."""
+
+import json
+import shutil
+
+import pytest
+from conftest import emu
+from hub_server import READ_TOKEN, WRITE_TOKEN, FakeHub
+
+from emu_cli.data import index_dataset
+
+
+def hub_env(hub: FakeHub, token: str | None = WRITE_TOKEN) -> dict:
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env["HF_TOKEN"] = token or ""
+    return env
+
+
+@pytest.fixture
+def checkpoint(tiny_latent, tmp_path):
+    return shutil.copytree(tiny_latent, tmp_path / "model")
+
+
+def test_a_checkpoint_arrives_byte_identical_with_a_card(checkpoint, tmp_path):
+    from huggingface_hub import ModelCard
+
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    rate = {"a": 0.8, "b": 0.15, "tie": 0.05, "pairs": 96, "interval": {}}
+    (evaluation / "results.json").write_text(json.dumps({
+        "b": "runs/latent/pre", "annotators": "simulated", "prompts": "builtin:world",
+        "protocols": {"appeal": {"all": rate}, "faithfulness": {"all": rate}},
+    }))  # fmt: skip
+    with FakeHub() as hub:
+        printed = emu("push", checkpoint, "--repo", "me/emu-latent", "--base-model", "me/pre",
+                      "--card-dataset", "me/curated", "--evaluation", evaluation,
+                      "--commit-message", "first", env=hub_env(hub)).stdout  # fmt: skip
+        assert "pushed" in printed and "/me/emu-latent/commit/" in printed
+        files = hub.files("me/emu-latent")
+        repo = hub.repos[("model", "me/emu-latent")]
+    assert len(repo.commits) == 1 and repo.commits[0]["summary"] == "first", "one commit"
+    local = {
+        str(p.relative_to(checkpoint)): p.read_bytes()
+        for p in checkpoint.rglob("*")
+        if p.is_file() and p.relative_to(checkpoint).parts[0] != "stages"
+    }
+    local["emu.json"] = files["emu.json"]  # the push is recorded locally only after it
+    assert {k: v for k, v in files.items() if k not in ("README.md", "samples.png")} == local
+    assert not any(name.startswith("stages/") for name in files), "training state stays home"
+    assert files["samples.png"].startswith(b"\x89PNG")
+
+    card_file = tmp_path / "README.md"
+    card_file.write_bytes(files["README.md"])
+    card = ModelCard.load(card_file)
+    assert card.data.library_name == "diffusers"
+    assert card.data.pipeline_tag == "text-to-image"
+    assert {"emu", "emu-latent"} <= set(card.data.tags)
+    assert card.data.base_model == "me/pre" and card.data.datasets == ["me/curated"]
+    assert 'StableDiffusionPipeline.from_pretrained("me/emu-latent")' in card.text
+    assert "| appeal | all | 80.0% | 15.0% | 5.0% | 96 |" in card.text
+    assert "![samples](samples.png)" in card.text
+    pushes = json.loads((checkpoint / "emu.json").read_text())["pushes"]
+    assert pushes[0]["repo"] == "me/emu-latent" and "/commit/" in pushes[0]["commit"]
+
+
+def test_a_curated_set_becomes_a_dataset_repo_that_datasets_reads(world, tmp_path):
+    from datasets import load_dataset
+
+    with FakeHub() as hub:
+        emu("push", world, "--dataset", "--repo", "me/curated", "--private", "--revision",
+            "v1", env=hub_env(hub))  # fmt: skip
+        repo = hub.repos[("dataset", "me/curated")]
+        files = hub.files("me/curated", "dataset", "v1")
+    assert repo.private and repo.commits[0]["revision"] == "v1"
+    for name, data in files.items():
+        if name != "README.md":
+            assert data == (world / name).read_bytes(), name
+    downloaded = tmp_path / "downloaded"
+    for name, data in files.items():
+        (downloaded / name).parent.mkdir(parents=True, exist_ok=True)
+        (downloaded / name).write_bytes(data)
+    dataset = load_dataset(str(downloaded), split="train")
+    assert len(dataset) == len(index_dataset(world)) and "text" in dataset.column_names
+    assert "task_categories:\n- text-to-image" in files["README.md"].decode()
+
+
+def test_clear_errors_and_nothing_claimed(checkpoint):
+    with FakeHub() as hub:
+        for token, expected in [(None, "no Hugging Face token"), ("hf_wrong", "(401)"),
+                                (READ_TOKEN, "(403)")]:  # fmt: skip
+            result = emu("push", checkpoint, "--repo", "me/x", env=hub_env(hub, token),
+                         check=False)  # fmt: skip
+            assert result.returncode == 1 and expected in result.stderr, result.stderr
+        hub.drop_next = 1  # the network fails once: the push retries and succeeds
+        emu("push", checkpoint, "--repo", "me/retried", env=hub_env(hub))
+        assert hub.files("me/retried")
+    # The Hub is gone now: its address refuses connections.
+    result = emu("push", checkpoint, "--repo", "me/x", env=hub_env(hub), check=False)
+    assert result.returncode == 1 and "could not reach the Hub" in result.stderr
+    pushes = json.loads((checkpoint / "emu.json").read_text())["pushes"]
+    assert [p["repo"] for p in pushes] == ["me/retried"], "only the push that landed is recorded"
+    offline = emu("push", checkpoint, "--repo", "me/x", env={"HF_HUB_OFFLINE": "1"}, check=False)
+    assert offline.returncode == 1 and "HF_HUB_OFFLINE" in offline.stderr
+
+
+def test_dry_run_prints_the_files_and_the_card_without_network(checkpoint):
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "", "HF_HUB_OFFLINE": "1"}
+    printed = emu("push", checkpoint, "--repo", "me/emu-latent", "--dry-run", env=env).stdout
+    assert "model repo me/emu-latent" in printed
+    assert "unet/diffusion_pytorch_model.safetensors" in printed and "stages/" not in printed
+    assert "library_name: diffusers" in printed and "pipeline_tag: text-to-image" in printed
+    assert "pushes" not in json.loads((checkpoint / "emu.json").read_text())
