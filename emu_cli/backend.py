@@ -152,6 +152,7 @@ class Backend(ABC):
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
     ) -> None:
         """Data-dependent set-up before ``stage`` starts from scratch (never on resume), given
-        the same batch of training images in every process: e.g. scaling latents to unit
-        variance. The default does nothing."""
+        the same batch of training images in every process, at the resolution the stage ends
+        at: e.g. scaling latents to unit variance, or recording that resolution as the one the
+        model generates at. The default does nothing."""
         return None  # noqa: B027 - an optional hook, not an abstract one

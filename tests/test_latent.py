@@ -151,3 +151,19 @@ def test_pretrained_text_encoder_by_path_is_used_frozen(tiny_latent, world, tmp_
     given = load_file(tiny_latent / "text_encoder" / "model.safetensors")
     kept = load_file(out / "text_encoder" / "model.safetensors")
     assert all(torch.equal(given[k], kept[k]) for k in given)
+
+
+@pytest.mark.slow
+def test_a_model_generates_at_the_resolution_it_was_trained_at(world, tmp_path):
+    """The tiny preset is 32 px; trained at 16 px, it must also generate at 16 px (at the
+    preset's size it would decode latents it never learned)."""
+    config = tmp_path / "run.yaml"
+    config.write_text("resolution: 16\n")
+    out = tmp_path / "small-images"
+    pretrain_tiny(world, out, "--steps", 2, "--batch-size", 4, "--config", config)
+    emu("generate", "--model", out, "a red star", "-n", 1, "--steps", 2, "--out", tmp_path / "g",
+        "--device", "cpu")  # fmt: skip
+    assert Image.open(tmp_path / "g" / "000-00.png").size == (16, 16)
+    unet = json.loads((out / "unet" / "config.json").read_text())
+    vae = json.loads((out / "vae" / "config.json").read_text())
+    assert unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1) == 16

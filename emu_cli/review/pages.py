@@ -45,10 +45,12 @@ const esc = text => String(text).replace(/[&<>"']/g, c =>
 function status(text) { $('status').textContent = text; }
 async function progress() {
   const p = await api('/api/progress');
-  const by = p.by ? Object.entries(p.by).map(([k, v]) => k + ': ' + v).join(', ') : '';
-  $('progress').textContent = JSON.stringify({...p, by: undefined, agreement: undefined})
-    .replace(/[{}"]/g, '') + (by ? ' | ' + by : '') +
-    (p.agreement && p.agreement.kappa !== null ? ' | kappa ' + p.agreement.kappa : '');
+  const parts = [p.items + ' items'];
+  if (p.votes !== undefined) parts.push(p.votes + ' votes');
+  if (p.captions !== undefined) parts.push(p.captions + ' captions');
+  if (p.by) parts.push(Object.entries(p.by).map(([k, v]) => k + ' ' + v).join(', '));
+  if (p.agreement && p.agreement.kappa !== null) parts.push('kappa ' + p.agreement.kappa);
+  $('progress').textContent = parts.join(' · ');
 }
 async function load() {
   const data = await api('/api/items');

@@ -169,8 +169,10 @@ class Trainer:
         return metrics
 
     def _prepare(self, device: torch.device) -> None:
-        """Let the backend see one batch of training data before the stage starts."""
-        dataset = TrainingDataset(self.train_index, self._resolution_at(0), random_flip=False)
+        """Let the backend see one batch of training data, at the resolution the stage ends
+        at (the one its model will generate at), before the stage starts."""
+        final = self.recipe.phases()[-1][0]
+        dataset = TrainingDataset(self.train_index, final, random_flip=False)
         items = [dataset[i] for i in range(min(len(dataset), self.recipe.batch_size))]
         images, captions, _ = collate(items)
         self.backend.prepare_stage(self.model, self.stage, images.to(device), captions)

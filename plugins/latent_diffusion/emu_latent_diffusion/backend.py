@@ -170,14 +170,19 @@ class LatentDiffusion(Backend):
     def prepare_stage(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
     ) -> None:
-        """Before the denoiser trains, scale latents to unit variance, as diffusion expects."""
+        """Before the denoiser trains: generate at the size it trains at (the preset's size
+        may have been overridden), and scale latents to unit variance, as diffusion expects."""
         import torch
 
         from emu_latent_diffusion.autoencoder import fourier_lift
 
-        if stage != "denoiser" or model.options.get("latent_scale_calibrated"):
+        if stage != "denoiser":
             return
         vae = model["vae"]
+        downsampling = 2 ** (len(vae.config.block_out_channels) - 1)
+        model["unet"].register_to_config(sample_size=images.shape[-1] // downsampling)
+        if model.options.get("latent_scale_calibrated"):
+            return
         with torch.no_grad():
             lifted = fourier_lift(images, model.options["fourier_frequencies"])
             latents = vae.encode(lifted).latent_dist.mode()

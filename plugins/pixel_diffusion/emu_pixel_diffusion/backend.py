@@ -167,6 +167,14 @@ class PixelDiffusion(Backend):
         return Model(self.name, components, {})
 
     # -- training ----------------------------------------------------------------------------
+    def prepare_stage(
+        self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
+    ) -> None:
+        """Generate at the size the stage trains at (the preset's may have been overridden)."""
+        unet = {"denoiser": "unet", "superres": "sr_unet"}.get(stage)
+        if unet in model.components:
+            model[unet].register_to_config(sample_size=images.shape[-1])
+
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
         from emu_cli.text import token_ids
         from emu_pixel_diffusion.pipeline import low_resolution_view
