@@ -39,7 +39,7 @@ SCALES = {
         "clip_steps": 150,
         "ratings": 1000,
         "keep_rates": (0.3, 0.3),
-        "qt": ["--steps", 200, "--validate-every", 25],
+        "qt": ["--steps", 300, "--validate-every", 25],
     },
     # tiny: a smoke test of every stage in a few minutes; its numbers mean nothing.
     "tiny": {
