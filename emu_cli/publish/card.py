@@ -147,18 +147,21 @@ def _provenance(provenance: dict[str, Any]) -> dict[str, Any]:
 
 
 def _filter_thresholds(data: Path) -> str | None:
-    """The thresholds of the `emu filter` run whose kept folder (or a later stage of it) this
-    model trained on, when its summary is at hand."""
+    """The thresholds of the `emu filter` run whose kept folder (or a later stage of it, kept
+    beside it) this model trained on, when its report is at hand."""
     for folder in (data, *data.parents[:3]):
-        summary = folder / "report" / "summary.json"
-        if summary.is_file():
+        summaries = [folder / "report" / "summary.json", *folder.glob("*/report/summary.json")]
+        for summary in (s for s in summaries if s.is_file()):
             filters = json.loads(summary.read_text()).get("filters")
             if filters:
-                return "; ".join(
-                    f"{name} {json.dumps(config, sort_keys=True)}"
-                    for name, config in filters.items()
-                )
+                return "; ".join(f"{name} ({_options(config)})" for name, config in filters.items())
     return None
+
+
+def _options(config: dict[str, Any]) -> str:
+    """A filter's settings and the threshold it was given, e.g. ``keep_fraction 0.6``."""
+    chosen = {**config.get("settings", {}), **config.get("threshold", {})}
+    return ", ".join(f"{k} {v}" for k, v in chosen.items() if v is not None and v != [])
 
 
 def dataset_card(folder: Path, repo: str) -> Any:
