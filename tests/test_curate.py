@@ -237,6 +237,7 @@ def test_a_third_party_filter_runs_in_the_workers(world, tmp_path):
         "version": "1.0.0",
         "backends": [],
         "filters": ["brightness"],
+        "judges": [],
     } in listed["plugins"]
 
     out = tmp_path / "run"

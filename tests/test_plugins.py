@@ -79,6 +79,7 @@ def test_third_party_backend_is_listed_and_runs_pretrain_and_generate(site, tmp_
         "version": "0.3.0",
         "backends": ["toy"],
         "filters": [],
+        "judges": [],
     }
     assert "latent" in listed["backends"], "installing a plugin keeps the others"
 
