@@ -85,3 +85,24 @@ def test_prompt_sets(tmp_path):
         load_prompts("builtin:nope")
     with pytest.raises(ValueError, match="does not exist"):
         load_prompts(tmp_path / "missing.txt")
+
+
+def test_new_images_are_never_mixed_with_old_votes(tiny_latent, tmp_path):
+    import shutil
+
+    from conftest import emu
+
+    model = shutil.copytree(tiny_latent, tmp_path / "model")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\na blue ring on a sky background\n")
+    run = ("evaluate", "--a", model, "--b", tiny_latent, "--prompts", prompts, "--out",
+           tmp_path / "eval", "--steps", 2, "--device", "cpu", "--resamples", 50)  # fmt: skip
+    first = json.loads(emu(*run, "--json").stdout)
+    assert first["pairs"] == 2 and first["votes"] == 2 * 8
+    assert json.loads(emu(*run, "--json").stdout) == first, "a rerun reuses images and votes"
+
+    provenance = json.loads((model / "emu.json").read_text())
+    provenance["saved_at"] = "2030-01-01T00:00:00Z"  # the checkpoint was saved again
+    (model / "emu.json").write_text(json.dumps(provenance))
+    again = emu(*run, check=False)
+    assert again.returncode == 1 and "holds votes on images of another checkpoint" in again.stderr

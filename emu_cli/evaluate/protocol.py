@@ -46,10 +46,13 @@ class Settings:
         }
 
 
-def _generate(model: Path, items: list[Prompt], settings: Settings, folder: Path) -> list[Path]:
-    """The model's images, one file per (prompt, image); reused when the same model and
-    settings made them before (a rerun only recomputes votes and results)."""
-    from emu_cli.checkpoint import load_checkpoint
+def _generate(
+    model: Path, items: list[Prompt], settings: Settings, folder: Path
+) -> tuple[list[Path], bool]:
+    """The model's images, one file per (prompt, image), and whether they were made now: the
+    ones the same checkpoint (path and save time) and settings made before are reused, so a
+    rerun only recomputes votes and results."""
+    from emu_cli.checkpoint import load_checkpoint, read_provenance
     from emu_cli.generate import resolve_device
 
     files = [
@@ -59,13 +62,14 @@ def _generate(model: Path, items: list[Prompt], settings: Settings, folder: Path
     ]
     record = {
         "model": str(model),
+        "saved_at": read_provenance(model).get("saved_at"),
         "prompts": [p.text for p in items],
         **settings.describe(),
     }
     index = folder / "index.json"
     fresh = index.is_file() and json.loads(index.read_text()) == record
     if fresh and all(f.is_file() for f in files):
-        return files
+        return files, False
     backend, loaded, _ = load_checkpoint(model)
     device = resolve_device(settings.device)
     loaded.to(device)
@@ -81,7 +85,7 @@ def _generate(model: Path, items: list[Prompt], settings: Settings, folder: Path
     for image, path in zip(images, files, strict=True):
         image.save(path)
     index.write_text(json.dumps(record, indent=2))
-    return files
+    return files, True
 
 
 def evaluate(
@@ -107,9 +111,8 @@ def evaluate(
     items = load_prompts(prompts)
     out = Path(out)
     models = {"a": Path(model_a), "b": Path(model_b)}
-    files = {
-        side: _generate(models[side], items, settings, out / "images" / side) for side in SIDES
-    }
+    made = {side: _generate(models[side], items, settings, out / "images" / side) for side in SIDES}
+    files = {side: made[side][0] for side in SIDES}
     per_prompt = settings.images_per_prompt
     pairs = [
         {
@@ -124,6 +127,12 @@ def evaluate(
     ]
 
     store = AnnotationStore(out / "annotations.sqlite")
+    if any(regenerated for _, regenerated in made.values()) and store.votes():
+        store.close()
+        raise ValueError(
+            f"'{out}' holds votes on images of another checkpoint or other settings; "
+            "choose another --out (the votes there are kept)"
+        )
     try:
         with store.transaction():
             for pair in pairs:
