@@ -30,6 +30,20 @@ class Stage:
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def stage_defaults(
+    steps: int, batch: int, lr: float, resolution: int, warmup: int, ema: float
+) -> dict[str, Any]:
+    """One preset's defaults for a :class:`Stage`, as recipe fields (a plugin's shorthand)."""
+    return {
+        "steps": steps,
+        "batch_size": batch,
+        "learning_rate": lr,
+        "resolution": resolution,
+        "warmup_steps": warmup,
+        "ema_decay": ema,
+    }
+
+
 @dataclass
 class Model:
     """A built or loaded model: named components (torch modules, tokenizer, scheduler) and

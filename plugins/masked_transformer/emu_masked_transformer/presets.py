@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from emu_cli.backend import stage_defaults
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "resolution": 16,
@@ -102,28 +104,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _stage(steps: int, batch: int, lr: float, resolution: int, warmup: int, ema: float) -> dict:
-    return {
-        "steps": steps,
-        "batch_size": batch,
-        "learning_rate": lr,
-        "resolution": resolution,
-        "warmup_steps": warmup,
-        "ema_decay": ema,
-    }
-
-
 # Default training length per stage and preset; users override any field with --config/flags.
 # No EMA for the tokenizer: dead-code restarts move codes at once, and an average would lag.
 STAGE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "tokenizer": {
-        "tiny": {**_stage(20, 8, 1e-3, 16, 5, 0.0), "caption_dropout": 0.0},
-        "small": {**_stage(1500, 32, 5e-4, 32, 50, 0.0), "caption_dropout": 0.0},
-        "base": {**_stage(200_000, 32, 1e-4, 256, 1000, 0.0), "caption_dropout": 0.0},
+        "tiny": {**stage_defaults(20, 8, 1e-3, 16, 5, 0.0), "caption_dropout": 0.0},
+        "small": {**stage_defaults(1500, 32, 5e-4, 32, 50, 0.0), "caption_dropout": 0.0},
+        "base": {**stage_defaults(200_000, 32, 1e-4, 256, 1000, 0.0), "caption_dropout": 0.0},
     },
     "transformer": {
-        "tiny": _stage(30, 8, 1e-3, 16, 5, 0.99),
-        "small": _stage(2000, 64, 5e-4, 32, 100, 0.995),
-        "base": _stage(500_000, 256, 1e-4, 256, 10_000, 0.9999),
+        "tiny": stage_defaults(30, 8, 1e-3, 16, 5, 0.99),
+        "small": stage_defaults(2000, 64, 5e-4, 32, 100, 0.995),
+        "base": stage_defaults(500_000, 256, 1e-4, 256, 10_000, 0.9999),
     },
 }

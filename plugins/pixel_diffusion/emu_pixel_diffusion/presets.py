@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from emu_cli.backend import stage_defaults
+
 # diffusers' UNet2DConditionModel reads ``attention_head_dim`` as the number of heads (a legacy
 # name). Attention at the lower resolutions only, as Imagen's efficient UNet does.
 _TWO_LEVELS = {
@@ -112,28 +114,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _stage(steps: int, batch: int, lr: float, resolution: int, warmup: int, ema: float) -> dict:
-    return {
-        "steps": steps,
-        "batch_size": batch,
-        "learning_rate": lr,
-        "resolution": resolution,
-        "warmup_steps": warmup,
-        "ema_decay": ema,
-    }
-
-
 # Default training length per stage and preset; users override any field with --config/flags.
 # The super-resolution stage trains at the base resolution times the preset's factor.
 STAGE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "denoiser": {
-        "tiny": _stage(40, 16, 1e-3, 16, 5, 0.99),
-        "small": _stage(2000, 32, 1e-3, 32, 100, 0.995),
-        "base": _stage(500_000, 256, 1e-4, 64, 10_000, 0.9999),
+        "tiny": stage_defaults(40, 16, 1e-3, 16, 5, 0.99),
+        "small": stage_defaults(2000, 32, 1e-3, 32, 100, 0.995),
+        "base": stage_defaults(500_000, 256, 1e-4, 64, 10_000, 0.9999),
     },
     "superres": {
-        "tiny": _stage(20, 8, 1e-3, 32, 5, 0.99),
-        "small": _stage(2000, 32, 5e-4, 64, 100, 0.999),
-        "base": _stage(300_000, 64, 1e-4, 256, 10_000, 0.9999),
+        "tiny": stage_defaults(20, 8, 1e-3, 32, 5, 0.99),
+        "small": stage_defaults(2000, 32, 5e-4, 64, 100, 0.999),
+        "base": stage_defaults(300_000, 64, 1e-4, 256, 10_000, 0.9999),
     },
 }
