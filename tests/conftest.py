@@ -27,6 +27,22 @@ def emu(*args: str, check: bool = True, env: dict | None = None, timeout: int = 
     return result
 
 
+def kill_after(args: list, marker: Path, timeout: float = 300) -> None:
+    """Start `emu ARGS`, wait until ``marker`` exists (e.g. a checkpoint), then SIGKILL it:
+    a crash mid-run, to test resuming."""
+    import signal
+    import time
+
+    process = subprocess.Popen([*EMU, *map(str, args)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + timeout
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run must be killed before it ends"
+
+
 def invoke(*args: str):
     """Run the CLI in-process (fast); returns click's Result."""
     from emu_cli.cli import cli

@@ -1,14 +1,10 @@
 """`emu quality-tune`: the paper's recipe as defaults, encodings computed once, early stopping."""
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
-from conftest import EMU, emu
+from conftest import emu, kill_after
 
 from emu_cli.training.early_stopping import EarlyStopping
 
@@ -173,15 +169,8 @@ def test_killed_quality_tuning_resumes_to_the_same_result(tuned, tiny_latent, wo
 
     straight, prompts = tuned
     killed = tmp_path / "qt"
-    process = subprocess.Popen([*EMU, *map(str, _qt_args(tiny_latent, world, killed, prompts))],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     latest = killed / "stages" / "quality-tune" / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run must be killed mid-tuning"
+    kill_after(_qt_args(tiny_latent, world, killed, prompts), latest)
     assert not (killed / "emu.json").exists()
 
     resumed = emu(*_qt_args(tiny_latent, world, killed, prompts), "--resume", "latest")

@@ -1,16 +1,13 @@
 """The shared trainer's promises: exact resume after SIGKILL, data parallelism, schedules."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import EMU, emu, train_stage
+from conftest import emu, kill_after, train_stage
 from safetensors.torch import load_file
 
 # Per backend: its first stage short, the last one long enough to be killed in the middle.
@@ -67,18 +64,10 @@ def test_killed_run_resumes_to_the_same_weights(world, tmp_path, backend):
     emu(*_pretrain_args(world, tmp_path / "straight", config, backend))
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        [*EMU, *_pretrain_args(world, killed, config, backend)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    kill_after(
+        _pretrain_args(world, killed, config, backend),
+        killed / "stages" / last / "checkpoints" / "latest",
     )
-    latest = killed / "stages" / last / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run must be killed mid-stage"
     assert not (killed / "stages" / last / "summary.json").exists()
 
     resumed = emu(*_pretrain_args(world, killed, config, backend), "--resume", "latest")
