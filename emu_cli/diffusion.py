@@ -13,6 +13,44 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def scheduler_config(prediction_type: str, *, thresholding: bool = False) -> dict[str, Any]:
+    """The noise schedule and sampler every diffusion backend builds with.
+
+    The cosine schedule with trailing timesteps reaches (almost) zero signal at the last step,
+    so the model learns to make an image's overall color and brightness from the text alone; with
+    Stable Diffusion's scaled-linear schedule the mean of a small latent survives to the last
+    step, the model never learns it, and a sample's background follows its starting noise rather
+    than its prompt (Lin et al. 2024; measured here: background right for 20 % of 8x8-latent
+    samples, chance 17 %). ``thresholding`` is Imagen's dynamic thresholding of the predicted
+    clean image, for models of bounded pixels.
+    """
+    config: dict[str, Any] = {
+        "num_train_timesteps": 1000,
+        "beta_schedule": "squaredcos_cap_v2",
+        "prediction_type": prediction_type,
+        "algorithm_type": "dpmsolver++",
+        "solver_order": 2,
+        "timestep_spacing": "trailing",
+        "steps_offset": 1,  # unused with trailing timesteps; StableDiffusionPipeline asks for it
+    }
+    if thresholding:
+        config |= {
+            "thresholding": True,
+            "dynamic_thresholding_ratio": 0.995,
+            "sample_max_value": 1.0,
+        }
+    return config
+
+
+def pooled_text_conditioning(text_width: int) -> dict[str, Any]:
+    """UNet2DConditionModel arguments that add an attention-pooled text embedding to the timestep
+    embedding, as Imagen does. Cross-attention reaches only the low resolutions on a CPU budget;
+    this reaches every residual block, so what a caption says about the whole picture (its
+    background, its colors) conditions every resolution from the first steps of training."""
+    heads = max(1, text_width // 32)
+    return {"addition_embed_type": "text", "addition_embed_type_num_heads": heads}
+
+
 def offset_noise(
     shape: torch.Size, generator: torch.Generator, noise_offset: float, dtype: torch.dtype
 ) -> torch.Tensor:

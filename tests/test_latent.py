@@ -167,3 +167,22 @@ def test_a_model_generates_at_the_resolution_it_was_trained_at(world, tmp_path):
     unet = json.loads((out / "unet" / "config.json").read_text())
     vae = json.loads((out / "vae" / "config.json").read_text())
     assert unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1) == 16
+
+
+@pytest.mark.parametrize("backend_name", ["latent", "pixel"])
+def test_diffusion_backends_learn_the_whole_picture_from_the_text(backend_name):
+    """The last training timestep leaves no signal, so a sample's overall color comes from the
+    prompt, not from the starting noise; and the pooled text reaches the timestep embedding."""
+    from emu_cli.plugins import get_backend
+
+    model = get_backend(backend_name).build("tiny", {})
+    scheduler, unet = model["scheduler"], model["unet"]
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert float(scheduler.alphas_cumprod[-1]) < 1e-6
+    ids = model["tokenizer"](["a red star", "a blue ring on snow"], padding="max_length",
+                             max_length=model["tokenizer"].model_max_length,
+                             return_tensors="pt").input_ids  # fmt: skip
+    states = model["text_encoder"](ids)[0]
+    pooled = unet.add_embedding(states)
+    assert pooled.shape == (2, unet.time_embedding.linear_2.out_features)
+    assert not torch.allclose(pooled[0], pooled[1])

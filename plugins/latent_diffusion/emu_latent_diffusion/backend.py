@@ -20,16 +20,6 @@ if TYPE_CHECKING:
 # backend must stay cheap so that `emu --help` and `emu backends` answer at once.
 
 DISCRIMINATOR = "discriminator"
-SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
-    "algorithm_type": "dpmsolver++",
-    "solver_order": 2,
-    "steps_offset": 1,
-}
 
 
 class LatentDiffusion(Backend):
@@ -44,8 +34,10 @@ class LatentDiffusion(Backend):
 
     # -- building, saving, loading ---------------------------------------------------------
     def build(self, preset: str, options: dict[str, Any]) -> Model:
+        import torch
         from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
+        from emu_cli.diffusion import pooled_text_conditioning, scheduler_config, snr_weights
         from emu_cli.reconstruction import PatchDiscriminator
         from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
         from emu_latent_diffusion.autoencoder import lifted_channels
@@ -53,6 +45,12 @@ class LatentDiffusion(Backend):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
         spec = PRESETS[preset]
+        prediction = options.get("prediction_type", "v_prediction")
+        if prediction not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type must be epsilon or v_prediction, got {prediction!r}")
+        weighting = options.get("snr_weighting", "soft-min")
+        gamma = float(options.get("snr_gamma", 5.0))
+        snr_weights(torch.ones(1), weighting, gamma, prediction)  # fails now on a bad weighting
         frequencies = int(options.get("fourier_frequencies", spec["fourier_frequencies"]))
         vae_spec = {**spec["vae"], **options.get("vae", {})}
         depth = len(vae_spec["block_out_channels"])
@@ -75,6 +73,7 @@ class LatentDiffusion(Backend):
             in_channels=vae_spec["latent_channels"],
             out_channels=vae_spec["latent_channels"],
             cross_attention_dim=text_encoder.config.hidden_size,
+            **pooled_text_conditioning(text_encoder.config.hidden_size),
             **unet_spec,
         )
         components = {
@@ -82,7 +81,7 @@ class LatentDiffusion(Backend):
             "unet": unet,
             "text_encoder": text_encoder,
             "tokenizer": tokenizer,
-            "scheduler": DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
+            "scheduler": DPMSolverMultistepScheduler(**scheduler_config(prediction)),
         }
         adversarial = float(options.get("adversarial_weight", spec["adversarial_weight"]))
         if adversarial > 0:
@@ -98,6 +97,8 @@ class LatentDiffusion(Backend):
                     options.get("train_text_encoder", not options.get("text_encoder"))
                 ),
                 "latent_scale_calibrated": False,
+                "snr_weighting": weighting,
+                "snr_gamma": gamma,
                 "text_encoder": options.get("text_encoder"),
             },
         )
@@ -218,6 +219,8 @@ class LatentDiffusion(Backend):
                 key="latents",
                 noise_offset=recipe.noise_offset,
                 train_text_encoder=train_text,
+                snr_weighting=model.options.get("snr_weighting", "none"),
+                snr_gamma=float(model.options.get("snr_gamma", 5.0)),
             )
         raise ValueError(f"backend 'latent' has no stage '{stage}'")
 

@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 
 PIPELINE_CLASS = "PixelDiffusionPipeline"
 # Options a user may set (`--option KEY=VALUE` or `model_options:` in a config), with defaults.
-# v-prediction with soft min-SNR weighting is what pixel models train best with; the cosine
-# noise schedule spends more steps where pixels still carry structure.
+# v-prediction with soft min-SNR weighting is what pixel models train best with.
 DEFAULT_OPTIONS: dict[str, Any] = {
     "text_encoder": None,  # a pretrained CLIP text model or T5 encoder: hub name or folder
     "text_encoder_kind": "clip",  # built from config when no text_encoder is given: clip or t5
@@ -30,21 +29,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "superres_factor": None,  # default: the preset's (2 tiny, off small, 4 base)
     "max_augmentation": 250,  # noise-conditioning augmentation of the low-resolution input
 }
-
-
-def scheduler_config(prediction_type: str) -> dict[str, Any]:
-    return {
-        "num_train_timesteps": 1000,
-        "beta_schedule": "squaredcos_cap_v2",
-        "prediction_type": prediction_type,
-        "algorithm_type": "dpmsolver++",
-        "solver_order": 2,
-        "timestep_spacing": "trailing",
-        # Imagen's dynamic thresholding of the predicted clean image at each sampling step.
-        "thresholding": True,
-        "dynamic_thresholding_ratio": 0.995,
-        "sample_max_value": 1.0,
-    }
 
 
 class PixelDiffusion(Backend):
@@ -94,7 +78,7 @@ class PixelDiffusion(Backend):
         import torch
         from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
 
-        from emu_cli.diffusion import snr_weights
+        from emu_cli.diffusion import pooled_text_conditioning, scheduler_config, snr_weights
         from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
 
         chosen = self._options(preset, options)
@@ -109,13 +93,14 @@ class PixelDiffusion(Backend):
         # Fail now, not after the first batch, on a bad weighting.
         snr_weights(torch.ones(1), chosen["snr_weighting"], chosen["snr_gamma"], "epsilon")
         width = text_encoder.config.hidden_size  # T5's config maps it to d_model
-        schedule = scheduler_config(chosen["prediction_type"])
+        schedule = scheduler_config(chosen["prediction_type"], thresholding=True)
         components: dict[str, Any] = {
             "unet": UNet2DConditionModel(
                 sample_size=spec["resolution"],
                 in_channels=3,
                 out_channels=3,
                 cross_attention_dim=width,
+                **pooled_text_conditioning(width),
                 **spec["unet"],
             ),
             "text_encoder": text_encoder,
