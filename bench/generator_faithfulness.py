@@ -4,6 +4,10 @@ Generates images for captions of the held-in subjects (random colors and backgro
 prints the judge's accuracy per attribute next to chance, and the mean judged appeal.
 
     python bench/generator_faithfulness.py runs/pixel/pre --per-subject 16
+    python bench/generator_faithfulness.py runs/pixel/pre --reference runs/demo/pool
+
+``--reference POOL`` also judges the pool's own images at the model's size, captioned with what
+they truly show: the score of a generator that drew its training data exactly.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 from pathlib import Path
 
 from emu_cli.runtime import quiet_libraries
-from emu_cli.world.validation import validate_generator
+from emu_cli.world.validation import validate_generator, validate_pool_images
 
 
 def main() -> None:
@@ -24,6 +28,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reference", type=Path, help="a pool folder to judge beside the model")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     quiet_libraries()
@@ -35,11 +40,17 @@ def main() -> None:
         seed=args.seed,
         device=args.device,
     )
-    print(f"{'attribute':12} {'accuracy':>9} {'chance':>7}")
+    rows = {"model": result}
+    if args.reference:
+        size = result["image_size"]
+        rows["pool"] = result["reference"] = validate_pool_images(args.reference, size)
+    print(f"{'attribute':12} " + " ".join(f"{name:>9}" for name in rows) + f" {'chance':>7}")
     for name, chance in result["chance"].items():
-        print(f"{name:12} {result[f'{name}_accuracy']:9.3f} {chance:7.3f}")
-    print(f"{'all three':12} {result['all_accuracy']:9.3f}")
-    print(f"mean judged appeal {result['mean_appeal']:.3f} over {result['images']} images")
+        values = " ".join(f"{row[f'{name}_accuracy']:9.3f}" for row in rows.values())
+        print(f"{name:12} {values} {chance:7.3f}")
+    print(f"{'all three':12} " + " ".join(f"{row['all_accuracy']:9.3f}" for row in rows.values()))
+    print(f"{'appeal':12} " + " ".join(f"{row['mean_appeal']:9.3f}" for row in rows.values()))
+    print(", ".join(f"{name}: {row['images']} images" for name, row in rows.items()))
     print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

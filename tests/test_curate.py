@@ -372,6 +372,18 @@ def test_filters_measured_against_the_worlds_truth(curated_world):
     assert kept["junk_share"] < 0.15, "the pool has 25% junk"
 
 
+def test_caption_check_ceiling_from_the_worlds_own_judge(curated_world):
+    """The judge, trained on the truth, scores captions in the CLIP filter's place: it holds
+    the false-reject rate asked for and catches wrong captions well above chance."""
+    from emu_cli.world.validation import caption_check_ceiling
+
+    ceiling = caption_check_ceiling(curated_world / "pool", false_reject_rate=0.1)
+    assert ceiling["false_rejects"]["rate"] == pytest.approx(0.1, abs=0.01)
+    assert ceiling["recall"]["rate"] >= 0.3, ceiling
+    swaps = ceiling["subject_swap_recall"]["of"] + ceiling["color_swap_recall"]["of"]
+    assert swaps == ceiling["recall"]["of"]
+
+
 def test_every_sample_is_in_the_manifest_and_the_report(curated_world):
     run = curated_world / "run"
     manifest = pd.read_parquet(run / "manifest.parquet")

@@ -123,3 +123,15 @@ def test_generated_images_are_judged_per_attribute(tiny_pixel):
         assert 0 <= result[f"{name}_accuracy"] <= 1
     assert result["all_accuracy"] <= min(result[f"{n}_accuracy"] for n in result["chance"])
     assert 0 < result["mean_appeal"] < 1
+    assert result["image_size"] == 32  # the tiny preset's 16 px base, 2x super-resolution
+
+
+def test_a_pools_own_images_are_judged_against_what_they_show(world):
+    """The reference a generator's figures are read against: its training data, judged the same
+    way. The pool's images are judged far above chance on every attribute."""
+    from emu_cli.world.validation import validate_pool_images
+
+    result = validate_pool_images(world, 32, subjects=("circle", "square", "star"))
+    assert result["subjects"] == ["circle", "square", "star"] and 10 < result["images"] < 160
+    for name, chance in result["chance"].items():
+        assert result[f"{name}_accuracy"] > 2 * chance, (name, result)

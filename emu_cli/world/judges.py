@@ -145,6 +145,26 @@ class WorldJudges:
         scores = np.concatenate(categories)
         return Judgement(appeal_from_categories(scores), scores, attributes)
 
+    @torch.no_grad()
+    def caption_log_likelihood(
+        self, images: list[Image.Image], captions: list[str], batch_size: int = 256
+    ) -> np.ndarray:
+        """How well each caption fits its image to the judge: the sum, over the attributes the
+        caption names, of the log-probability the judge gives the named value."""
+        scores = []
+        for start in range(0, len(images), batch_size):
+            batch = to_input(images[start : start + batch_size])
+            outputs, mirrored = self.net(batch), self.net(batch.flip(3))
+            total = torch.zeros(len(batch))
+            for name, values in ATTRIBUTES.items():
+                log_p = (outputs[name].log_softmax(1) + mirrored[name].log_softmax(1)) / 2
+                for row, text in enumerate(captions[start : start + batch_size]):
+                    said = parse_caption(text)[name]
+                    if said is not None:
+                        total[row] += log_p[row, values.index(said)]
+            scores.append(total.numpy())
+        return np.concatenate(scores)
+
     def appeal(self, images: list[Image.Image]) -> np.ndarray:
         return self.judge(images).appeal
 

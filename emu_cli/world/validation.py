@@ -169,6 +169,39 @@ def validate_curation(run: Path, pool: Path) -> dict[str, dict]:
     return results
 
 
+# Junk that filters before the CLIP score remove; the ceiling is measured on what is left.
+_REMOVED_BEFORE_CLIP = {"tiny", "extreme_aspect", "overlaid_text", "duplicate", "near_duplicate"}
+
+
+def caption_check_ceiling(pool: Path, false_reject_rate: float = 0.1) -> dict:
+    """What the world's own supervised judge would catch in the CLIP filter's place: score each
+    caption by the judge's log-probability of what it names, reject the lowest-scoring captions
+    at ``false_reject_rate`` among correct ones, and report the recall of wrong captions, per
+    kind of swap. The judge was trained on the world's truth, so this is a ceiling for a CLIP
+    trained on the pool's noisy pairs: a swap the judge cannot see (a blurred or tiny subject)
+    no caption check can catch."""
+    lines = (Path(pool) / "metadata.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if not set(r["junk"]) & _REMOVED_BEFORE_CLIP]
+    images = [Image.open(Path(pool) / r["file_name"]).convert("RGB") for r in records]
+    scores = WorldJudges.load().caption_log_likelihood(images, [r["text"] for r in records])
+    wrong = np.array(["wrong_caption" in r["junk"] for r in records])
+    threshold = np.quantile(scores[~wrong], false_reject_rate)
+    caught = scores < threshold
+    swapped = {
+        kind: np.array([r["caption_attributes"][kind] != r[kind] for r in records]) & wrong
+        for kind in ("subject", "color")
+    }
+    return {
+        "samples": len(records),
+        "recall": _rate(int((caught & wrong).sum()), int(wrong.sum())),
+        "false_rejects": _rate(int((caught & ~wrong).sum()), int((~wrong).sum())),
+        **{
+            f"{kind}_swap_recall": _rate(int((caught & mask).sum()), int(mask.sum()))
+            for kind, mask in swapped.items()
+        },
+    }
+
+
 def concept_prompts(subjects: tuple[str, ...], per_subject: int, seed: int = 0) -> list[str]:
     """``per_subject`` captions per subject, colors, backgrounds and templates drawn at random."""
     rng = np.random.default_rng([seed, 13])
@@ -214,16 +247,45 @@ def validate_generator(
         seeds=[seed + i for i in range(len(prompts))],
         device=torch.device(device),
     )
-    judges = WorldJudges.load()
-    correct = judges.faithfulness(images, prompts)
     return {
         "model": str(model),
-        "images": len(images),
         "subjects": list(subjects),
         "steps": steps,
         "guidance": guidance,
+        "image_size": images[0].width,
+        **_recognisability(images, prompts),
+    }
+
+
+def validate_pool_images(pool: Path, size: int, subjects: tuple[str, ...] | None = None) -> dict:
+    """The same figures for a pool's own images, brought to ``size`` and captioned with what
+    they truly show: what a generator that drew exactly its training data would score."""
+    from emu_cli.world.concepts import HELD_OUT_SUBJECTS
+
+    subjects = subjects or tuple(s for s in SUBJECTS if s not in HELD_OUT_SUBJECTS)
+    lines = (Path(pool) / "metadata.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if r["subject"] in subjects]
+    images = [
+        Image.open(Path(pool) / r["file_name"]).convert("RGB").resize((size, size), Image.BICUBIC)
+        for r in records
+    ]
+    prompts = [caption(r["subject"], r["color"], r["background"]) for r in records]
+    return {
+        "pool": str(pool),
+        "subjects": list(subjects),
+        "size": size,
+        **_recognisability(images, prompts),
+    }
+
+
+def _recognisability(images: list[Image.Image], prompts: list[str]) -> dict:
+    judges = WorldJudges.load()
+    judgement = judges.judge(images)
+    correct = judges.faithfulness(images, prompts, judgement)
+    return {
+        "images": len(images),
         **{f"{name}_accuracy": round(float(v.mean()), 4) for name, v in correct.items()},
-        "mean_appeal": round(float(judges.appeal(images).mean()), 4),
+        "mean_appeal": round(float(judgement.appeal.mean()), 4),
         "chance": {
             "subject": round(1 / len(SUBJECTS), 4),
             "color": round(1 / len(COLORS), 4),
