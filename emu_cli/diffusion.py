@@ -51,6 +51,15 @@ def pooled_text_conditioning(text_width: int) -> dict[str, Any]:
     return {"addition_embed_type": "text", "addition_embed_type_num_heads": heads}
 
 
+def check_objective(prediction_type: str, snr_weighting: str, snr_gamma: float) -> None:
+    """Fail at build time, not after the first batch, on a bad prediction type or weighting."""
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(
+            f"prediction_type must be epsilon or v_prediction, got {prediction_type!r}"
+        )
+    snr_weights(torch.ones(1), snr_weighting, snr_gamma, prediction_type)
+
+
 def offset_noise(
     shape: torch.Size, generator: torch.Generator, noise_offset: float, dtype: torch.dtype
 ) -> torch.Tensor:

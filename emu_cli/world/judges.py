@@ -108,6 +108,7 @@ class Judgement:
     appeal: np.ndarray  # (N,) in [0, 1]
     categories: np.ndarray  # (N, 5) per guideline category
     attributes: dict[str, list[str]]  # predicted subject, color, background per image
+    probabilities: dict[str, np.ndarray]  # per attribute, (N, values): what the votes come from
 
 
 class WorldJudges:
@@ -133,37 +134,33 @@ class WorldJudges:
 
     @torch.no_grad()
     def judge(self, images: list[Image.Image], batch_size: int = 256) -> Judgement:
-        categories, attributes = [], {name: [] for name in ATTRIBUTES}
+        categories, probabilities = [], {name: [] for name in ATTRIBUTES}
         for start in range(0, len(images), batch_size):
             batch = to_input(images[start : start + batch_size])
             # Every judged quality is the same in a mirror image: average both readings.
             outputs, mirrored = self.net(batch), self.net(batch.flip(3))
             categories.append(((outputs["categories"] + mirrored["categories"]) / 2).numpy())
-            for name, values in ATTRIBUTES.items():
-                votes = (outputs[name].softmax(1) + mirrored[name].softmax(1)).argmax(1)
-                attributes[name] += [values[i] for i in votes.tolist()]
+            for name in ATTRIBUTES:
+                both = (outputs[name].softmax(1) + mirrored[name].softmax(1)) / 2
+                probabilities[name].append(both.numpy())
         scores = np.concatenate(categories)
-        return Judgement(appeal_from_categories(scores), scores, attributes)
+        stacked = {name: np.concatenate(parts) for name, parts in probabilities.items()}
+        attributes = {
+            name: [values[i] for i in stacked[name].argmax(1)]
+            for name, values in ATTRIBUTES.items()
+        }
+        return Judgement(appeal_from_categories(scores), scores, attributes, stacked)
 
-    @torch.no_grad()
-    def caption_log_likelihood(
-        self, images: list[Image.Image], captions: list[str], batch_size: int = 256
-    ) -> np.ndarray:
+    def caption_log_likelihood(self, images: list[Image.Image], captions: list[str]) -> np.ndarray:
         """How well each caption fits its image to the judge: the sum, over the attributes the
-        caption names, of the log-probability the judge gives the named value."""
-        scores = []
-        for start in range(0, len(images), batch_size):
-            batch = to_input(images[start : start + batch_size])
-            outputs, mirrored = self.net(batch), self.net(batch.flip(3))
-            total = torch.zeros(len(batch))
-            for name, values in ATTRIBUTES.items():
-                log_p = (outputs[name].log_softmax(1) + mirrored[name].log_softmax(1)) / 2
-                for row, text in enumerate(captions[start : start + batch_size]):
-                    said = parse_caption(text)[name]
-                    if said is not None:
-                        total[row] += log_p[row, values.index(said)]
-            scores.append(total.numpy())
-        return np.concatenate(scores)
+        caption names, of the log of the probability the judge gives the named value."""
+        probabilities = self.judge(images).probabilities
+        scores = np.zeros(len(captions))
+        for row, text in enumerate(captions):
+            for name, said in parse_caption(text).items():
+                if said is not None:
+                    scores[row] += np.log(probabilities[name][row, ATTRIBUTES[name].index(said)])
+        return scores
 
     def appeal(self, images: list[Image.Image]) -> np.ndarray:
         return self.judge(images).appeal

@@ -34,10 +34,9 @@ class LatentDiffusion(Backend):
 
     # -- building, saving, loading ---------------------------------------------------------
     def build(self, preset: str, options: dict[str, Any]) -> Model:
-        import torch
         from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
-        from emu_cli.diffusion import pooled_text_conditioning, scheduler_config, snr_weights
+        from emu_cli.diffusion import check_objective, pooled_text_conditioning, scheduler_config
         from emu_cli.reconstruction import PatchDiscriminator
         from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
         from emu_latent_diffusion.autoencoder import lifted_channels
@@ -46,11 +45,9 @@ class LatentDiffusion(Backend):
             raise ValueError(f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
         spec = PRESETS[preset]
         prediction = options.get("prediction_type", "v_prediction")
-        if prediction not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be epsilon or v_prediction, got {prediction!r}")
         weighting = options.get("snr_weighting", "soft-min")
         gamma = float(options.get("snr_gamma", 5.0))
-        snr_weights(torch.ones(1), weighting, gamma, prediction)  # fails now on a bad weighting
+        check_objective(prediction, weighting, gamma)
         frequencies = int(options.get("fourier_frequencies", spec["fourier_frequencies"]))
         vae_spec = {**spec["vae"], **options.get("vae", {})}
         depth = len(vae_spec["block_out_channels"])

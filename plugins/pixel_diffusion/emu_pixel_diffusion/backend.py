@@ -66,19 +66,15 @@ class PixelDiffusion(Backend):
         factor = chosen["superres_factor"] = int(chosen["superres_factor"])
         if factor not in (1, 2, 4):
             raise ValueError(f"superres_factor must be 1 (off), 2 or 4, got {factor}")
-        prediction = chosen["prediction_type"]
-        if prediction not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be epsilon or v_prediction, got {prediction!r}")
         if chosen["train_text_encoder"] is None:
             chosen["train_text_encoder"] = not chosen["text_encoder"]
         return chosen
 
     # -- building, saving, loading ---------------------------------------------------------
     def build(self, preset: str, options: dict[str, Any]) -> Model:
-        import torch
         from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
 
-        from emu_cli.diffusion import pooled_text_conditioning, scheduler_config, snr_weights
+        from emu_cli.diffusion import check_objective, pooled_text_conditioning, scheduler_config
         from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
 
         chosen = self._options(preset, options)
@@ -90,8 +86,7 @@ class PixelDiffusion(Backend):
             tokenizer = offline_clip_tokenizer(spec["max_tokens"])
             config = spec["t5_encoder"] if kind == "t5" else spec["text_encoder"]
             text_encoder = build_text_encoder(config, kind)
-        # Fail now, not after the first batch, on a bad weighting.
-        snr_weights(torch.ones(1), chosen["snr_weighting"], chosen["snr_gamma"], "epsilon")
+        check_objective(chosen["prediction_type"], chosen["snr_weighting"], chosen["snr_gamma"])
         width = text_encoder.config.hidden_size  # T5's config maps it to d_model
         schedule = scheduler_config(chosen["prediction_type"], thresholding=True)
         components: dict[str, Any] = {
