@@ -19,8 +19,8 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SCALES = {
-    # quick: a CPU in about 45 minutes. Images are drawn at 64 px (the filters read text and
-    # shapes there) and every model trains and generates at 32 px.
+    # quick: 2 CPU cores in about 56 minutes (the aim is 45). Images are drawn at 64 px (the
+    # filters read text and shapes there) and every model trains and generates at 32 px.
     "quick": {
         "preset": "small",
         "pool": 5000,
@@ -29,13 +29,13 @@ SCALES = {
         # Recipe fields per backend and stage, over the preset's. Measured on 2 cores at
         # 32 px: latent autoencoder 105 img/s, denoiser 85, pixel 44, masked transformer 40.
         "pretrain": {
-            # The autoencoder gets its preset's full 1,500 steps: after 300 it decoded every
-            # image in gray (curated set 18.5 dB, 23.4 dB after 1,500), and quality-tuning a
-            # denoiser under that decoder gained nothing.
+            # The first stages get their presets' full 1,500 steps: after 300-400 they decoded
+            # every image in gray (curated set: autoencoder 18.5 dB -> 23.4 dB, tokenizer
+            # 17.1 dB -> 21.2 dB), and quality-tuning the model above them gained nothing.
             "latent": {"autoencoder": {"steps": 1500}, "denoiser": {"steps": 700}},
             "pixel": {"denoiser": {"steps": 700}},
             "masked": {
-                "tokenizer": {"steps": 400},
+                "tokenizer": {"steps": 1500},
                 "transformer": {"steps": 600, "batch_size": 32},
             },
         },
