@@ -34,10 +34,9 @@ def _world(per_subject: int, seed: int, subjects: tuple[str, ...] | None = None)
 
 
 def _validation() -> list[Prompt]:
-    from emu_cli.world.concepts import HELD_OUT_SUBJECTS, SUBJECTS
+    from emu_cli.world.concepts import HELD_IN_SUBJECTS
 
-    seen = tuple(s for s in SUBJECTS if s not in HELD_OUT_SUBJECTS)
-    return _world(4, seed=7, subjects=seen)
+    return _world(4, seed=7, subjects=HELD_IN_SUBJECTS)
 
 
 BUILTIN = {

@@ -25,6 +25,7 @@ BACKGROUNDS = {
 # In the pool, so pre-training sees them, but left out of the curated set for quality-tuning:
 # evaluation on them measures whether quality-tuning keeps the model general.
 HELD_OUT_SUBJECTS = ("diamond", "ring")
+HELD_IN_SUBJECTS = tuple(s for s in SUBJECTS if s not in HELD_OUT_SUBJECTS)
 CAPTION_TEMPLATES = (
     "a {color} {subject} on a {background} background",
     "photo of a {color} {subject} over {background}",

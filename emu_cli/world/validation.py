@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from emu_cli.stats import spearman
-from emu_cli.world.concepts import BACKGROUNDS, COLORS, SUBJECTS, caption
+from emu_cli.world.concepts import BACKGROUNDS, COLORS, HELD_IN_SUBJECTS, SUBJECTS, caption
 from emu_cli.world.factors import clean_factors
 from emu_cli.world.judges import WorldJudges
 from emu_cli.world.render import render
@@ -77,6 +77,21 @@ def validate_faithfulness(judges: WorldJudges, size: int, count: int = 800) -> d
     return accuracy
 
 
+def _pool_records(pool: Path) -> list[dict]:
+    """Each sample's truth, as ``emu data synth`` wrote it."""
+    lines = (Path(pool) / "metadata.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+# The junk each filter exists for (the duplicates filter is scored apart: it needs the original).
+JUNK_FOR_FILTER = {
+    "size": {"tiny", "extreme_aspect"},
+    "ocr": {"overlaid_text"},
+    "duplicates": {"duplicate", "near_duplicate"},
+    "clip_score": {"wrong_caption"},
+}
+
+
 def _rate(hits: int, total: int) -> dict[str, float | int]:
     return {"rate": round(hits / total, 4) if total else float("nan"), "of": total}
 
@@ -115,10 +130,7 @@ def validate_curation(run: Path, pool: Path) -> dict[str, dict]:
     """
     manifest = pd.read_parquet(Path(run) / "manifest.parquet")
     order = list(json.loads((Path(run) / "report" / "summary.json").read_text())["funnel"])[1:]
-    truth = {}
-    for line in (Path(pool) / "metadata.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        truth[record["file_name"]] = record
+    truth = {record["file_name"]: record for record in _pool_records(pool)}
     rows = manifest[manifest["key"].isin(truth)].copy()
     junk = rows["key"].map(lambda k: set(truth[k]["junk"]))
     results: dict[str, dict] = {}
@@ -128,16 +140,11 @@ def validate_curation(run: Path, pool: Path) -> dict[str, dict]:
         earlier = order[: order.index(name)]
         return ~rows["reason"].isin(earlier)
 
-    checks = {
-        "ocr": lambda j: "overlaid_text" in j,
-        "clip_score": lambda j: "wrong_caption" in j,
-        "size": lambda j: bool({"tiny", "extreme_aspect"} & j),
-    }
-    for name, has_junk in checks.items():
+    for name in ("ocr", "clip_score", "size"):
         if name not in order:
             continue
         here = reached(name)
-        flagged = junk[here].map(has_junk)
+        flagged = junk[here].map(lambda j, name=name: bool(JUNK_FOR_FILTER[name] & j))
         rejected = rows.loc[here, "reason"] == name
         results[name] = {
             "recall": _rate(int((rejected & flagged).sum()), int(flagged.sum())),
@@ -170,7 +177,9 @@ def validate_curation(run: Path, pool: Path) -> dict[str, dict]:
 
 
 # Junk that filters before the CLIP score remove; the ceiling is measured on what is left.
-_REMOVED_BEFORE_CLIP = {"tiny", "extreme_aspect", "overlaid_text", "duplicate", "near_duplicate"}
+_REMOVED_BEFORE_CLIP = set().union(
+    *(junk for name, junk in JUNK_FOR_FILTER.items() if name != "clip_score")
+)
 
 
 def caption_check_ceiling(pool: Path, false_reject_rate: float = 0.1) -> dict:
@@ -180,8 +189,7 @@ def caption_check_ceiling(pool: Path, false_reject_rate: float = 0.1) -> dict:
     kind of swap. The judge was trained on the world's truth, so this is a ceiling for a CLIP
     trained on the pool's noisy pairs: a swap the judge cannot see (a blurred or tiny subject)
     no caption check can catch."""
-    lines = (Path(pool) / "metadata.jsonl").read_text().splitlines()
-    records = [r for r in map(json.loads, lines) if not set(r["junk"]) & _REMOVED_BEFORE_CLIP]
+    records = [r for r in _pool_records(pool) if not set(r["junk"]) & _REMOVED_BEFORE_CLIP]
     images = [Image.open(Path(pool) / r["file_name"]).convert("RGB") for r in records]
     scores = WorldJudges.load().caption_log_likelihood(images, [r["text"] for r in records])
     wrong = np.array(["wrong_caption" in r["junk"] for r in records])
@@ -233,9 +241,8 @@ def validate_generator(
     import torch
 
     from emu_cli.checkpoint import load_checkpoint
-    from emu_cli.world.concepts import HELD_OUT_SUBJECTS
 
-    subjects = subjects or tuple(s for s in SUBJECTS if s not in HELD_OUT_SUBJECTS)
+    subjects = subjects or HELD_IN_SUBJECTS
     prompts = concept_prompts(subjects, per_subject, seed)
     backend, loaded, _ = load_checkpoint(Path(model))
     loaded.to(device)
@@ -260,11 +267,8 @@ def validate_generator(
 def validate_pool_images(pool: Path, size: int, subjects: tuple[str, ...] | None = None) -> dict:
     """The same figures for a pool's own images, brought to ``size`` and captioned with what
     they truly show: what a generator that drew exactly its training data would score."""
-    from emu_cli.world.concepts import HELD_OUT_SUBJECTS
-
-    subjects = subjects or tuple(s for s in SUBJECTS if s not in HELD_OUT_SUBJECTS)
-    lines = (Path(pool) / "metadata.jsonl").read_text().splitlines()
-    records = [r for r in map(json.loads, lines) if r["subject"] in subjects]
+    subjects = subjects or HELD_IN_SUBJECTS
+    records = [r for r in _pool_records(pool) if r["subject"] in subjects]
     images = [
         Image.open(Path(pool) / r["file_name"]).convert("RGB").resize((size, size), Image.BICUBIC)
         for r in records
