@@ -89,6 +89,10 @@ class Backend(ABC):
     # The stage ``emu quality-tune`` fine-tunes: the one that turns text into images. None means
     # the last stage; a backend whose last stage only upscales names its generator instead.
     quality_tune_stage: str | None = None
+    # Multiplies the shared quality-tuning learning rate (``emu_cli.quality_tune``). A family
+    # whose pre-trained model moves too little at the recipe's rate says so here, with the
+    # measurement behind it, instead of keeping a recipe of its own.
+    quality_tune_lr_scale: float = 1.0
 
     def default_stages(self, preset: str, options: dict[str, Any]) -> list[str]:
         """The stages ``emu pretrain`` trains when the user names none: by default all of them.

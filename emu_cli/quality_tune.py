@@ -75,16 +75,23 @@ class QualityTuneResult:
     cached_rows: int
 
 
-def qt_recipe(preset: str, pretrain_recipe: dict[str, Any], overrides: dict[str, Any]) -> Recipe:
-    """The quality-tuning recipe: the shared defaults, the preset's, the user's overrides."""
+def qt_recipe(
+    preset: str,
+    pretrain_recipe: dict[str, Any],
+    overrides: dict[str, Any],
+    lr_scale: float = 1.0,
+) -> Recipe:
+    """The quality-tuning recipe: the shared defaults, the preset's (its learning rate times
+    the backend's ``quality_tune_lr_scale``), the user's overrides."""
     if preset not in QT_PRESETS:
         raise click.BadParameter(f"preset must be one of {', '.join(QT_PRESETS)}, got '{preset}'")
     known = {k: v for k, v in pretrain_recipe.items() if k in Recipe.field_names()}
     pretrained = Recipe().updated(**known)
+    defaults = QT_PRESETS[preset]
     return (
         Recipe(resolution=pretrained.phases()[-1][0], seed=pretrained.seed)
         .updated(**QT_RECIPE)
-        .updated(**QT_PRESETS[preset])
+        .updated(**{**defaults, "learning_rate": defaults["learning_rate"] * lr_scale})
         .updated(**{k: v for k, v in overrides.items() if v is not None})
         .validate()
     )
@@ -139,7 +146,12 @@ def quality_tune(
             "the stage quality-tuning fine-tunes; pre-train it first"
         )
     preset = parent.get("preset", "small")
-    recipe = qt_recipe(preset, parent.get("recipes", {}).get(stage, {}), recipe_overrides or {})
+    recipe = qt_recipe(
+        preset,
+        parent.get("recipes", {}).get(stage, {}),
+        recipe_overrides or {},
+        lr_scale=backend.quality_tune_lr_scale,
+    )
     index = subset(index_dataset(data), subset_size, recipe.seed)
     resume_from = None
     if resume is not None:

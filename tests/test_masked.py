@@ -59,6 +59,20 @@ def test_pretrain_generate_reload_gives_the_same_images(tiny_masked, tmp_path):
     assert np.array_equal(np.asarray(image), runs[0][0])
 
 
+@pytest.mark.slow
+def test_quality_tuning_uses_the_backends_learning_rate_scale(tiny_masked, world, tmp_path):
+    from emu_masked_transformer.backend import MaskedTransformer
+
+    from emu_cli.quality_tune import QT_PRESETS
+
+    emu("quality-tune", "--model", tiny_masked, "--data", world, "--out", tmp_path / "qt",
+        "--device", "cpu", "--steps", 2, "--no-early-stopping")  # fmt: skip
+    recipe = json.loads((tmp_path / "qt" / "emu.json").read_text())["recipes"]["quality-tune"]
+    scale = MaskedTransformer.quality_tune_lr_scale
+    assert scale != 1.0
+    assert recipe["learning_rate"] == pytest.approx(QT_PRESETS["tiny"]["learning_rate"] * scale)
+
+
 def test_dead_codes_are_restarted_onto_the_data():
     from emu_masked_transformer.tokenizer import TokenizerTraining, nearest_codes
 

@@ -29,6 +29,15 @@ def test_recipe_defaults_are_the_papers_scaled_by_preset():
         qt_recipe("small", {}, {"bogus": 1})
 
 
+def test_a_backends_learning_rate_scale_applies_to_the_default_not_to_the_users_rate():
+    from emu_cli.quality_tune import qt_recipe
+
+    shared = qt_recipe("small", {}, {}).learning_rate
+    assert qt_recipe("small", {}, {}, lr_scale=5.0).learning_rate == pytest.approx(5 * shared)
+    chosen = qt_recipe("small", {}, {"learning_rate": 3e-5}, lr_scale=5.0)
+    assert chosen.learning_rate == 3e-5
+
+
 def test_early_stopping_keeps_the_peak_and_stops_after_patience():
     rule = EarlyStopping(patience=2, faithfulness_margin=0.1)
     curve = [(0, 0.40, 0.5), (10, 0.45, 0.5), (20, 0.52, 0.48), (30, 0.51, 0.5), (40, 0.50, 0.5)]
