@@ -35,10 +35,14 @@ SCALES = {
             "latent": {"autoencoder": {"steps": 1500}, "denoiser": {"steps": 700}},
             "pixel": {"denoiser": {"steps": 700}},
             "masked": {
-                "tokenizer": {"steps": 1500},
+                # Full precision: in bf16 its loss after 60 steps was 0.132 against 0.108.
+                "tokenizer": {"steps": 1500, "mixed_precision": "no"},
                 "transformer": {"steps": 600, "batch_size": 32},
             },
         },
+        # bf16 autocast where the CPU computes in bf16 natively (measured on this one: latent
+        # autoencoder 85 -> 129 img/s, pixel denoiser 46 -> 54, same loss); else full precision.
+        "mixed_precision": "auto",
         "clip_steps": 150,
         "ratings": 1000,
         "keep_rates": (0.3, 0.3),
@@ -51,6 +55,7 @@ SCALES = {
         "size": 64,
         "resolution": None,  # each preset's own (the pixel one has a super-resolution stage)
         "pretrain": {},
+        "mixed_precision": "no",
         "clip_steps": 20,
         "ratings": 200,
         "keep_rates": (0.5, 0.5),
@@ -62,13 +67,28 @@ SCALES = {
         "pool": 200_000,
         "size": 256,
         "resolution": None,
-        "pretrain": {},
+        "pretrain": {"masked": {"tokenizer": {"mixed_precision": "no"}}},
+        "mixed_precision": "bf16",
         "clip_steps": 5000,
         "ratings": 20_000,
         "keep_rates": (0.1, 0.1),
         "qt": [],
     },
 }
+
+
+def training_precision(wanted: str) -> str:
+    """``auto``: bf16 where the CPU has native bf16 arithmetic, full precision elsewhere (bf16
+    emulated in software is slower than float32)."""
+    if wanted != "auto":
+        return wanted
+    import torch
+
+    try:
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "no"
 
 
 def emu(*args: object) -> None:
@@ -111,6 +131,7 @@ def pretrain(out: Path, name: str, scale: dict) -> Path:
     config = out / name / "pretrain.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     lines = ["checkpoint_every: 100", "preview_every: 200"]
+    lines.append(f"mixed_precision: {scale['mixed_precision']}")
     if scale["resolution"]:
         lines.append(f"resolution: {scale['resolution']}")
     stages = scale["pretrain"].get(name, {})
@@ -131,7 +152,7 @@ def quality_tune(out: Path, name: str, curated: Path, scale: dict, subset: int |
     resume = ["--resume", "latest"] if (run / "stages").is_dir() else []
     extra = ["--subset", subset] if subset else []
     emu("quality-tune", "--model", out / name / "pre", "--data", curated, "--out", run,
-        *scale["qt"], *extra, *resume)  # fmt: skip
+        "--mixed-precision", scale["mixed_precision"], *scale["qt"], *extra, *resume)  # fmt: skip
     return run
 
 
@@ -198,7 +219,8 @@ def main() -> None:
         help="the paper's data-size ablation: also quality-tune on N random curated images",
     )
     args = parser.parse_args()
-    scale = SCALES[args.scale]
+    scale = dict(SCALES[args.scale])
+    scale["mixed_precision"] = training_precision(scale["mixed_precision"])
     from emu_cli.plugins import get_backends
 
     started = time.perf_counter()

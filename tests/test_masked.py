@@ -60,17 +60,26 @@ def test_pretrain_generate_reload_gives_the_same_images(tiny_masked, tmp_path):
 
 
 @pytest.mark.slow
-def test_quality_tuning_uses_the_backends_learning_rate_scale(tiny_masked, world, tmp_path):
+def test_quality_tuning_uses_the_backends_learning_rate_scale_and_bf16(
+    tiny_masked, world, tmp_path
+):
     from emu_masked_transformer.backend import MaskedTransformer
+    from safetensors.torch import load_file
 
     from emu_cli.quality_tune import QT_PRESETS
 
     emu("quality-tune", "--model", tiny_masked, "--data", world, "--out", tmp_path / "qt",
-        "--device", "cpu", "--steps", 2, "--no-early-stopping")  # fmt: skip
+        "--device", "cpu", "--steps", 2, "--no-early-stopping",
+        "--mixed-precision", "bf16")  # fmt: skip
     recipe = json.loads((tmp_path / "qt" / "emu.json").read_text())["recipes"]["quality-tune"]
     scale = MaskedTransformer.quality_tune_lr_scale
     assert scale != 1.0
     assert recipe["learning_rate"] == pytest.approx(QT_PRESETS["tiny"]["learning_rate"] * scale)
+    assert recipe["mixed_precision"] == "bf16"
+    weights = tmp_path / "qt" / "transformer" / "diffusion_pytorch_model.safetensors"
+    assert {t.dtype for t in load_file(weights).values()} == {torch.float32}, (
+        "autocast trains in bf16 but keeps and saves float32 weights"
+    )
 
 
 def test_dead_codes_are_restarted_onto_the_data():

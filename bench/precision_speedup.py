@@ -1,0 +1,102 @@
+"""Images/s of emu's trainer with bf16 autocast against full precision, per backend and stage,
+one process, one run.
+
+Each stage trains the same freshly built model three times on the same synthesized data:
+float32, bf16, float32; the ratio uses the mean of the two float32 runs, so warm-up and drift
+favour neither. The final losses are printed beside the rates: bf16 must not change what is
+learned. On a CPU without native bf16 arithmetic the ratio falls below 1, which is why
+`make demo` asks for bf16 only where the CPU has it (``emu_cli.demo.training_precision``).
+
+    python bench/precision_speedup.py                      # every stage of every backend
+    python bench/precision_speedup.py --backend latent --stage autoencoder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from train_throughput import trainer_rate
+
+from emu_cli.data import index_dataset
+from emu_cli.plugins import get_backend, get_backends
+from emu_cli.runtime import quiet_libraries
+from emu_cli.training.recipe import Recipe
+from emu_cli.world.synth import synthesize
+
+
+def run(backend, preset: str, stage: str, precision: str, index, folder: Path, args) -> dict:
+    resolution = backend.stage(stage).defaults[preset]["resolution"]
+    recipe = Recipe(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        resolution=resolution,
+        warmup_steps=1,
+        checkpoint_every=0,
+        preview_every=0,
+        ema_decay=0.999,
+        mixed_precision=precision,
+    ).validate()
+    torch.manual_seed(0)
+    model = backend.build(preset, {})
+    rate = trainer_rate(backend, model, stage, recipe, index, folder)
+    last = json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
+    return {"images_per_s": rate, "loss": last.get("loss")}
+
+
+def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
+    resolution = backend.stage(stage).defaults[preset]["resolution"]
+    with tempfile.TemporaryDirectory() as folder:
+        index = index_dataset(synthesize(512, Path(folder) / "data", seed=0, size=resolution))
+        runs = [
+            run(backend, preset, stage, precision, index, Path(folder) / f"run-{i}", args)
+            for i, precision in enumerate(("no", "bf16", "no"))
+        ]
+    full = (runs[0]["images_per_s"] + runs[2]["images_per_s"]) / 2
+    return {
+        "backend": backend.name,
+        "stage": stage,
+        "preset": preset,
+        "resolution": resolution,
+        "steps": args.steps,
+        "float32_images_per_s": round(full, 1),
+        "bf16_images_per_s": round(runs[1]["images_per_s"], 1),
+        "ratio": round(runs[1]["images_per_s"] / full, 3),
+        "float32_loss": runs[0]["loss"],
+        "bf16_loss": runs[1]["loss"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", action="append", help="repeatable; default: all installed")
+    parser.add_argument("--stage", help="default: every stage of each backend")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    quiet_libraries()
+    results = []
+    for name in args.backend or sorted(get_backends()):
+        backend = get_backend(name)
+        for stage in [args.stage] if args.stage else backend.default_stages(args.preset, {}):
+            results.append(measure(backend, args.preset, stage, args))
+    print(f"{'backend':8} {'stage':12} {'fp32 img/s':>10} {'bf16 img/s':>10} {'ratio':>6} "
+          f"{'fp32 loss':>9} {'bf16 loss':>9}")  # fmt: skip
+    for r in results:
+        print(
+            f"{r['backend']:8} {r['stage']:12} {r['float32_images_per_s']:10.1f} "
+            f"{r['bf16_images_per_s']:10.1f} {r['ratio']:6.3f} "
+            f"{r['float32_loss']:9.4f} {r['bf16_loss']:9.4f}"
+        )
+    print(json.dumps(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
