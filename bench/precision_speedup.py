@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState
 from train_throughput import trainer_rate
 
 from emu_cli.data import index_dataset
@@ -40,6 +41,8 @@ def run(backend, preset: str, stage: str, precision: str, index, folder: Path, a
         ema_decay=0.999,
         mixed_precision=precision,
     ).validate()
+    # accelerate keeps one precision per process; the runs here alternate it.
+    AcceleratorState._reset_state(reset_partial_state=True)
     torch.manual_seed(0)
     model = backend.build(preset, {})
     rate = trainer_rate(backend, model, stage, recipe, index, folder)
