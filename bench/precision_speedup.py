@@ -20,27 +20,17 @@ from pathlib import Path
 
 import torch
 from accelerate.state import AcceleratorState
-from train_throughput import trainer_rate
+from train_throughput import bench_recipe, report, trainer_rate
 
 from emu_cli.data import index_dataset
 from emu_cli.plugins import get_backend, get_backends
 from emu_cli.runtime import quiet_libraries
-from emu_cli.training.recipe import Recipe
 from emu_cli.world.synth import synthesize
 
 
 def run(backend, preset: str, stage: str, precision: str, index, folder: Path, args) -> dict:
     resolution = backend.stage(stage).defaults[preset]["resolution"]
-    recipe = Recipe(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        resolution=resolution,
-        warmup_steps=1,
-        checkpoint_every=0,
-        preview_every=0,
-        ema_decay=0.999,
-        mixed_precision=precision,
-    ).validate()
+    recipe = bench_recipe(args, resolution, mixed_precision=precision)
     # accelerate keeps one precision per process; the runs here alternate it.
     AcceleratorState._reset_state(reset_partial_state=True)
     torch.manual_seed(0)
@@ -88,17 +78,14 @@ def main() -> None:
         backend = get_backend(name)
         for stage in [args.stage] if args.stage else backend.default_stages(args.preset, {}):
             results.append(measure(backend, args.preset, stage, args))
-    print(f"{'backend':8} {'stage':12} {'fp32 img/s':>10} {'bf16 img/s':>10} {'ratio':>6} "
-          f"{'fp32 loss':>9} {'bf16 loss':>9}")  # fmt: skip
-    for r in results:
-        print(
-            f"{r['backend']:8} {r['stage']:12} {r['float32_images_per_s']:10.1f} "
-            f"{r['bf16_images_per_s']:10.1f} {r['ratio']:6.3f} "
-            f"{r['float32_loss']:9.4f} {r['bf16_loss']:9.4f}"
-        )
-    print(json.dumps(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    columns = [
+        ("float32_images_per_s", "fp32 img/s", ".1f"),
+        ("bf16_images_per_s", "bf16 img/s", ".1f"),
+        ("ratio", "ratio", ".3f"),
+        ("float32_loss", "fp32 loss", ".4f"),
+        ("bf16_loss", "bf16 loss", ".4f"),
+    ]
+    report(results, columns, args.json)
 
 
 if __name__ == "__main__":

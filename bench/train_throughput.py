@@ -60,22 +60,43 @@ def trainer_rate(backend, model, stage, recipe, index, folder: Path) -> float:
     return (last["step"] - first["step"]) * recipe.batch_size / (last_time - first_time)
 
 
+def bench_recipe(args: argparse.Namespace, resolution: int, **fields) -> Recipe:
+    """A short stage with nothing but steps: no checkpoints or previews, one warm-up step."""
+    return Recipe(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        resolution=resolution,
+        warmup_steps=1,
+        checkpoint_every=0,
+        preview_every=0,
+        ema_decay=0.999,
+        **fields,
+    ).validate()
+
+
+def report(results: list[dict], columns: list[tuple[str, str, str]], json_path: Path | None):
+    """A table of ``results`` (backend, stage, then each (key, header, format) column), the
+    figures as JSON on the last line, and in ``json_path`` when given."""
+    widths = [max(len(header), 9) for _, header, _ in columns]
+    headers = zip(columns, widths, strict=True)
+    print(f"{'backend':8} {'stage':12} " + " ".join(f"{h:>{w}}" for (_, h, _), w in headers))
+    for r in results:
+        cells = " ".join(
+            f"{r[key]:>{width}{spec}}"
+            for (key, _, spec), width in zip(columns, widths, strict=True)
+        )
+        print(f"{r['backend']:8} {r['stage']:12} {cells}")
+    print(json.dumps(results))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+
+
 def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
     resolution = backend.stage(stage).defaults[preset]["resolution"]
     with tempfile.TemporaryDirectory() as folder:
         data = synthesize(512, Path(folder) / "data", seed=0, size=resolution)
         index = index_dataset(data)
-        recipe = Recipe(
-            steps=args.steps,
-            batch_size=args.batch_size,
-            resolution=resolution,
-            warmup_steps=1,
-            checkpoint_every=0,
-            preview_every=0,
-            ema_decay=0.999,
-            caption_dropout=0.1,
-            num_workers=args.workers,
-        ).validate()
+        recipe = bench_recipe(args, resolution, caption_dropout=0.1, num_workers=args.workers)
         torch.manual_seed(0)
         model = backend.build(preset, {})
         dataset = TrainingDataset(index, resolution)
@@ -117,15 +138,12 @@ def main() -> None:
         backend = get_backend(name)
         stage = args.stage or backend.default_stages(args.preset, {})[-1]
         results.append(measure(backend, args.preset, stage, args))
-    print(f"{'backend':8} {'stage':12} {'plain img/s':>12} {'trainer img/s':>14} {'ratio':>6}")
-    for r in results:
-        print(
-            f"{r['backend']:8} {r['stage']:12} {r['plain_images_per_s']:12.1f} "
-            f"{r['trainer_images_per_s']:14.1f} {r['ratio']:6.3f}"
-        )
-    print(json.dumps(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    columns = [
+        ("plain_images_per_s", "plain img/s", ".1f"),
+        ("trainer_images_per_s", "trainer img/s", ".1f"),
+        ("ratio", "ratio", ".3f"),
+    ]
+    report(results, columns, args.json)
 
 
 if __name__ == "__main__":
