@@ -9,6 +9,7 @@ learned. On a CPU without native bf16 arithmetic the ratio falls below 1, which 
 
     python bench/precision_speedup.py                      # every stage of every backend
     python bench/precision_speedup.py --backend latent --stage autoencoder
+    python bench/precision_speedup.py --device cuda --batch-size 128   # on a GPU
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate.state import AcceleratorState
-from train_throughput import bench_recipe, report, trainer_rate
+from train_throughput import add_device_option, bench_recipe, device_name, report, trainer_rate
 
 from emu_cli.data import index_dataset
 from emu_cli.plugins import get_backend, get_backends
@@ -35,7 +36,7 @@ def run(backend, preset: str, stage: str, precision: str, index, folder: Path, a
     AcceleratorState._reset_state(reset_partial_state=True)
     torch.manual_seed(0)
     model = backend.build(preset, {})
-    rate = trainer_rate(backend, model, stage, recipe, index, folder)
+    rate = trainer_rate(backend, model, stage, recipe, index, folder, args.device)
     last = json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
     return {"images_per_s": rate, "loss": last.get("loss")}
 
@@ -55,6 +56,7 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
         "preset": preset,
         "resolution": resolution,
         "steps": args.steps,
+        "device": device_name(args.device),
         "float32_images_per_s": round(full, 1),
         "bf16_images_per_s": round(runs[1]["images_per_s"], 1),
         "ratio": round(runs[1]["images_per_s"] / full, 3),
@@ -67,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", action="append", help="repeatable; default: all installed")
     parser.add_argument("--stage", help="default: every stage of each backend")
+    add_device_option(parser)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)

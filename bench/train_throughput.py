@@ -8,12 +8,14 @@ after the trainer and the ratio uses their mean, so warm-up and drift do not fav
 
     python bench/train_throughput.py                      # every installed backend
     python bench/train_throughput.py --backend pixel --preset small --stage denoiser
+    python bench/train_throughput.py --device cuda --batch-size 128   # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,26 +32,36 @@ from emu_cli.training.trainer import Trainer, step_seed
 from emu_cli.world.synth import synthesize
 
 
+def synchronize(device: torch.device) -> None:
+    """GPU work is asynchronous: wait for it before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def plain_loop(backend, model, stage, recipe, images, captions, steps: int) -> float:
+    device = model.device
+    images = images.to(device)
     module = backend.training_module(model, stage, recipe)
     optimizer = torch.optim.AdamW(
         [p for p in module.parameters() if p.requires_grad], lr=recipe.learning_rate
     )
     for step in range(steps + 2):
         if step == 2:  # two warm-up steps, untimed
+            synchronize(device)
             started = time.perf_counter()
         with torch.no_grad():
             batch = backend.encode(model, stage, images, captions)
-        batch["generator"] = torch.Generator().manual_seed(step_seed(0, stage, step, 0))
+        batch["generator"] = torch.Generator(device).manual_seed(step_seed(0, stage, step, 0))
         loss = module(batch)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    synchronize(device)
     return steps * len(images) / (time.perf_counter() - started)
 
 
-def trainer_rate(backend, model, stage, recipe, index, folder: Path) -> float:
-    accelerator = make_accelerator("cpu", recipe)
+def trainer_rate(backend, model, stage, recipe, index, folder: Path, device: str) -> float:
+    accelerator = make_accelerator(device, recipe)
     Trainer(backend, model, stage, recipe, index, folder, accelerator).run(None, {})
     records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
     timed = [r for r in records if "loss" in r]
@@ -98,11 +110,12 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
         index = index_dataset(data)
         recipe = bench_recipe(args, resolution, caption_dropout=0.1, num_workers=args.workers)
         torch.manual_seed(0)
-        model = backend.build(preset, {})
+        model = backend.build(preset, {}).to(torch.device(args.device))
         dataset = TrainingDataset(index, resolution)
         images, captions, _ = collate([dataset[i] for i in range(args.batch_size)])
         before = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
-        trained = trainer_rate(backend, model, stage, recipe, index, Path(folder) / "run")
+        run = Path(folder) / "run"
+        trained = trainer_rate(backend, model, stage, recipe, index, run, args.device)
         after = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
     plain = (before + after) / 2
     return {
@@ -112,6 +125,7 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
         "resolution": resolution,
         "batch_size": args.batch_size,
         "steps": args.steps,
+        "device": device_name(args.device),
         "threads": torch.get_num_threads(),
         "plain_images_per_s": round(plain, 2),
         "plain_before": round(before, 2),
@@ -121,9 +135,18 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
     }
 
 
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name(0) if device == "cuda" else f"cpu, {os.cpu_count()} cores"
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", action="append", help="repeatable; default: all installed")
+    add_device_option(parser)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--stage", default=None, help="default: each backend's last stage")
     parser.add_argument("--steps", type=int, default=30)
