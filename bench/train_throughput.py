@@ -60,11 +60,15 @@ def plain_loop(backend, model, stage, recipe, images, captions, steps: int) -> f
     return steps * len(images) / (time.perf_counter() - started)
 
 
+def trainer_steps(folder: Path) -> list[dict]:
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if "loss" in r]
+
+
 def trainer_rate(backend, model, stage, recipe, index, folder: Path, device: str) -> float:
     accelerator = make_accelerator(device, recipe)
     Trainer(backend, model, stage, recipe, index, folder, accelerator).run(None, {})
-    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
-    timed = [r for r in records if "loss" in r]
+    timed = trainer_steps(folder)
     # The trainer's own clock; like the plain loop, leave out the first two steps.
     first, last = timed[1], timed[-1]
     first_time = first["step"] * recipe.batch_size / first["images_per_second"]
@@ -116,6 +120,7 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
         before = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
         run = Path(folder) / "run"
         trained = trainer_rate(backend, model, stage, recipe, index, run, args.device)
+        step_times = sorted(r["step_seconds"] for r in trainer_steps(run)[2:])
         after = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
     plain = (before + after) / 2
     return {
@@ -132,6 +137,9 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
         "plain_after": round(after, 2),
         "trainer_images_per_s": round(trained, 2),
         "ratio": round(trained / plain, 3),
+        # a stall shows as a slowest step far above the median
+        "trainer_median_step_s": round(step_times[len(step_times) // 2], 4),
+        "trainer_slowest_step_s": round(step_times[-1], 4),
     }
 
 
@@ -165,6 +173,8 @@ def main() -> None:
         ("plain_images_per_s", "plain img/s", ".1f"),
         ("trainer_images_per_s", "trainer img/s", ".1f"),
         ("ratio", "ratio", ".3f"),
+        ("trainer_median_step_s", "median step s", ".3f"),
+        ("trainer_slowest_step_s", "slowest step s", ".3f"),
     ]
     report(results, columns, args.json)
 

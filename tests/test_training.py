@@ -175,6 +175,7 @@ def test_progressive_resolution_schedule_feeds_each_phase_its_resolution(world, 
     )
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["resolution"] for r in records if "loss" in r] == [16, 16, 32, 32]
+    assert all(r["step_seconds"] > 0 for r in records if "loss" in r)
     with pytest.raises(ValueError, match="has 3 steps but the recipe has steps=4"):
         Recipe(steps=4, resolution_schedule=[[16, 1], [32, 2]]).validate()
 

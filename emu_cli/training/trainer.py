@@ -281,6 +281,7 @@ class Trainer:
                 continue
             loader = iter(self._loader(resolution, step, phase_end - step))
             while step < phase_end and stop is None:
+                step_started = time.perf_counter()
                 for micro in range(recipe.gradient_accumulation_steps):
                     images, captions, skipped = next(loader)
                     self.skipped.extend(skipped)
@@ -325,6 +326,8 @@ class Trainer:
                     loss=loss_value,
                     lr=scheduler.get_last_lr()[0],
                     images_per_second=rate,
+                    # this step alone (a stall shows here; previews and validation excluded)
+                    step_seconds=time.perf_counter() - step_started,
                     resolution=resolution,
                     **logged,
                 )
