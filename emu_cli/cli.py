@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from emu_cli import __version__, plugins
-from emu_cli.config import config_option
+from emu_cli.config import config_option, load_yaml
 from emu_cli.training.recipe import Recipe  # dataclasses only: keeps --help fast
 
 
@@ -134,14 +134,12 @@ def pretrain(
 
 def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings to a dict, values read as YAML scalars (2, 0.5, true, text)."""
-    import yaml
-
     result = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=flag)
-        result[key.strip()] = yaml.safe_load(value)
+        result[key.strip()] = load_yaml(value)
     return result
 
 

@@ -7,6 +7,7 @@ training commands, any field of :class:`emu_cli.training.recipe.Recipe`. They be
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,26 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+def load_yaml(text: str) -> Any:
+    """YAML with YAML 1.2's booleans: only true and false. PyYAML follows YAML 1.1, where
+    ``no``, ``yes``, ``on`` and ``off`` are booleans too, so ``mixed_precision: no`` would read
+    as False and fail the option's choice."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    boolean = "tag:yaml.org,2002:bool"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag != boolean]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        boolean, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """Read a YAML (.yaml/.yml) or TOML (.toml) mapping; errors name the file and the problem."""
     if not path.is_file():
@@ -28,9 +49,7 @@ def read_config(path: Path) -> dict[str, Any]:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+            data = load_yaml(text) or {}
         else:
             raise click.BadParameter(
                 f"config file '{path}' must end in .yaml, .yml or .toml", param_hint="--config"

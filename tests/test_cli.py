@@ -58,7 +58,10 @@ def test_config_file_sets_options_and_command_line_overrides(tmp_path, world):
     from emu_cli.cli import pretrain
 
     config = tmp_path / "run.yaml"
-    config.write_text("steps: 3\nbatch-size: 4\nwarmup_steps: 1\nnoise_offset: 0.05\n")
+    # `no` stays the word (YAML 1.1 would read it as False, not a --mixed-precision choice)
+    config.write_text(
+        "steps: 3\nbatch-size: 4\nwarmup_steps: 1\nnoise_offset: 0.05\nmixed-precision: no\n"
+    )
     ctx = pretrain.make_context(
         "pretrain",
         [
@@ -77,6 +80,7 @@ def test_config_file_sets_options_and_command_line_overrides(tmp_path, world):
     assert ctx.params["steps"] == 5  # command line wins
     assert ctx.params["batch_size"] == 4  # from the file
     assert ctx.params["noise_offset"] == 0.05  # an option, set from the file
+    assert ctx.params["mixed_precision"] == "no"
     assert ctx.meta["config"] == {"warmup_steps": 1}  # a recipe field with no option
 
     toml = tmp_path / "run.toml"
