@@ -103,6 +103,24 @@ def test_dead_codes_are_restarted_onto_the_data():
     assert used > 16, f"restarted codes should now be chosen, only {used} of 64 are"
 
 
+def test_the_nearest_code_search_stays_float32_under_bf16_autocast():
+    from emu_masked_transformer.tokenizer import TokenizerTraining
+
+    from emu_cli.plugins import get_backend
+
+    vq = get_backend("masked").build("tiny", {})["vqvae"]
+    seen = []
+    vq.quantize.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].dtype))
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert vq.encode(images).latents.dtype == torch.bfloat16  # the convolutions are bf16
+        outputs = TokenizerTraining(vq)(
+            {"pixels": images, "generator": torch.Generator().manual_seed(0)}
+        )
+    assert seen == [torch.float32]
+    assert torch.isfinite(outputs["loss"])
+
+
 def test_cosine_masking_schedule():
     from emu_masked_transformer.transformer import cosine_mask
 
