@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SCALES = {
     # quick: 2 CPU cores in about 57 minutes (the aim is 45). Images are drawn at 64 px (the
     # filters read text and shapes there) and every model trains and generates at 32 px.
     "quick": {
+        "jobs": 2,  # two one-thread jobs side by side (see Runner)
+        # the order jobs start in: the backend with the longest pre-training first
+        "longest_first": ["masked", "pixel", "latent"],
         "preset": "small",
         "pool": 5000,
         "size": 64,
@@ -40,7 +50,8 @@ SCALES = {
             },
         },
         # bf16 autocast where the CPU computes in bf16 natively (measured on this one: latent
-        # autoencoder 85 -> 129 img/s, pixel denoiser 46 -> 54, same loss); else full precision.
+        # autoencoder 105 -> 164 img/s, masked tokenizer 104 -> 137, pixel denoiser 44 -> 51,
+        # same loss); else full precision.
         "mixed_precision": "auto",
         "clip_steps": 150,
         "ratings": 1000,
@@ -49,6 +60,8 @@ SCALES = {
     },
     # tiny: a smoke test of every stage in a few minutes; its numbers mean nothing.
     "tiny": {
+        "jobs": 2,
+        "longest_first": [],
         "preset": "tiny",
         "pool": 400,
         "size": 64,
@@ -62,6 +75,8 @@ SCALES = {
     },
     # gpu: the presets' own schedules on a pool the size of the paper's automatic stage output.
     "gpu": {
+        "jobs": 1,  # one GPU
+        "longest_first": [],
         "preset": "base",
         "pool": 200_000,
         "size": 256,
@@ -74,11 +89,6 @@ SCALES = {
         "qt": [],
     },
 }
-
-
-# Stages that train in float32 whatever the scale's precision: in bf16 the masked tokenizer's
-# loss after 60 steps was 0.132 against 0.108 (its nearest-code search is precision-bound).
-FLOAT32_STAGES = {"masked": {"tokenizer"}}
 
 
 def training_precision(wanted: str) -> str:
@@ -95,40 +105,119 @@ def training_precision(wanted: str) -> str:
     return "bf16" if native else "no"
 
 
-def emu(*args: object) -> None:
-    command = [sys.executable, "-m", "emu_cli", *map(str, args)]
-    print("$ emu " + shlex.join(command[3:]), flush=True)
-    subprocess.run(command, check=True)
+class Runner:
+    """Runs the demo's jobs (each a chain of ``emu`` commands), up to ``jobs`` at a time.
+
+    Small models at 32 px use two CPU cores poorly: two one-thread trainings side by side did
+    1.33x the work of one two-thread training (pixel and latent denoisers, measured on 2 cores).
+    Each command gets the cores divided by the jobs running when it starts. With more than one
+    job, a job's output goes to ``OUT/logs/JOB.log`` so that progress bars do not interleave.
+    """
+
+    def __init__(self, jobs: int, logs: Path):
+        self.jobs, self.logs = max(1, jobs), logs
+        self.running = 0
+        self.durations: dict[str, float] = {}  # seconds each finished job took
+        self.lock = threading.Lock()
+
+    def emu(self, job: str, *args: object) -> None:
+        command = [sys.executable, "-m", "emu_cli", *map(str, args)]
+        with self.lock:
+            threads = max(1, (os.cpu_count() or 1) // max(1, self.running))
+        print(f"[{job}] $ emu " + shlex.join(command[3:]), flush=True)
+        if self.jobs == 1:
+            result, output = subprocess.run(command), "above"
+        else:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            output = self.logs / f"{job}.log"
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            with output.open("a", encoding="utf-8") as handle:
+                handle.write(f"$ emu {shlex.join(command[3:])}\n")
+                handle.flush()
+                result = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        if result.returncode:
+            raise JobFailed(f"job '{job}' failed (exit {result.returncode}); its output: {output}")
+
+    def run(self, jobs: dict[str, Job]) -> dict[str, Any]:
+        """Run ``jobs`` as their dependencies allow, in the order given (the longest chains
+        first); return each job's result. A failed job lets the running ones finish, then
+        raises: the next run reuses everything done."""
+        results: dict[str, Any] = {}
+        pending, running = dict(jobs), {}
+        failures: list[BaseException] = []
+        with ThreadPoolExecutor(self.jobs) as pool:
+            while (pending and not failures) or running:
+                for name, job in list(pending.items()):
+                    if failures or len(running) >= self.jobs:
+                        break
+                    if all(dependency in results for dependency in job.after):
+                        running[pool.submit(self._timed, name, job, results)] = name
+                        del pending[name]
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    if future.exception() is not None:
+                        failures.append(future.exception())
+                    else:
+                        results[name] = future.result()
+        if failures:
+            raise failures[0]
+        return results
+
+    def _timed(self, name: str, job: Job, results: dict[str, Any]) -> Any:
+        with self.lock:
+            self.running += 1
+        began, outcome = time.perf_counter(), "failed"
+        try:
+            result = job.work(*[results[dependency] for dependency in job.after])
+            outcome = "finished"
+            return result
+        finally:
+            elapsed = time.perf_counter() - began
+            with self.lock:
+                self.running -= 1
+                self.durations[name] = elapsed
+            print(f"[{name}] {outcome} after {elapsed / 60:.1f} min", flush=True)
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Job:
+    work: Callable[..., Any]  # called with the results of the jobs it comes after
+    after: tuple[str, ...] = ()
 
 
 def done(path: Path) -> bool:
     return path.exists()
 
 
-def curate(out: Path, scale: dict) -> Path:
+def curate(runner: Runner, out: Path, scale: dict) -> Path:
     """The automatic stage, then the two human stages; returns the final curated folder."""
     pool, models = out / "pool", out / "curation" / "models"
     clip, head = models / "clip", models / "aesthetic.safetensors"
     if not done(head):
-        emu("filter", "train-models", "--data", pool, "--out", models,
+        runner.emu("curate", "filter", "train-models", "--data", pool, "--out", models,
             "--clip-steps", scale["clip_steps"], "--rated", scale["ratings"])  # fmt: skip
     automatic = out / "curation" / "automatic"
     if not done(automatic / "kept" / "metadata.jsonl"):
         config = CONFIGS / "filters-demo.yaml"
-        emu("filter", "--data", pool, "--out", automatic, "--clip-model", clip,
+        runner.emu("curate", "filter", "--data", pool, "--out", automatic, "--clip-model", clip,
             "--config", config, "--set", f"aesthetic.weights={head}")  # fmt: skip
     source = automatic / "kept"
     for stage, keep_rate in zip(("generalist", "specialist"), scale["keep_rates"], strict=True):
         target = out / "curation" / stage
         if not done(target / "metadata.jsonl"):
-            emu("data", "simulate-review", "--data", source, "--stage", stage,
+            runner.emu("curate", "data", "simulate-review", "--data", source, "--stage", stage,
                 "--keep-rate", keep_rate, "--out", target,
                 "--store", out / "curation" / "annotations.sqlite")  # fmt: skip
         source = target
     return source
 
 
-def pretrain(out: Path, name: str, scale: dict) -> Path:
+def pretrain(runner: Runner, out: Path, name: str, scale: dict) -> Path:
     run = out / name / "pre"
     if done(run / "emu.json") and not (run / "stages").is_dir():
         return run
@@ -139,25 +228,25 @@ def pretrain(out: Path, name: str, scale: dict) -> Path:
     if scale["resolution"]:
         lines.append(f"resolution: {scale['resolution']}")
     stages = {stage: dict(fields) for stage, fields in scale["pretrain"].get(name, {}).items()}
-    for stage in FLOAT32_STAGES.get(name, set()):
-        stages.setdefault(stage, {})["mixed_precision"] = "no"
     if stages:
         lines.append("stages_recipe:")
         lines += [f"  {stage}: {json.dumps(fields)}" for stage, fields in stages.items()]
     config.write_text("\n".join(lines) + "\n")
     resume = ["--resume", "latest"] if (run / "stages").is_dir() else []
-    emu("pretrain", "--backend", name, "--preset", scale["preset"], "--data", out / "pool",
-        "--out", run, "--config", config, *resume)  # fmt: skip
+    runner.emu(f"{name}-pretrain", "pretrain", "--backend", name, "--preset", scale["preset"],
+               "--data", out / "pool", "--out", run, "--config", config, *resume)  # fmt: skip
     return run
 
 
-def quality_tune(out: Path, name: str, curated: Path, scale: dict, subset: int | None) -> Path:
-    run = out / name / ("qt" if subset is None else f"qt-{subset}")
+def quality_tune(
+    runner: Runner, job: str, pretrained: Path, curated: Path, scale: dict, subset: int | None
+) -> Path:
+    run = pretrained.parent / ("qt" if subset is None else f"qt-{subset}")
     if done(run / "emu.json"):
         return run
     resume = ["--resume", "latest"] if (run / "stages").is_dir() else []
     extra = ["--subset", subset] if subset else []
-    emu("quality-tune", "--model", out / name / "pre", "--data", curated, "--out", run,
+    runner.emu(job, "quality-tune", "--model", pretrained, "--data", curated, "--out", run,
         "--mixed-precision", scale["mixed_precision"], *scale["qt"], *extra, *resume)  # fmt: skip
     return run
 
@@ -214,6 +303,32 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+def tune_and_evaluate(
+    runner: Runner,
+    name: str,
+    scale: dict,
+    subsets: list[int | None],
+    shared_seconds: Callable[[], float],
+    curated: Path,
+    pretrained: Path,
+) -> list[dict]:
+    """Quality-tune one backend (and on each subset), evaluate against its pre-trained model;
+    return its table rows."""
+    rows, job = [], f"{name}-tune"
+    for subset in subsets:
+        qt = quality_tune(runner, job, pretrained, curated, scale, subset)
+        evaluation = qt.parent / f"eval-{qt.name}"
+        began = time.perf_counter()
+        runner.emu(job, "evaluate", "--a", qt, "--b", pretrained,
+                   "--prompts", "builtin:world", "--out", evaluation)  # fmt: skip
+        # Training time from the run folders (a run resumed across invocations counts once),
+        # evaluation as timed, and a share of the pool and the curation.
+        trained = training_seconds(pretrained) + training_seconds(qt)
+        wall = trained + time.perf_counter() - began + shared_seconds()
+        rows.append(row(name if subset is None else f"{name}@{subset}", qt, evaluation, wall))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -224,36 +339,45 @@ def main() -> None:
         type=int,
         help="the paper's data-size ablation: also quality-tune on N random curated images",
     )
+    parser.add_argument("--jobs", type=int, help="jobs side by side (default: the scale's)")
     args = parser.parse_args()
     scale = dict(SCALES[args.scale])
     scale["mixed_precision"] = training_precision(scale["mixed_precision"])
     from emu_cli.plugins import get_backends
 
     started = time.perf_counter()
-    backends = args.backends or sorted(get_backends())
+    order = scale["longest_first"]
+    backends = sorted(
+        args.backends or get_backends(),
+        key=lambda n: order.index(n) if n in order else len(order),
+    )
     out: Path = args.out
+    runner = Runner(args.jobs or scale["jobs"], out / "logs")
+    if runner.jobs > 1:
+        print(f"{runner.jobs} jobs side by side; their output: {out / 'logs'}/JOB.log", flush=True)
     if not done(out / "pool" / "metadata.jsonl"):
-        emu("data", "synth", "--n", scale["pool"], "--size", scale["size"], "--seed", 0,
-            "--out", out / "pool")  # fmt: skip
-    shared = time.perf_counter() - started
-    for name in backends:
-        pretrain(out, name, scale)
-    began = time.perf_counter()
-    curated = curate(out, scale)
-    shared += time.perf_counter() - began
-    rows = []
+        runner.emu("pool", "data", "synth", "--n", scale["pool"], "--size", scale["size"],
+                   "--seed", 0, "--out", out / "pool")  # fmt: skip
+    pool_seconds = time.perf_counter() - started
+
+    def shared_seconds() -> float:
+        """A backend's share of the pool's and the curation's time."""
+        return (pool_seconds + runner.durations.get("curate", 0.0)) / len(backends)
+
     subsets = [None] + ([args.qt_subset] if args.qt_subset else [])
+    jobs = {"curate": Job(partial(curate, runner, out, scale))}
     for name in backends:
-        for subset in subsets:
-            qt = quality_tune(out, name, curated, scale, subset)
-            evaluation = qt.parent / f"eval-{qt.name}"
-            began = time.perf_counter()
-            emu("evaluate", "--a", qt, "--b", out / name / "pre", "--prompts", "builtin:world",
-                "--out", evaluation)  # fmt: skip
-            # Training time from the run folders; evaluation and the shared curation as timed.
-            trained = training_seconds(out / name / "pre") + training_seconds(qt)
-            wall = trained + time.perf_counter() - began + shared / len(backends)
-            rows.append(row(name if subset is None else f"{name}@{subset}", qt, evaluation, wall))
+        jobs[f"{name}-pretrain"] = Job(partial(pretrain, runner, out, name, scale))
+    for name in backends:
+        jobs[f"{name}-tune"] = Job(
+            partial(tune_and_evaluate, runner, name, scale, subsets, shared_seconds),
+            after=("curate", f"{name}-pretrain"),
+        )
+    try:
+        results = runner.run(jobs)
+    except JobFailed as error:
+        sys.exit(f"demo stopped: {error}\nRun it again to go on from where it stopped.")
+    rows = [r for name in backends for r in results[f"{name}-tune"]]
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     print_table(rows)
     print(f"\nresults: {out / 'results.json'}; total {time.perf_counter() - started:.0f} s")

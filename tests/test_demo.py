@@ -1,0 +1,65 @@
+"""The demo's job runner: dependencies, jobs side by side, failures that keep what is done."""
+
+import threading
+import time
+
+import pytest
+
+from emu_cli.demo import Job, JobFailed, Runner
+
+
+def test_jobs_run_side_by_side_after_what_they_need(tmp_path):
+    runner = Runner(2, tmp_path / "logs")
+    lock, running, most, order = threading.Lock(), [0], [0], []
+
+    def work(name, *inputs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            order.append(name)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return [name, *inputs]
+
+    results = runner.run(
+        {
+            "a": Job(lambda: work("a")),
+            "b": Job(lambda: work("b")),
+            "c": Job(lambda: work("c")),
+            "d": Job(lambda a, c: work("d", a, c), after=("a", "c")),
+        }
+    )
+    assert results["d"] == ["d", ["a"], ["c"]]  # each result goes to the jobs after it
+    assert most[0] == 2  # never more than two at a time, and two did run together
+    assert order.index("d") == 3
+    assert set(runner.durations) == {"a", "b", "c", "d"}
+
+
+def test_a_failed_job_lets_the_running_one_finish_and_starts_no_more(tmp_path):
+    runner = Runner(2, tmp_path / "logs")
+    finished = []
+
+    def slow():
+        time.sleep(0.2)
+        finished.append("slow")
+
+    def fail():
+        raise JobFailed("job 'broken' failed")
+
+    jobs = {
+        "slow": Job(slow),
+        "broken": Job(fail),
+        "later": Job(lambda: finished.append("later")),
+    }
+    with pytest.raises(JobFailed, match="broken"):
+        runner.run(jobs)
+    assert finished == ["slow"]
+
+
+def test_a_failing_command_names_its_log(tmp_path):
+    runner = Runner(2, tmp_path / "logs")
+    with pytest.raises(JobFailed, match="job 'x' failed .*x.log"):
+        runner.emu("x", "pretrain", "--backend", "nope", "--data", tmp_path, "--out", tmp_path)
+    log = (tmp_path / "logs" / "x.log").read_text()
+    assert log.startswith("$ emu pretrain --backend nope") and "unknown backend 'nope'" in log
