@@ -110,20 +110,21 @@ class Runner:
 
     Small models at 32 px use two CPU cores poorly: two one-thread trainings side by side did
     1.33x the work of one two-thread training (pixel and latent denoisers, measured on 2 cores).
-    Each command gets the cores divided by the jobs running when it starts. With more than one
-    job, a job's output goes to ``OUT/logs/JOB.log`` so that progress bars do not interleave.
+    Each command gets the cores divided by the jobs that can run when it starts (running, or
+    ready to), so the last job left gets them all. With more than one job, a job's output goes
+    to ``OUT/logs/JOB.log`` so that progress bars do not interleave.
     """
 
     def __init__(self, jobs: int, logs: Path):
         self.jobs, self.logs = max(1, jobs), logs
-        self.running = 0
+        self.active = 0  # jobs running or ready to run
         self.durations: dict[str, float] = {}  # seconds each finished job took
         self.lock = threading.Lock()
 
     def emu(self, job: str, *args: object) -> None:
         command = [sys.executable, "-m", "emu_cli", *map(str, args)]
         with self.lock:
-            threads = max(1, (os.cpu_count() or 1) // max(1, self.running))
+            threads = max(1, (os.cpu_count() or 1) // max(1, self.active))
         print(f"[{job}] $ emu " + shlex.join(command[3:]), flush=True)
         if self.jobs == 1:
             result, output = subprocess.run(command), "above"
@@ -147,12 +148,15 @@ class Runner:
         failures: list[BaseException] = []
         with ThreadPoolExecutor(self.jobs) as pool:
             while (pending and not failures) or running:
-                for name, job in list(pending.items()):
-                    if failures or len(running) >= self.jobs:
-                        break
-                    if all(dependency in results for dependency in job.after):
-                        running[pool.submit(self._timed, name, job, results)] = name
-                        del pending[name]
+                ready = [
+                    name
+                    for name, job in pending.items()
+                    if not failures and all(dependency in results for dependency in job.after)
+                ]
+                with self.lock:
+                    self.active = min(self.jobs, len(running) + len(ready))
+                for name in ready[: self.jobs - len(running)]:
+                    running[pool.submit(self._timed, name, pending.pop(name), results)] = name
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     name = running.pop(future)
@@ -165,8 +169,6 @@ class Runner:
         return results
 
     def _timed(self, name: str, job: Job, results: dict[str, Any]) -> Any:
-        with self.lock:
-            self.running += 1
         began, outcome = time.perf_counter(), "failed"
         try:
             result = job.work(*[results[dependency] for dependency in job.after])
@@ -175,7 +177,6 @@ class Runner:
         finally:
             elapsed = time.perf_counter() - began
             with self.lock:
-                self.running -= 1
                 self.durations[name] = elapsed
             print(f"[{name}] {outcome} after {elapsed / 60:.1f} min", flush=True)
 

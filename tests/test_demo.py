@@ -10,13 +10,14 @@ from emu_cli.demo import Job, JobFailed, Runner
 
 def test_jobs_run_side_by_side_after_what_they_need(tmp_path):
     runner = Runner(2, tmp_path / "logs")
-    lock, running, most, order = threading.Lock(), [0], [0], []
+    lock, running, most, order, active = threading.Lock(), [0], [0], [], {}
 
     def work(name, *inputs):
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
             order.append(name)
+            active[name] = runner.active  # what divides the cores among the commands
         time.sleep(0.05)
         with lock:
             running[0] -= 1
@@ -33,6 +34,7 @@ def test_jobs_run_side_by_side_after_what_they_need(tmp_path):
     assert results["d"] == ["d", ["a"], ["c"]]  # each result goes to the jobs after it
     assert most[0] == 2  # never more than two at a time, and two did run together
     assert order.index("d") == 3
+    assert active["a"] == 2 and active["d"] == 1  # the last job left gets every core
     assert set(runner.durations) == {"a", "b", "c", "d"}
 
 
