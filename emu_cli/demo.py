@@ -26,7 +26,7 @@ from typing import Any
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SCALES = {
-    # quick: 2 CPU cores in about 57 minutes (the aim is 45). Images are drawn at 64 px (the
+    # quick: 2 CPU cores in about 42 minutes (the aim is 45). Images are drawn at 64 px (the
     # filters read text and shapes there) and every model trains and generates at 32 px.
     "quick": {
         "jobs": 2,  # two one-thread jobs side by side (see Runner)
