@@ -157,6 +157,8 @@ class Runner:
                     for name, job in pending.items()
                     if not failures and all(dependency in results for dependency in job.after)
                 ]
+                if not running and not ready:
+                    raise ValueError(f"jobs {sorted(pending)} wait on jobs that never run")
                 with self.lock:
                     self.active = min(self.jobs, len(running) + len(ready))
                 for name in ready[: self.jobs - len(running)]:

@@ -65,3 +65,8 @@ def test_a_failing_command_names_its_log(tmp_path):
         runner.emu("x", "pretrain", "--backend", "nope", "--data", tmp_path, "--out", tmp_path)
     log = (tmp_path / "logs" / "x.log").read_text()
     assert log.startswith("$ emu pretrain --backend nope") and "unknown backend 'nope'" in log
+
+
+def test_a_job_waiting_on_a_missing_job_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"\['b'\] wait on jobs that never run"):
+        Runner(2, tmp_path).run({"a": Job(lambda: 1), "b": Job(lambda x: x, after=("nope",))})
