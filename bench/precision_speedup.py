@@ -15,13 +15,19 @@ learned. On a CPU without native bf16 arithmetic the ratio falls below 1, which 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 from accelerate.state import AcceleratorState
-from train_throughput import add_device_option, bench_recipe, device_name, report, trainer_rate
+from train_throughput import (
+    bench_parser,
+    bench_recipe,
+    device_name,
+    report,
+    trainer_rate,
+    trainer_steps,
+)
 
 from emu_cli.data import index_dataset
 from emu_cli.plugins import get_backend, get_backends
@@ -37,8 +43,7 @@ def run(backend, preset: str, stage: str, precision: str, index, folder: Path, a
     torch.manual_seed(0)
     model = backend.build(preset, {})
     rate = trainer_rate(backend, model, stage, recipe, index, folder, args.device)
-    last = json.loads((folder / "log.jsonl").read_text().splitlines()[-1])
-    return {"images_per_s": rate, "loss": last.get("loss")}
+    return {"images_per_s": rate, "loss": trainer_steps(folder)[-1]["loss"]}
 
 
 def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
@@ -66,14 +71,7 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", action="append", help="repeatable; default: all installed")
-    parser.add_argument("--stage", help="default: every stage of each backend")
-    add_device_option(parser)
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser = bench_parser(__doc__.splitlines()[0], "default: every stage of each backend")
     args = parser.parse_args()
     quiet_libraries()
     results = []

@@ -147,20 +147,22 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if device == "cuda" else f"cpu, {os.cpu_count()} cores"
 
 
-def add_device_option(parser: argparse.ArgumentParser) -> None:
+def bench_parser(description: str, stage_help: str) -> argparse.ArgumentParser:
+    """The options every trainer bench takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backend", action="append", help="repeatable; default: all installed")
+    parser.add_argument("--stage", help=stage_help)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    return parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", action="append", help="repeatable; default: all installed")
-    add_device_option(parser)
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--stage", default=None, help="default: each backend's last stage")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = bench_parser(__doc__.splitlines()[0], "default: each backend's last stage")
     parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers; -1: auto")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     quiet_libraries()
     names = args.backend or sorted(get_backends())

@@ -7,6 +7,7 @@ training commands, any field of :class:`emu_cli.training.recipe.Recipe`. They be
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from pathlib import Path
@@ -20,10 +21,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def load_yaml(text: str) -> Any:
-    """YAML with YAML 1.2's booleans: only true and false. PyYAML follows YAML 1.1, where
-    ``no``, ``yes``, ``on`` and ``off`` are booleans too, so ``mixed_precision: no`` would read
-    as False and fail the option's choice."""
+@functools.cache
+def _yaml_loader() -> type:
+    """A SafeLoader with YAML 1.2's booleans: only true and false. PyYAML follows YAML 1.1,
+    where ``no``, ``yes``, ``on`` and ``off`` are booleans too, so ``mixed_precision: no`` would
+    read as False and fail the option's choice."""
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -37,7 +39,14 @@ def load_yaml(text: str) -> Any:
     Loader.add_implicit_resolver(
         boolean, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
     )
-    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+    return Loader
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as config files and ``KEY=VALUE`` options read it (see :func:`_yaml_loader`)."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader)
 
 
 def read_config(path: Path) -> dict[str, Any]:

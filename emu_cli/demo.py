@@ -127,12 +127,12 @@ class Runner:
 
     def emu(self, job: str, *args: object) -> None:
         command = [sys.executable, "-m", "emu_cli", *map(str, args)]
-        with self.lock:
-            threads = max(1, (os.cpu_count() or 1) // max(1, self.active))
         print(f"[{job}] $ emu " + shlex.join(command[3:]), flush=True)
         if self.jobs == 1:
             result, output = subprocess.run(command), "above"
         else:
+            with self.lock:
+                threads = max(1, (os.cpu_count() or 1) // max(1, self.active))
             self.logs.mkdir(parents=True, exist_ok=True)
             output = self.logs / f"{job}.log"
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
