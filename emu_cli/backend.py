@@ -154,6 +154,13 @@ class Backend(ABC):
     ) -> list[Image.Image]:
         """One image per prompt; image ``i`` depends only on ``prompts[i]`` and ``seeds[i]``."""
 
+    def reconstruct(self, model: Model, images: torch.Tensor) -> torch.Tensor:
+        """``images`` in [-1, 1] as the stages below the generator give them back (an
+        autoencoder's or a tokenizer's round trip): the best the generator can draw, and so
+        the most that quality-tuning it can reach. The default, for a generator of pixels,
+        gives them back unchanged."""
+        return images
+
     def preview(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str], seed: int
     ) -> tuple[list[Image.Image], dict[str, float]]:

@@ -197,3 +197,26 @@ def test_killed_quality_tuning_resumes_to_the_same_result(tuned, tiny_latent, wo
     assert expected and expected.keys() == again.keys()
     worst = max((expected[k] - again[k]).abs().max().item() for k in expected)
     assert worst < 1e-6, f"resumed weights differ by {worst}"
+
+
+@pytest.mark.parametrize("name", ["latent", "masked", "pixel"])
+def test_reconstruct_is_the_round_trip_through_the_stages_below_the_generator(name):
+    # What quality-tuning can reach at most (bench/appeal_ceiling.py): a pixel generator draws
+    # pixels; the others draw through their first stage, whose preview measures the same trip.
+    from emu_cli.plugins import get_backend
+    from emu_cli.reconstruction import psnr
+
+    backend = get_backend(name)
+    torch.manual_seed(0)
+    model = backend.build("tiny", {})
+    first = backend.stages[0].name
+    size = backend.stage(first).defaults["tiny"]["resolution"]
+    images = torch.rand(2, 3, size, size) * 2 - 1
+    back = backend.reconstruct(model, images)
+    assert back.shape == images.shape
+    if name == "pixel":
+        assert torch.equal(back, images)
+        return
+    assert not torch.allclose(back, images, atol=0.1), "an untrained round trip loses detail"
+    _, metrics = backend.preview(model, first, images, ["a red star on snow"] * 2, seed=0)
+    assert metrics["psnr"] == pytest.approx(float(psnr(back, images).mean()), rel=1e-5)

@@ -255,6 +255,16 @@ class LatentDiffusion(Backend):
             output_type="pil",
         )
 
+    def reconstruct(self, model: Model, images: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from emu_latent_diffusion.autoencoder import fourier_lift
+
+        vae = model["vae"]
+        with torch.no_grad():
+            lifted = fourier_lift(images, model.options["fourier_frequencies"])
+            return vae.decode(vae.encode(lifted).latent_dist.mode()).sample
+
     def preview(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str], seed: int
     ) -> tuple[list[Image.Image], dict[str, float]]:
@@ -264,12 +274,8 @@ class LatentDiffusion(Backend):
 
         from emu_cli.data.dataset import to_images
         from emu_cli.reconstruction import psnr
-        from emu_latent_diffusion.autoencoder import fourier_lift
 
-        vae = model["vae"]
-        with torch.no_grad():
-            lifted = fourier_lift(images, model.options["fourier_frequencies"])
-            reconstruction = vae.decode(vae.encode(lifted).latent_dist.mode()).sample
+        reconstruction = self.reconstruct(model, images)
         value = float(psnr(reconstruction, images).mean())
         # Originals above their reconstructions.
         return to_images(torch.cat([images, reconstruction])), {"psnr": value}

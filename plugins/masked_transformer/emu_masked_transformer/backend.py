@@ -236,6 +236,17 @@ class MaskedTransformer(Backend):
                 ).images
         return images
 
+    def reconstruct(self, model: Model, images: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from emu_masked_transformer.tokenizer import tokenize
+
+        vq = model["vqvae"]
+        with torch.no_grad():
+            tokens = tokenize(vq, images)
+            shape = (*tokens.shape, vq.config.latent_channels)
+            return vq.decode(tokens, force_not_quantize=True, shape=shape).sample * 2 - 1
+
     def preview(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str], seed: int
     ) -> tuple[list[Image.Image], dict[str, float]]:
@@ -248,10 +259,9 @@ class MaskedTransformer(Backend):
         from emu_masked_transformer.tokenizer import tokenize
 
         vq = model["vqvae"]
+        reconstruction = self.reconstruct(model, images)
         with torch.no_grad():
             tokens = tokenize(vq, images)
-            shape = (*tokens.shape, vq.config.latent_channels)
-            reconstruction = vq.decode(tokens, force_not_quantize=True, shape=shape).sample * 2 - 1
         codes = vq.config.num_vq_embeddings
         metrics = {
             "psnr": float(psnr(reconstruction, images).mean()),
