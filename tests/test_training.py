@@ -22,7 +22,7 @@ def _run_config(first: str, last: str) -> str:
     return f"""
 stages_recipe:
   {first}: {{steps: 4, checkpoint_every: 100}}
-  {last}: {{steps: 24, checkpoint_every: 4, warmup_steps: 3, noise_offset: 0.05}}
+  {last}: {{steps: 12, checkpoint_every: 4, warmup_steps: 3, noise_offset: 0.05}}
 """
 
 
@@ -80,7 +80,7 @@ def test_killed_run_resumes_to_the_same_weights(world, tmp_path, backend):
     log = [
         json.loads(line) for line in (killed / f"stages/{last}/log.jsonl").read_text().splitlines()
     ]
-    assert [r["step"] for r in log if "loss" in r] == list(range(1, 25)), "no step logged twice"
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, 13)), "no step logged twice"
 
 
 @pytest.mark.slow
