@@ -33,8 +33,8 @@ class LatentDiffusion(Backend):
     )
     # Quality-tuned at the shared rate (1e-4 at small), the denoiser's judged appeal stopped at
     # 0.43 by step 125 and the panel preferred it in 63.5 % of pairs; at 3e-4 it was still
-    # rising at step 300 (0.46) and won 85.4 % (docs/results.md). The pixel denoiser, at 3e-4,
-    # peaked at step 25 and fell back, so the shared rate stays.
+    # rising at step 300 (0.46) and won 85.4 % (87.5 % in the demo; docs/results.md). At 3e-4
+    # the pixel denoiser peaked at step 25 and fell back, so it keeps the shared rate.
     quality_tune_lr_scale = 3.0
 
     # -- building, saving, loading ---------------------------------------------------------
