@@ -21,7 +21,8 @@ import torch
 
 from emu_cli.checkpoint import load_checkpoint
 from emu_cli.data import index_dataset
-from emu_cli.data.dataset import read_image, resize_and_crop, to_images, to_tensor
+from emu_cli.data.dataset import TrainingDataset, to_images
+from emu_cli.data.sources import SampleIndex
 from emu_cli.runtime import quiet_libraries
 from emu_cli.world.judges import WorldJudges
 
@@ -29,8 +30,9 @@ from emu_cli.world.judges import WorldJudges
 def measure(model_path: Path, data: Path, judges: WorldJudges, args) -> dict:
     backend, model, _ = load_checkpoint(model_path)
     model.to(args.device)
-    samples = index_dataset(data).samples[: args.limit]
-    captions = [s.caption for s in samples]
+    everything = index_dataset(data)
+    index = SampleIndex(everything.source, everything.samples[: args.limit], everything.rejected)
+    captions = [s.caption for s in index.samples]
     with torch.no_grad():
         generated = backend.sample(
             model,
@@ -41,12 +43,14 @@ def measure(model_path: Path, data: Path, judges: WorldJudges, args) -> dict:
             device=torch.device(args.device),
         )
         resolution = generated[0].width  # the size the model draws at
-        originals = [resize_and_crop(read_image(s), resolution) for s in samples]
-        batch = torch.stack([to_tensor(image) for image in originals]).to(args.device)
+        # The curated images as quality-tuning sees them, at the size the model draws at.
+        view = TrainingDataset(index, resolution, random_flip=False)
+        batch = torch.stack([view[i][0] for i in range(len(view))]).to(args.device)
+        originals = to_images(batch)
         reconstructed = to_images(backend.reconstruct(model, batch))
     return {
         "model": str(model_path),
-        "images": len(samples),
+        "images": len(index.samples),
         "resolution": resolution,
         "curated": float(np.mean(judges.appeal(originals))),
         "through_frozen_stages": float(np.mean(judges.appeal(reconstructed))),

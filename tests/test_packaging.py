@@ -25,10 +25,13 @@ def test_the_wheel_holds_every_file_of_the_package(folder, tmp_path):
     tracked = subprocess.run(
         ["git", "ls-files"], cwd=ROOT / folder, capture_output=True, text=True, check=True
     ).stdout.split()
-    # Built from the tracked files alone, as from a clean clone: setuptools packs whatever a
-    # local build/ folder holds, which would hide a missing declaration.
+    in_package = [name for name in tracked if name.startswith(f"{package}/")]
+    assert in_package, f"git tracks no files under {folder}/{package}"
+    # Built from the tracked files alone (the package and the project files beside it), as
+    # from a clean clone: setuptools packs whatever a local build/ folder holds, which would
+    # hide a missing declaration.
     source = tmp_path / "source"
-    for name in tracked:
+    for name in in_package + [name for name in tracked if "/" not in name]:
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / folder / name, source / name)
     subprocess.run(
@@ -37,7 +40,5 @@ def test_the_wheel_holds_every_file_of_the_package(folder, tmp_path):
         check=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob(f"{package}-*.whl")
-    in_package = [name for name in tracked if name.startswith(f"{package}/")]
-    assert in_package, f"git tracks no files under {folder}/{package}"
     packaged = set(zipfile.ZipFile(wheel).namelist())
     assert [name for name in in_package if name not in packaged] == []

@@ -239,13 +239,10 @@ class MaskedTransformer(Backend):
     def reconstruct(self, model: Model, images: torch.Tensor) -> torch.Tensor:
         import torch
 
-        from emu_masked_transformer.tokenizer import tokenize
+        from emu_masked_transformer.tokenizer import detokenize, tokenize
 
-        vq = model["vqvae"]
         with torch.no_grad():
-            tokens = tokenize(vq, images)
-            shape = (*tokens.shape, vq.config.latent_channels)
-            return vq.decode(tokens, force_not_quantize=True, shape=shape).sample * 2 - 1
+            return detokenize(model["vqvae"], tokenize(model["vqvae"], images))
 
     def preview(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str], seed: int
@@ -256,12 +253,12 @@ class MaskedTransformer(Backend):
 
         from emu_cli.data.dataset import to_images
         from emu_cli.reconstruction import psnr
-        from emu_masked_transformer.tokenizer import tokenize
+        from emu_masked_transformer.tokenizer import detokenize, tokenize
 
         vq = model["vqvae"]
-        reconstruction = self.reconstruct(model, images)
-        with torch.no_grad():
+        with torch.no_grad():  # one tokenization for both the images and the codebook usage
             tokens = tokenize(vq, images)
+            reconstruction = detokenize(vq, tokens)
         codes = vq.config.num_vq_embeddings
         metrics = {
             "psnr": float(psnr(reconstruction, images).mean()),

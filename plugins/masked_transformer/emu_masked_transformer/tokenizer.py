@@ -32,6 +32,12 @@ def tokenize(vq: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return nearest_codes(vq, latents).view(latents.shape[0], *latents.shape[2:])
 
 
+def detokenize(vq: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Token ids (batch, height, width) back to images in [-1, 1], through the codebook."""
+    shape = (*tokens.shape, vq.config.latent_channels)
+    return vq.decode(tokens, force_not_quantize=True, shape=shape).sample * 2 - 1
+
+
 def restart_dead_codes(
     vq: nn.Module, latents: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
