@@ -84,7 +84,8 @@ class Backend(ABC):
     name: str
     description: str = ""
     stages: tuple[Stage, ...]
-    # Diffusion backends honour the recipe's noise offset; others document what they do instead.
+    # Diffusion backends honour the recipe's noise offset. Others set this False: their recipes
+    # record none and asking for one is an error (``emu_cli.pretrain.honour_noise_offset``).
     uses_noise_offset: bool = True
     # The stage ``emu quality-tune`` fine-tunes: the one that turns text into images. None means
     # the last stage; a backend whose last stage only upscales names its generator instead.

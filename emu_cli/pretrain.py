@@ -51,6 +51,7 @@ def stage_recipe(
             f"stages.{stage} has unknown recipe keys: {', '.join(sorted(unknown))}"
         )
     recipe = Recipe().updated(**defaults).updated(**overrides).updated(**specific)
+    recipe = honour_noise_offset(backend, recipe, {**overrides, **specific})
     if (
         "steps" in {**overrides, **specific}
         and recipe.resolution_schedule
@@ -58,6 +59,20 @@ def stage_recipe(
     ):
         recipe.resolution_schedule = []  # a new step count replaces the preset's phases
     return recipe.validate()
+
+
+def honour_noise_offset(backend: Backend, recipe: Recipe, asked: dict[str, Any]) -> Recipe:
+    """A backend that adds no Gaussian noise has no noise offset: asking for one is an error,
+    and its recipe records none, so that emu.json says what training did (the shared recipe's
+    default is 0.1)."""
+    if backend.uses_noise_offset:
+        return recipe
+    if asked.get("noise_offset"):
+        raise click.BadParameter(
+            f"backend '{backend.name}' adds no Gaussian noise, so it has no noise offset "
+            f"(got noise_offset={asked['noise_offset']}); leave it out"
+        )
+    return recipe.updated(noise_offset=0.0)
 
 
 @dataclass

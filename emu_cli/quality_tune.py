@@ -123,7 +123,7 @@ def quality_tune(
     from emu_cli import plugins
     from emu_cli.data.dataset import TrainingDataset
     from emu_cli.evaluate.prompts import load_prompts
-    from emu_cli.pretrain import make_accelerator
+    from emu_cli.pretrain import honour_noise_offset, make_accelerator
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
     from emu_cli.training.trainer import Trainer
@@ -152,6 +152,7 @@ def quality_tune(
         recipe_overrides or {},
         lr_scale=backend.quality_tune_lr_scale,
     )
+    recipe = honour_noise_offset(backend, recipe, recipe_overrides or {})
     index = subset(index_dataset(data), subset_size, recipe.seed)
     resume_from = None
     if resume is not None:

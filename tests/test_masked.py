@@ -76,6 +76,7 @@ def test_quality_tuning_uses_the_backends_learning_rate_scale_and_bf16(
     assert scale != 1.0
     assert recipe["learning_rate"] == pytest.approx(QT_PRESETS["tiny"]["learning_rate"] * scale)
     assert recipe["mixed_precision"] == "bf16"
+    assert recipe["noise_offset"] == 0.0, "a masked model has no Gaussian noise to offset"
     weights = tmp_path / "qt" / "transformer" / "diffusion_pytorch_model.safetensors"
     assert {t.dtype for t in load_file(weights).values()} == {torch.float32}, (
         "autocast trains in bf16 but keeps and saves float32 weights"
@@ -137,3 +138,12 @@ def test_unknown_options_are_named():
 
     with pytest.raises(ValueError, match="no option temperature"):
         get_backend("masked").build("tiny", {"temperature": 2})
+
+
+def test_asking_a_masked_model_for_a_noise_offset_is_an_error(world, tmp_path):
+    result = emu("pretrain", "--backend", "masked", "--preset", "tiny", "--data", world,
+                 "--out", tmp_path / "run", "--noise-offset", "0.1", check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert "backend 'masked' adds no Gaussian noise" in result.stderr
+    assert "noise_offset=0.1" in result.stderr
+    assert not (tmp_path / "run" / "emu.json").exists()
