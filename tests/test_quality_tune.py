@@ -56,10 +56,20 @@ def test_early_stopping_stops_when_faithfulness_falls():
     rule = EarlyStopping(patience=5, faithfulness_margin=0.05)
     assert not rule.update(0, 0.40, 0.60).stop
     assert rule.update(10, 0.50, 0.58).best
-    falling = rule.update(20, 0.70, 0.50)  # more appealing, but it forgot the captions
+    dip = rule.update(20, 0.70, 0.50)  # more appealing, but below the margin: never the best
+    assert not dip.stop and not dip.best
+    recovered = rule.update(30, 0.60, 0.57)  # one low reading was noise: training goes on
+    assert recovered.best and not recovered.stop
+    assert not rule.update(40, 0.75, 0.52).stop
+    falling = rule.update(50, 0.80, 0.51)  # the second in a row: it forgot the captions
     assert falling.stop and not falling.best
-    assert "faithfulness fell from 0.600 to 0.500" in falling.reason
-    assert rule.best_step == 10
+    assert "faithfulness fell from 0.600 to 0.510" in falling.reason
+    assert "2 validations in a row" in falling.reason
+    assert rule.best_step == 30
+
+    replayed = EarlyStopping(patience=5, faithfulness_margin=0.05)
+    replayed.restore(rule.points[:5])  # a run resumed after the first low point
+    assert replayed.falling == 1 and replayed.update(50, 0.80, 0.51).stop
 
 
 def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(

@@ -30,16 +30,24 @@ class EarlyStopping:
 
     A point can be the best only if its faithfulness is within ``faithfulness_margin`` of the
     start's; the best is the one with the highest appeal. Training stops after ``patience``
-    points in a row without an appeal gain above ``min_delta`` over the best, or at once when
-    faithfulness falls more than ``faithfulness_margin`` below the start's.
+    points in a row without an appeal gain above ``min_delta`` over the best, or when
+    faithfulness is more than ``faithfulness_margin`` below the start's at ``fall_confirmations``
+    points in a row.
+
+    One low point is not enough to stop: the judged faithfulness of a small validation set is
+    noisy. On the 24 prompts of ``builtin:validation`` a masked model's read 0.42 at the start
+    and 0.29 after 25 steps, and the demo stopped there and kept the untuned weights; in that
+    model's other runs it moved by about 0.05 between validations while appeal stayed flat.
     """
 
     patience: int = 3
     min_delta: float = 0.0
     faithfulness_margin: float = 0.1
+    fall_confirmations: int = 2
     points: list[ValidationPoint] = field(default_factory=list)
     best_step: int | None = None
     stale: int = 0
+    falling: int = 0  # points in a row below the faithfulness margin
 
     def update(self, step: int, appeal: float, faithfulness: float) -> Decision:
         point = ValidationPoint(step, float(appeal), float(faithfulness))
@@ -48,15 +56,18 @@ class EarlyStopping:
             self.best_step = step
             return Decision(best=True, stop=False)
         start = self.points[0]
-        if point.faithfulness < start.faithfulness - self.faithfulness_margin:
+        faithful = point.faithfulness >= start.faithfulness - self.faithfulness_margin
+        self.falling = 0 if faithful else self.falling + 1
+        if self.falling >= self.fall_confirmations:
             return Decision(
                 best=False,
                 stop=True,
                 reason=f"faithfulness fell from {start.faithfulness:.3f} to "
-                f"{point.faithfulness:.3f} (margin {self.faithfulness_margin})",
+                f"{point.faithfulness:.3f} (margin {self.faithfulness_margin}, "
+                f"{self.falling} validations in a row)",
             )
         best = self.best
-        if point.appeal > best.appeal + self.min_delta:
+        if faithful and point.appeal > best.appeal + self.min_delta:
             self.best_step, self.stale = step, 0
             return Decision(best=True, stop=False)
         self.stale += 1
@@ -75,7 +86,7 @@ class EarlyStopping:
 
     def restore(self, points: list[ValidationPoint]) -> None:
         """Replay a curve recorded before a crash, so a resumed run decides as this one would."""
-        self.points, self.best_step, self.stale = [], None, 0
+        self.points, self.best_step, self.stale, self.falling = [], None, 0, 0
         for point in points:
             self.update(point.step, point.appeal, point.faithfulness)
 
@@ -84,6 +95,7 @@ class EarlyStopping:
             "patience": self.patience,
             "min_delta": self.min_delta,
             "faithfulness_margin": self.faithfulness_margin,
+            "fall_confirmations": self.fall_confirmations,
             "best_step": self.best_step,
             "points": [asdict(p) for p in self.points],
         }
