@@ -1,0 +1,90 @@
+"""How noisy one early-stopping validation reading is: the same model's validation prompt set
+generated with several seed sets and judged each time, as `emu quality-tune` judges it.
+
+The spread across seed sets is the noise in every point of a quality-tuning curve; with it one
+can see how often two readings of an unchanged model differ by more than the faithfulness
+margin, and choose the validation set's size.
+
+    python bench/validation_noise.py runs/demo/masked/pre runs/demo/pixel/pre
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emu_cli import plugins
+from emu_cli.checkpoint import load_checkpoint
+from emu_cli.evaluate.prompts import load_prompts
+from emu_cli.runtime import quiet_libraries
+
+
+def readings(model_path: Path, prompts: list[str], args: argparse.Namespace) -> np.ndarray:
+    """(seed sets, 2): mean judged appeal and faithfulness of each seed set's images."""
+    backend, model, _ = load_checkpoint(model_path)
+    model.to(args.device)
+    judge = plugins.get_judge(args.judge)
+    rows = []
+    for seed_set in range(args.seed_sets):
+        seeds = [1000 * seed_set + i for i in range(len(prompts))]
+        images = backend.sample(
+            model, prompts, steps=args.steps, guidance=args.guidance, seeds=seeds,
+            device=torch.device(args.device),
+        )  # fmt: skip
+        scores = judge.score(images, prompts)
+        rows.append((float(scores["appeal"].mean()), float(scores["faithfulness"].mean())))
+    return np.array(rows)
+
+
+def chance_of_a_fall(spread: float, margin: float) -> float:
+    """P(reading B < reading A - margin) for two independent readings of one model (normal)."""
+    if spread == 0:
+        return 0.0
+    return 0.5 * math.erfc(margin / (spread * math.sqrt(2)) / math.sqrt(2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", type=Path, nargs="+")
+    parser.add_argument("--prompts", default="builtin:validation")
+    parser.add_argument("--seed-sets", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--judge", default="world")
+    parser.add_argument("--margin", type=float, default=0.1, help="the faithfulness margin")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    if args.seed_sets < 2:
+        parser.error(f"--seed-sets must be at least 2 to measure a spread, got {args.seed_sets}")
+    quiet_libraries()
+    prompts = [p.text for p in load_prompts(args.prompts)]
+    results = []
+    print(f"{'model':40} {'appeal':>13} {'faithfulness':>13} {'P(fall > margin)':>17}")
+    for path in args.models:
+        values = readings(path, prompts, args)
+        mean, spread = values.mean(axis=0), values.std(axis=0, ddof=1)
+        fall = chance_of_a_fall(float(spread[1]), args.margin)
+        print(
+            f"{str(path):40} {mean[0]:6.3f}+-{spread[0]:.3f} {mean[1]:6.3f}+-{spread[1]:.3f} "
+            f"{fall:17.3f}"
+        )
+        results.append({
+            "model": str(path), "prompts": len(prompts), "seed_sets": args.seed_sets,
+            "appeal_mean": float(mean[0]), "appeal_sd": float(spread[0]),
+            "faithfulness_mean": float(mean[1]), "faithfulness_sd": float(spread[1]),
+            "margin": args.margin, "chance_of_a_fall": fall,
+        })  # fmt: skip
+    print(f"({len(prompts)} prompts, {args.seed_sets} seed sets; +- is the standard deviation)")
+    print(json.dumps(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
