@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -21,14 +21,18 @@ import torch
 from emu_cli import plugins
 from emu_cli.checkpoint import load_checkpoint
 from emu_cli.evaluate.prompts import load_prompts
+from emu_cli.judging import Judge
+from emu_cli.quality_tune import EarlyStoppingSettings
 from emu_cli.runtime import quiet_libraries
 
 
-def readings(model_path: Path, prompts: list[str], args: argparse.Namespace) -> np.ndarray:
-    """(seed sets, 2): mean judged appeal and faithfulness of each seed set's images."""
+def readings(
+    model_path: Path, prompts: list[str], judge: Judge, args: argparse.Namespace
+) -> np.ndarray:
+    """(seed sets, 2): mean judged appeal and faithfulness of each seed set's images. Seed set
+    0 is the one quality-tuning validates with (seed 0 + i for prompt i)."""
     backend, model, _ = load_checkpoint(model_path)
     model.to(args.device)
-    judge = plugins.get_judge(args.judge)
     rows = []
     for seed_set in range(args.seed_sets):
         seeds = [1000 * seed_set + i for i in range(len(prompts))]
@@ -45,18 +49,21 @@ def chance_of_a_fall(spread: float, margin: float) -> float:
     """P(reading B < reading A - margin) for two independent readings of one model (normal)."""
     if spread == 0:
         return 0.0
-    return 0.5 * math.erfc(margin / (spread * math.sqrt(2)) / math.sqrt(2))
+    return NormalDist(0.0, spread * 2**0.5).cdf(-margin)
 
 
 def main() -> None:
+    validation = EarlyStoppingSettings()  # what `emu quality-tune` validates with by default
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path, nargs="+")
-    parser.add_argument("--prompts", default="builtin:validation")
+    parser.add_argument("--prompts", default=validation.prompts)
     parser.add_argument("--seed-sets", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--judge", default="world")
-    parser.add_argument("--margin", type=float, default=0.1, help="the faithfulness margin")
+    parser.add_argument("--steps", type=int, default=validation.sample_steps)
+    parser.add_argument("--guidance", type=float, default=validation.guidance)
+    parser.add_argument("--judge", default=validation.judge)
+    parser.add_argument(
+        "--margin", type=float, default=validation.faithfulness_margin, help="faithfulness"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -64,10 +71,11 @@ def main() -> None:
         parser.error(f"--seed-sets must be at least 2 to measure a spread, got {args.seed_sets}")
     quiet_libraries()
     prompts = [p.text for p in load_prompts(args.prompts)]
+    judge = plugins.get_judge(args.judge)
     results = []
     print(f"{'model':40} {'appeal':>13} {'faithfulness':>13} {'P(fall > margin)':>17}")
     for path in args.models:
-        values = readings(path, prompts, args)
+        values = readings(path, prompts, judge, args)
         mean, spread = values.mean(axis=0), values.std(axis=0, ddof=1)
         fall = chance_of_a_fall(float(spread[1]), args.margin)
         print(
