@@ -384,6 +384,30 @@ def test_caption_check_ceiling_from_the_worlds_own_judge(curated_world):
     assert swaps == ceiling["recall"]["of"]
 
 
+def test_caption_check_scores_captions_as_the_clip_filter_does(curated_world):
+    """bench/caption_check.py measures a CLIP with the filter's own score: the cosine that
+    `ClipEncoder.similarity` gives a pair is the manifest's clip_score for it; and the subject
+    check writes one caption per subject, so the judge names subjects well above chance."""
+    from emu_cli.curate.clip import ClipEncoder
+    from emu_cli.world.judges import WorldJudges
+    from emu_cli.world.validation import caption_check, subject_zero_shot
+
+    pool = curated_world / "pool"
+    clip = ClipEncoder.load(str(curated_world / "clip"))
+    scored = pd.read_parquet(curated_world / "run" / "manifest.parquet").dropna(
+        subset=["clip_score"]
+    )[:40]
+    images = [Image.open(pool / key).convert("RGB") for key in scored["key"]]
+    similarity = clip.similarity(images, scored["caption"].tolist())
+    np.testing.assert_allclose(similarity, scored["clip_score"], atol=1e-4)
+
+    first_half = caption_check(pool, clip.similarity, 0.1, slice(0, WORLD_POOL // 2))
+    assert first_half["false_rejects"]["rate"] == pytest.approx(0.1, abs=0.02)
+    assert first_half["samples"] < WORLD_POOL // 2
+    named = subject_zero_shot(pool, WorldJudges.load().caption_log_likelihood)
+    assert named["accuracy"] > 2 * named["chance"], named
+
+
 def test_every_sample_is_in_the_manifest_and_the_report(curated_world):
     run = curated_world / "run"
     manifest = pd.read_parquet(run / "manifest.parquet")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -182,16 +183,22 @@ _REMOVED_BEFORE_CLIP = set().union(
 )
 
 
-def caption_check_ceiling(pool: Path, false_reject_rate: float = 0.1) -> dict:
-    """What the world's own supervised judge would catch in the CLIP filter's place: score each
-    caption by the judge's log-probability of what it names, reject the lowest-scoring captions
-    at ``false_reject_rate`` among correct ones, and report the recall of wrong captions, per
-    kind of swap. The judge was trained on the world's truth, so this is a ceiling for a CLIP
-    trained on the pool's noisy pairs: a swap the judge cannot see (a blurred or tiny subject)
-    no caption check can catch."""
-    records = [r for r in _pool_records(pool) if not set(r["junk"]) & _REMOVED_BEFORE_CLIP]
+# Scores each (image, caption) pair; higher means the caption fits its image better.
+CaptionScorer = Callable[[list[Image.Image], list[str]], np.ndarray]
+
+
+def caption_check(
+    pool: Path,
+    score: CaptionScorer,
+    false_reject_rate: float = 0.1,
+    samples: slice = slice(None),
+) -> dict:
+    """How well ``score`` catches the pool's wrong captions: reject the lowest-scoring captions
+    at ``false_reject_rate`` among correct ones, on the pool's ``samples`` that the filters
+    before the CLIP score keep, and report the recall of wrong captions per kind of swap."""
+    records = [r for r in _pool_records(pool)[samples] if not set(r["junk"]) & _REMOVED_BEFORE_CLIP]
     images = [Image.open(Path(pool) / r["file_name"]).convert("RGB") for r in records]
-    scores = WorldJudges.load().caption_log_likelihood(images, [r["text"] for r in records])
+    scores = score(images, [r["text"] for r in records])
     wrong = np.array(["wrong_caption" in r["junk"] for r in records])
     threshold = np.quantile(scores[~wrong], false_reject_rate)
     caught = scores < threshold
@@ -207,6 +214,36 @@ def caption_check_ceiling(pool: Path, false_reject_rate: float = 0.1) -> dict:
             f"{kind}_swap_recall": _rate(int((caught & mask).sum()), int(mask.sum()))
             for kind, mask in swapped.items()
         },
+    }
+
+
+def caption_check_ceiling(pool: Path, false_reject_rate: float = 0.1) -> dict:
+    """:func:`caption_check` with the world's own supervised judge in the CLIP filter's place,
+    scoring each caption by the judge's log-probability of what it names. The judge was trained
+    on the world's truth, so this is a ceiling for a CLIP trained on the pool's noisy pairs: a
+    swap the judge cannot see (a blurred or tiny subject) no caption check can catch."""
+    return caption_check(pool, WorldJudges.load().caption_log_likelihood, false_reject_rate)
+
+
+def subject_zero_shot(pool: Path, score: CaptionScorer, samples: slice = slice(None)) -> dict:
+    """How often ``score`` names the subject: for each clean, correctly captioned image among
+    the pool's ``samples``, its caption written once per subject (same color, background and
+    wording), and the subject of the best-scoring one compared with the truth. Whether a caption
+    check can catch subject swaps at all."""
+    records = [r for r in _pool_records(pool)[samples] if not r["junk"]]
+    images = [Image.open(Path(pool) / r["file_name"]).convert("RGB") for r in records]
+    scores = np.stack(
+        [
+            score(images, [caption(s, r["color"], r["background"], r["template"]) for r in records])
+            for s in SUBJECTS
+        ]
+    )
+    named = np.array([SUBJECTS[i] for i in scores.argmax(axis=0)])
+    truth = np.array([r["subject"] for r in records])
+    return {
+        "images": len(records),
+        "accuracy": round(float((named == truth).mean()), 4),
+        "chance": round(1 / len(SUBJECTS), 4),
     }
 
 
