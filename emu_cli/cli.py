@@ -498,7 +498,10 @@ def train_clip(data: Path, out: Path, steps: int, batch_size: int, seed: int) ->
     from emu_cli.curate.clip import train_clip as run
 
     record = _run(lambda: run(data, out, steps=steps, batch_size=batch_size, seed=seed))
-    click.echo(f"wrote {out} (loss {record['final_loss']}, {record['seconds']} s)")
+    click.echo(
+        f"wrote {out} (loss {record['final_loss']}, {record['passes']} passes over the data, "
+        f"{record['seconds']} s)"
+    )
 
 
 @filter_group.command(name="train-aesthetic")

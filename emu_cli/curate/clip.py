@@ -242,6 +242,9 @@ def train_clip(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "seed": seed,
+        # Past a few dozen passes this small CLIP memorizes the pool's pairs, wrong captions
+        # included, and the clip_score filter stops catching them (docs/curation.md).
+        "passes": round(steps * batch_size / len(index), 1),
         "final_loss": round(float(np.mean(losses[-20:])), 4),
         "seconds": round(time.perf_counter() - started, 1),
     }
