@@ -16,7 +16,6 @@ from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
-import torch
 
 from emu_cli import plugins
 from emu_cli.checkpoint import load_checkpoint
@@ -24,24 +23,24 @@ from emu_cli.evaluate.prompts import load_prompts
 from emu_cli.judging import Judge
 from emu_cli.quality_tune import EarlyStoppingSettings
 from emu_cli.runtime import quiet_libraries
+from emu_cli.training.validation import judged_reading
 
 
 def readings(
     model_path: Path, prompts: list[str], judge: Judge, args: argparse.Namespace
 ) -> np.ndarray:
     """(seed sets, 2): mean judged appeal and faithfulness of each seed set's images. Seed set
-    0 is the one quality-tuning validates with (seed 0 + i for prompt i)."""
+    0 is the one quality-tuning validates with (seed 0 + i for prompt i); each is a
+    reading as quality-tuning takes it (`judged_reading`)."""
     backend, model, _ = load_checkpoint(model_path)
     model.to(args.device)
     rows = []
     for seed_set in range(args.seed_sets):
-        seeds = [1000 * seed_set + i for i in range(len(prompts))]
-        images = backend.sample(
-            model, prompts, steps=args.steps, guidance=args.guidance, seeds=seeds,
-            device=torch.device(args.device),
+        _, appeal, faithfulness = judged_reading(
+            backend, model, judge, prompts,
+            steps=args.steps, guidance=args.guidance, seed=1000 * seed_set,
         )  # fmt: skip
-        scores = judge.score(images, prompts)
-        rows.append((float(scores["appeal"].mean()), float(scores["faithfulness"].mean())))
+        rows.append((appeal, faithfulness))
     return np.array(rows)
 
 

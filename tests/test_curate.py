@@ -384,19 +384,23 @@ def test_caption_check_ceiling_from_the_worlds_own_judge(curated_world):
     assert swaps == ceiling["recall"]["of"]
 
 
+def test_the_clip_record_gives_its_passes_over_the_pool(curated_world):
+    """Past a few dozen passes the offline CLIP memorizes the pool (docs/curation.md)."""
+    record = json.loads((curated_world / "clip" / "emu_clip.json").read_text())
+    assert record["passes"] == pytest.approx(CLIP_STEPS * 128 / WORLD_POOL, abs=0.05)
+    assert record["steps"] == CLIP_STEPS and record["samples"] == WORLD_POOL
+
+
 def test_caption_check_scores_captions_as_the_clip_filter_does(curated_world):
-    """The CLIP's record gives its passes over the pool. bench/caption_check.py measures a
-    CLIP with the filter's own score: the cosine `ClipEncoder.similarity` gives a pair is the
-    manifest's clip_score for it; and the subject check writes one caption per subject, so the
-    judge names subjects well above chance."""
+    """bench/caption_check.py measures a CLIP with the filter's own score: the cosine
+    `ClipEncoder.similarity` gives a pair is the manifest's clip_score for it; and the subject
+    check writes one caption per subject, so the judge names subjects well above chance."""
     from emu_cli.curate.clip import ClipEncoder
     from emu_cli.world.judges import WorldJudges
     from emu_cli.world.validation import caption_check, subject_zero_shot
 
     pool = curated_world / "pool"
     clip = ClipEncoder.load(str(curated_world / "clip"))
-    record = json.loads((curated_world / "clip" / "emu_clip.json").read_text())
-    assert record["passes"] == pytest.approx(CLIP_STEPS * 128 / WORLD_POOL, abs=0.05)
     scored = pd.read_parquet(curated_world / "run" / "manifest.parquet").dropna(
         subset=["clip_score"]
     )[:40]

@@ -11,6 +11,33 @@ from emu_cli.images import save_grid
 from emu_cli.training.early_stopping import Decision, EarlyStopping, read_curve
 
 
+def judged_reading(
+    backend: Backend,
+    model: Model,
+    judge,
+    prompts: list[str],
+    *,
+    steps: int,
+    guidance: float,
+    seed: int,
+) -> tuple[list, float, float]:
+    """One validation reading: the images for ``prompts`` (seed ``seed + i`` for prompt ``i``)
+    and their mean judged appeal and faithfulness."""
+    import torch
+
+    with torch.no_grad():
+        images = backend.sample(
+            model,
+            prompts,
+            steps=steps,
+            guidance=guidance,
+            seeds=[seed + i for i in range(len(prompts))],
+            device=model.device,
+        )
+    scores = judge.score(images, prompts)
+    return images, float(scores["appeal"].mean()), float(scores["faithfulness"].mean())
+
+
 class GenerationMonitor:
     """Every ``every`` steps: images for ``prompts`` (seed ``seed + i`` for prompt ``i``),
     scored by ``judge``; the curve goes to ``folder/curve.json`` and ``curve.png``, each
@@ -42,21 +69,11 @@ class GenerationMonitor:
         return self.folder / "curve.json"
 
     def check(self, step: int, model: Model) -> Decision:
-        import torch
-
-        with torch.no_grad():
-            images = self.backend.sample(
-                model,
-                self.prompts,
-                steps=self.steps,
-                guidance=self.guidance,
-                seeds=[self.seed + i for i in range(len(self.prompts))],
-                device=model.device,
-            )
-        scores = self.judge.score(images, self.prompts)
-        decision = self.rule.update(
-            step, float(scores["appeal"].mean()), float(scores["faithfulness"].mean())
-        )
+        images, appeal, faithfulness = judged_reading(
+            self.backend, model, self.judge, self.prompts,
+            steps=self.steps, guidance=self.guidance, seed=self.seed,
+        )  # fmt: skip
+        decision = self.rule.update(step, appeal, faithfulness)
         save_grid(images, self.folder / "validation" / f"step-{step:08d}.png")
         self._write()
         return decision
