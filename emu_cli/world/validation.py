@@ -78,7 +78,7 @@ def validate_faithfulness(judges: WorldJudges, size: int, count: int = 800) -> d
     return accuracy
 
 
-def _pool_records(pool: Path) -> list[dict]:
+def pool_records(pool: Path) -> list[dict]:
     """Each sample's truth, as ``emu data synth`` wrote it."""
     lines = (Path(pool) / "metadata.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line]
@@ -131,7 +131,7 @@ def validate_curation(run: Path, pool: Path) -> dict[str, dict]:
     """
     manifest = pd.read_parquet(Path(run) / "manifest.parquet")
     order = list(json.loads((Path(run) / "report" / "summary.json").read_text())["funnel"])[1:]
-    truth = {record["file_name"]: record for record in _pool_records(pool)}
+    truth = {record["file_name"]: record for record in pool_records(pool)}
     rows = manifest[manifest["key"].isin(truth)].copy()
     junk = rows["key"].map(lambda k: set(truth[k]["junk"]))
     results: dict[str, dict] = {}
@@ -196,7 +196,7 @@ def caption_check(
     """How well ``score`` catches the pool's wrong captions: reject the lowest-scoring captions
     at ``false_reject_rate`` among correct ones, on the pool's ``samples`` that the filters
     before the CLIP score keep, and report the recall of wrong captions per kind of swap."""
-    records = [r for r in _pool_records(pool)[samples] if not set(r["junk"]) & _REMOVED_BEFORE_CLIP]
+    records = [r for r in pool_records(pool)[samples] if not set(r["junk"]) & _REMOVED_BEFORE_CLIP]
     images = [Image.open(Path(pool) / r["file_name"]).convert("RGB") for r in records]
     scores = score(images, [r["text"] for r in records])
     wrong = np.array(["wrong_caption" in r["junk"] for r in records])
@@ -230,7 +230,7 @@ def subject_zero_shot(pool: Path, score: CaptionScorer, samples: slice = slice(N
     the pool's ``samples``, its caption written once per subject (same color, background and
     wording), and the subject of the best-scoring one compared with the truth. Whether a caption
     check can catch subject swaps at all."""
-    records = [r for r in _pool_records(pool)[samples] if not r["junk"]]
+    records = [r for r in pool_records(pool)[samples] if not r["junk"]]
     images = [Image.open(Path(pool) / r["file_name"]).convert("RGB") for r in records]
     scores = np.stack(
         [
@@ -305,7 +305,7 @@ def validate_pool_images(pool: Path, size: int, subjects: tuple[str, ...] | None
     """The same figures for a pool's own images, brought to ``size`` and captioned with what
     they truly show: what a generator that drew exactly its training data would score."""
     subjects = subjects or HELD_IN_SUBJECTS
-    records = [r for r in _pool_records(pool) if r["subject"] in subjects]
+    records = [r for r in pool_records(pool) if r["subject"] in subjects]
     images = [
         Image.open(Path(pool) / r["file_name"]).convert("RGB").resize((size, size), Image.BICUBIC)
         for r in records
