@@ -62,14 +62,16 @@ class JudgeTower(nn.Module):
 TOWERS = {"clip": ClipTower, "judge": JudgeTower}
 
 
-def load(pool: Path, records: list[dict], size: int) -> torch.Tensor:
+def decode(pool: Path, records: list[dict]) -> list[Image.Image]:
+    return [
+        Image.open(pool / r["file_name"]).convert("RGB")
+        for r in tqdm(records, desc="decode", leave=False)
+    ]
+
+
+def views(images: list[Image.Image], size: int) -> torch.Tensor:
     """The images as training sees them (``emu filter train-clip`` included), in [-1, 1]."""
-    return torch.stack(
-        [
-            training_view(Image.open(pool / r["file_name"]).convert("RGB"), size, False)
-            for r in tqdm(records, desc="decode", leave=False)
-        ]
-    )
+    return torch.stack([training_view(image, size, False) for image in images])
 
 
 def main() -> None:
@@ -91,7 +93,7 @@ def main() -> None:
     train = records[: args.train]
     test = [r for r in records[args.train : args.train + args.test] if not r["junk"]]
     tower = TOWERS[args.tower]()
-    inputs = load(args.pool, train, tower.size)
+    inputs = views(decode(args.pool, train), tower.size)
     # What the captions say, wrong ones included: what a CLIP trained on the pool is told.
     labels = torch.tensor([SUBJECTS.index(parse_caption(r["text"])["subject"]) for r in train])
     optimizer = torch.optim.AdamW(tower.parameters(), lr=args.lr, weight_decay=0.1)
@@ -115,13 +117,13 @@ def main() -> None:
     seconds = time.perf_counter() - started
     truth = np.array([r["subject"] for r in test])
     tower.eval()
-    held_out = load(args.pool, test, tower.size)
+    images = decode(args.pool, test)  # once, for the tower and the judge
+    held_out = views(images, tower.size)
     with torch.no_grad():
         named = torch.cat(
             [tower(held_out[i : i + 256]).argmax(1) for i in range(0, len(test), 256)]
         )
     accuracy = float((np.array(SUBJECTS)[named.numpy()] == truth).mean())
-    images = [Image.open(args.pool / r["file_name"]).convert("RGB") for r in test]
     judged = np.array(WorldJudges.load().judge(images).attributes["subject"])
     result = {
         "tower": args.tower,
