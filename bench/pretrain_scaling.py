@@ -1,0 +1,179 @@
+"""Does more pre-training, or a larger pool, make a backend draw what the caption names?
+
+Pre-trains several runs side by side (made for one GPU, whose small-preset steps are bound by
+kernel launches, so runs sharing it lose little), each through ``emu pretrain`` at 32 px in
+float32 with its own pool, generator-stage steps and batch, and judges each as soon as it
+finishes with the world's faithfulness judge (``validate_generator``, the held-in subjects).
+Earlier stages (the masked tokenizer, the latent autoencoder) keep their preset's steps.
+
+    python bench/pretrain_scaling.py --out gpu-scaling --device cuda \\
+        --pool pool5k=5000 --pool pool20k=20000 \\
+        --run pixel:pool5k:1500:256 --run pixel:pool20k:1500:256 --run pixel:pool20k:3000:256
+
+``--pool NAME=N`` draws N world images at 64 px (seed 0, so a smaller pool is the start of a
+larger one) into OUT/NAME unless it is there; ``--run BACKEND:POOL:STEPS:BATCH`` names a pool
+by NAME or path. The table and ``OUT/scaling.json`` grow as runs finish, so a run cut short
+still leaves the figures of those done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from emu_cli.plugins import get_backend
+from emu_cli.runtime import quiet_libraries
+from emu_cli.world.validation import validate_generator
+
+RESOLUTION = 32  # the demo's generation size, where the small presets are measured
+
+
+@dataclass(frozen=True)
+class Run:
+    backend: str
+    pool: Path
+    steps: int
+    batch_size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.pool.name}-{self.steps}x{self.batch_size}"
+
+
+def parse_pool(spec: str) -> tuple[str, int]:
+    name, _, count = spec.partition("=")
+    if not name or not count.isdigit():
+        raise SystemExit(f"--pool '{spec}': expected NAME=N, e.g. pool20k=20000")
+    return name, int(count)
+
+
+def parse_run(spec: str, pools: dict[str, Path]) -> Run:
+    parts = spec.split(":")
+    if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+        raise SystemExit(f"--run '{spec}': expected BACKEND:POOL:STEPS:BATCH (pixel:p:1500:256)")
+    backend, pool, steps, batch = parts
+    get_backend(backend)  # an unknown backend fails here, naming the installed ones
+    path = pools.get(pool, Path(pool))
+    if pool not in pools and not (path / "metadata.jsonl").is_file():
+        raise SystemExit(f"--run '{spec}': '{pool}' is neither a --pool name nor a pool folder")
+    return Run(backend, path, int(steps), int(batch))
+
+
+def run_config(run: Run) -> dict:
+    """The run's recipe: its steps and batch for the generator stage, its batch elsewhere."""
+    backend = get_backend(run.backend)
+    generator = backend.generator_stage()
+    stages = {s.name: {"batch_size": run.batch_size} for s in backend.stages}
+    stages[generator]["steps"] = run.steps
+    return {
+        "resolution": RESOLUTION,
+        "mixed_precision": "no",
+        # one checkpoint midway: a crash loses half a run, and writing is cheap against it
+        "checkpoint_every": max(run.steps // 2, 1),
+        "preview_every": run.steps,
+        "stages_recipe": stages,
+    }
+
+
+def start(run: Run, out: Path, preset: str, device: str) -> subprocess.Popen:
+    folder = out / run.name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder.with_suffix(".yaml")
+    config.write_text(yaml.safe_dump(run_config(run)))
+    command = [sys.executable, "-m", "emu_cli", "pretrain", "--backend", run.backend,
+               "--preset", preset, "--data", str(run.pool), "--out", str(folder),
+               "--config", str(config), "--device", device]  # fmt: skip
+    log = (out / f"{run.name}.log").open("w")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def pool_size(pool: Path) -> int:
+    with (pool / "metadata.jsonl").open() as lines:
+        return sum(1 for _ in lines)
+
+
+def judged(run: Run, out: Path, args: argparse.Namespace, seconds: float) -> dict:
+    folder = out / run.name
+    stage = get_backend(run.backend).generator_stage()
+    summary = json.loads((folder / "stages" / stage / "summary.json").read_text())
+    figures = validate_generator(folder, per_subject=args.per_subject, guidance=args.guidance,
+                                 device=args.device)  # fmt: skip
+    return {
+        "run": run.name,
+        "backend": run.backend,
+        "pool_images": pool_size(run.pool),
+        "steps": run.steps,
+        "batch_size": run.batch_size,
+        "images_seen": run.steps * run.batch_size,
+        "images_per_second": round(summary["images_per_second"], 1),
+        "final_loss": summary["final_loss"],
+        "minutes": round(seconds / 60, 2),
+        "sampling_steps": figures.pop("steps"),
+        **figures,
+    }
+
+
+COLUMNS = (  # key, header, width, format
+    ("pool_images", "pool", 7, ""), ("images_seen", "images seen", 11, ","),
+    ("images_per_second", "img/s", 7, ".0f"), ("minutes", "min", 6, ".1f"),
+    ("subject_accuracy", "subject", 7, ".3f"), ("color_accuracy", "color", 7, ".3f"),
+    ("background_accuracy", "bg", 7, ".3f"), ("all_accuracy", "all", 7, ".3f"),
+    ("mean_appeal", "appeal", 7, ".3f"),
+)  # fmt: skip
+
+
+def print_row(row: dict) -> None:
+    cells = (f"{row[key]:>{width}{spec}}" for key, _, width, spec in COLUMNS)
+    print(f"{row['run']:28} " + " ".join(cells), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("gpu-scaling"))
+    parser.add_argument("--pool", action="append", default=[], help="NAME=N (repeatable)")
+    parser.add_argument("--run", action="append", required=True, help="BACKEND:POOL:STEPS:BATCH")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--per-subject", type=int, default=16)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    args = parser.parse_args()
+    quiet_libraries()
+    args.out.mkdir(parents=True, exist_ok=True)
+    pools = {}
+    for name, count in map(parse_pool, args.pool):
+        pools[name] = args.out / name
+        if not (pools[name] / "metadata.jsonl").is_file():
+            subprocess.run([sys.executable, "-m", "emu_cli", "data", "synth", "--n", str(count),
+                            "--size", "64", "--out", str(pools[name])], check=True)  # fmt: skip
+    runs = [parse_run(spec, pools) for spec in args.run]
+    started = time.perf_counter()
+    running = {run: start(run, args.out, args.preset, args.device) for run in runs}
+    headers = (f"{header:>{width}}" for _, header, width, _ in COLUMNS)
+    print(f"{'run':28} " + " ".join(headers), flush=True)
+    rows, failed = [], []
+    while running:
+        time.sleep(2)
+        for run, process in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[run]
+            if process.returncode:
+                failed.append(run.name)
+                print(f"{run.name}: exit {process.returncode}, see {args.out / run.name}.log")
+                continue
+            rows.append(judged(run, args.out, args, time.perf_counter() - started))
+            print_row(rows[-1])
+            (args.out / "scaling.json").write_text(json.dumps(rows, indent=2))
+    print(json.dumps(rows))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
