@@ -15,7 +15,7 @@ def tiny_pixel(tmp_path_factory, world):
     out = tmp_path_factory.mktemp("runs") / "pixel"
     emu(
         "pretrain", "--backend", "pixel", "--preset", "tiny", "--data", world, "--out", out,
-        "--device", "cpu", "--steps", 6, "--batch-size", 8, "--preview-every", 1000,
+        "--device", "cpu", "--steps", 6, "--batch-size", 8, "--preview-every", 0,
     )  # fmt: skip
     return out
 
@@ -83,7 +83,7 @@ def test_pretrain_cli_passes_backend_options(world, tmp_path):
     out = tmp_path / "run"
     result = emu(
         "pretrain", "--backend", "pixel", "--preset", "tiny", "--data", world, "--out", out,
-        "--device", "cpu", "--steps", 1, "--batch-size", 2, "--preview-every", 1000,
+        "--device", "cpu", "--steps", 1, "--batch-size", 2, "--preview-every", 0,
         "--option", "superres_factor=1", "--option", "snr_weighting=min",
     )  # fmt: skip
     assert "superres" not in result.stdout

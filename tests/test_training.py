@@ -53,7 +53,7 @@ def _pretrain_args(world: Path, out: Path, config: Path, backend: str = "latent"
         "--device",
         "cpu",
         "--preview-every",
-        "1000",
+        "0",
     ]
 
 
