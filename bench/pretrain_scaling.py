@@ -90,8 +90,8 @@ def start(run: Run, out: Path, preset: str, device: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "emu_cli", "pretrain", "--backend", run.backend,
                "--preset", preset, "--data", str(run.pool), "--out", str(folder),
                "--config", str(config), "--device", device]  # fmt: skip
-    log = (out / f"{run.name}.log").open("w")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with (out / f"{run.name}.log").open("w") as log:  # the child keeps its own handle
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def pool_size(pool: Path) -> int:
@@ -114,7 +114,7 @@ def judged(run: Run, out: Path, args: argparse.Namespace, seconds: float) -> dic
         "images_seen": run.steps * run.batch_size,
         "images_per_second": round(summary["images_per_second"], 1),
         "final_loss": summary["final_loss"],
-        "minutes": round(seconds / 60, 2),
+        "minutes": round(seconds / 60, 2),  # from the start of all runs to this one's end
         "sampling_steps": figures.pop("steps"),
         **figures,
     }
