@@ -30,7 +30,8 @@ import yaml
 
 from emu_cli.plugins import get_backend
 from emu_cli.runtime import quiet_libraries
-from emu_cli.world.validation import validate_generator
+from emu_cli.world.synth import synthesize
+from emu_cli.world.validation import pool_records, validate_generator
 
 RESOLUTION = 32  # the demo's generation size, where the small presets are measured
 
@@ -94,11 +95,6 @@ def start(run: Run, out: Path, preset: str, device: str) -> subprocess.Popen:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def pool_size(pool: Path) -> int:
-    with (pool / "metadata.jsonl").open() as lines:
-        return sum(1 for _ in lines)
-
-
 def judged(run: Run, out: Path, args: argparse.Namespace, seconds: float) -> dict:
     folder = out / run.name
     stage = get_backend(run.backend).generator_stage()
@@ -108,7 +104,7 @@ def judged(run: Run, out: Path, args: argparse.Namespace, seconds: float) -> dic
     return {
         "run": run.name,
         "backend": run.backend,
-        "pool_images": pool_size(run.pool),
+        "pool_images": len(pool_records(run.pool)),
         "steps": run.steps,
         "batch_size": run.batch_size,
         "images_seen": run.steps * run.batch_size,
@@ -150,8 +146,7 @@ def main() -> None:
     for name, count in map(parse_pool, args.pool):
         pools[name] = args.out / name
         if not (pools[name] / "metadata.jsonl").is_file():
-            subprocess.run([sys.executable, "-m", "emu_cli", "data", "synth", "--n", str(count),
-                            "--size", "64", "--out", str(pools[name])], check=True)  # fmt: skip
+            synthesize(count, pools[name], seed=0, size=64, report=False)
     runs = [parse_run(spec, pools) for spec in args.run]
     started = time.perf_counter()
     running = {run: start(run, args.out, args.preset, args.device) for run in runs}
