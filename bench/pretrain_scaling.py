@@ -11,9 +11,10 @@ Earlier stages (the masked tokenizer, the latent autoencoder) keep their preset'
         --run pixel:pool5k:1500:256 --run pixel:pool20k:1500:256 --run pixel:pool20k:3000:256
 
 ``--pool NAME=N`` draws N world images at 64 px (seed 0, so a smaller pool is the start of a
-larger one) into OUT/NAME unless it is there; ``--run BACKEND:POOL:STEPS:BATCH`` names a pool
-by NAME or path. The table and ``OUT/scaling.json`` grow as runs finish, so a run cut short
-still leaves the figures of those done.
+larger one) into OUT/NAME unless it is there; ``--run BACKEND:POOL:STEPS:BATCH[:LR]`` names a
+pool by NAME or path (LR, the generator stage's learning rate, defaults to the preset's). The
+table and ``OUT/scaling.json`` grow as runs finish, so a run cut short still leaves the figures
+of those done.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from emu_cli.checkpoint import read_provenance
 from emu_cli.plugins import get_backend
 from emu_cli.runtime import quiet_libraries
 from emu_cli.world.synth import synthesize
@@ -42,10 +44,12 @@ class Run:
     pool: Path
     steps: int
     batch_size: int
+    learning_rate: float | None = None  # None: the preset's
 
     @property
     def name(self) -> str:
-        return f"{self.backend}-{self.pool.name}-{self.steps}x{self.batch_size}"
+        name = f"{self.backend}-{self.pool.name}-{self.steps}x{self.batch_size}"
+        return name if self.learning_rate is None else f"{name}-lr{self.learning_rate:g}"
 
 
 def parse_pool(spec: str) -> tuple[str, int]:
@@ -57,14 +61,20 @@ def parse_pool(spec: str) -> tuple[str, int]:
 
 def parse_run(spec: str, pools: dict[str, Path]) -> Run:
     parts = spec.split(":")
-    if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
-        raise SystemExit(f"--run '{spec}': expected BACKEND:POOL:STEPS:BATCH (pixel:p:1500:256)")
-    backend, pool, steps, batch = parts
+    if len(parts) not in (4, 5) or not parts[2].isdigit() or not parts[3].isdigit():
+        raise SystemExit(
+            f"--run '{spec}': expected BACKEND:POOL:STEPS:BATCH[:LR] (pixel:p:1500:256:2e-3)"
+        )
+    backend, pool, steps, batch = parts[:4]
+    try:
+        learning_rate = float(parts[4]) if len(parts) == 5 else None
+    except ValueError:
+        raise SystemExit(f"--run '{spec}': learning rate '{parts[4]}' is not a number") from None
     get_backend(backend)  # an unknown backend fails here, naming the installed ones
     path = pools.get(pool, Path(pool))
     if pool not in pools and not (path / "metadata.jsonl").is_file():
         raise SystemExit(f"--run '{spec}': '{pool}' is neither a --pool name nor a pool folder")
-    return Run(backend, path, int(steps), int(batch))
+    return Run(backend, path, int(steps), int(batch), learning_rate)
 
 
 def run_config(run: Run) -> dict:
@@ -73,6 +83,8 @@ def run_config(run: Run) -> dict:
     generator = backend.generator_stage()
     stages = {s.name: {"batch_size": run.batch_size} for s in backend.stages}
     stages[generator]["steps"] = run.steps
+    if run.learning_rate is not None:
+        stages[generator]["learning_rate"] = run.learning_rate
     return {
         "resolution": RESOLUTION,
         "mixed_precision": "no",
@@ -86,7 +98,7 @@ def run_config(run: Run) -> dict:
 def start(run: Run, out: Path, preset: str, device: str) -> subprocess.Popen:
     folder = out / run.name
     folder.mkdir(parents=True, exist_ok=True)
-    config = folder.with_suffix(".yaml")
+    config = out / f"{run.name}.yaml"  # not with_suffix: a run's name may hold "lr0.002"
     config.write_text(yaml.safe_dump(run_config(run)))
     command = [sys.executable, "-m", "emu_cli", "pretrain", "--backend", run.backend,
                "--preset", preset, "--data", str(run.pool), "--out", str(folder),
@@ -107,6 +119,7 @@ def judged(run: Run, out: Path, args: argparse.Namespace, seconds: float) -> dic
         "pool_images": len(pool_records(run.pool)),
         "steps": run.steps,
         "batch_size": run.batch_size,
+        "learning_rate": read_provenance(folder)["recipes"][stage]["learning_rate"],
         "images_seen": run.steps * run.batch_size,
         "images_per_second": round(summary["images_per_second"], 1),
         "final_loss": summary["final_loss"],
