@@ -66,10 +66,14 @@ def parse_run(spec: str, pools: dict[str, Path]) -> Run:
             f"--run '{spec}': expected BACKEND:POOL:STEPS:BATCH[:LR] (pixel:p:1500:256:2e-3)"
         )
     backend, pool, steps, batch = parts[:4]
-    try:
-        learning_rate = float(parts[4]) if len(parts) == 5 else None
-    except ValueError:
-        raise SystemExit(f"--run '{spec}': learning rate '{parts[4]}' is not a number") from None
+    learning_rate = None
+    if len(parts) == 5:
+        try:
+            learning_rate = float(parts[4])
+        except ValueError:
+            learning_rate = float("nan")
+        if not learning_rate > 0:  # also false for nan
+            raise SystemExit(f"--run '{spec}': learning rate '{parts[4]}' is not a positive number")
     get_backend(backend)  # an unknown backend fails here, naming the installed ones
     path = pools.get(pool, Path(pool))
     if pool not in pools and not (path / "metadata.jsonl").is_file():
