@@ -14,7 +14,9 @@ Earlier stages (the masked tokenizer, the latent autoencoder) keep their preset'
 larger one) into OUT/NAME unless it is there; ``--run BACKEND:POOL:STEPS:BATCH[:LR]`` names a
 pool by NAME or path (LR, the generator stage's learning rate, defaults to the preset's). The
 table and ``OUT/scaling.json`` grow as runs finish, so a run cut short still leaves the figures
-of those done.
+of those done. ``--validate-every N`` also records each run's judged curve as it trains (``emu
+pretrain --validate-every``: appeal and faithfulness of the validation prompts every N steps),
+so one run shows where its faithfulness stops rising; the curve goes into the run's row.
 """
 
 from __future__ import annotations
@@ -99,14 +101,16 @@ def run_config(run: Run) -> dict:
     }
 
 
-def start(run: Run, out: Path, preset: str, device: str) -> subprocess.Popen:
+def start(run: Run, out: Path, args: argparse.Namespace) -> subprocess.Popen:
     folder = out / run.name
     folder.mkdir(parents=True, exist_ok=True)
     config = out / f"{run.name}.yaml"  # not with_suffix: a run's name may hold "lr0.002"
     config.write_text(yaml.safe_dump(run_config(run)))
     command = [sys.executable, "-m", "emu_cli", "pretrain", "--backend", run.backend,
-               "--preset", preset, "--data", str(run.pool), "--out", str(folder),
-               "--config", str(config), "--device", device]  # fmt: skip
+               "--preset", args.preset, "--data", str(run.pool), "--out", str(folder),
+               "--config", str(config), "--device", args.device]  # fmt: skip
+    if args.validate_every:
+        command += ["--validate-every", str(args.validate_every)]
     with (out / f"{run.name}.log").open("w") as log:  # the child keeps its own handle
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -117,6 +121,9 @@ def judged(run: Run, out: Path, args: argparse.Namespace, seconds: float) -> dic
     summary = json.loads((folder / "stages" / stage / "summary.json").read_text())
     figures = validate_generator(folder, per_subject=args.per_subject, guidance=args.guidance,
                                  device=args.device)  # fmt: skip
+    curve = folder / "stages" / stage / "curve.json"
+    if curve.is_file():
+        figures["curve"] = json.loads(curve.read_text())["points"]
     return {
         "run": run.name,
         "backend": run.backend,
@@ -156,6 +163,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--per-subject", type=int, default=16)
     parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--validate-every", type=int, help="record each run's judged curve")
     args = parser.parse_args()
     quiet_libraries()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +174,7 @@ def main() -> None:
             synthesize(count, pools[name], seed=0, size=64, report=False)
     runs = [parse_run(spec, pools) for spec in args.run]
     started = time.perf_counter()
-    running = {run: start(run, args.out, args.preset, args.device) for run in runs}
+    running = {run: start(run, args.out, args) for run in runs}
     headers = (f"{header:>{width}}" for _, header, width, _ in COLUMNS)
     print(f"{'run':28} " + " ".join(headers), flush=True)
     rows, failed = [], []

@@ -43,6 +43,23 @@ def mixed_precision_option(function):
     )(function)
 
 
+def validation_options(function):
+    """How a validation generates and who judges it: shared by pre-training, which records the
+    curve, and quality-tuning, which stops early on it."""
+    function = click.option(
+        "--validation-prompts",
+        default="builtin:validation",
+        show_default=True,
+        help="Prompt file or builtin:NAME generated at each validation.",
+    )(function)
+    function = click.option(
+        "--judge", default="world", show_default=True, help="A registered judge."
+    )(function)
+    return click.option(
+        "--validation-steps", type=int, default=20, show_default=True, help="Sampling steps."
+    )(function)
+
+
 @cli.command()
 @click.option("--backend", "backend_name", required=True, help="Model family (see `emu backends`).")
 @click.option(
@@ -66,6 +83,13 @@ def mixed_precision_option(function):
 @click.option("--noise-offset", type=float, help="Noise offset (diffusion backends).")
 @click.option("--checkpoint-every", type=int, help="Write a resumable checkpoint every N steps.")
 @click.option("--preview-every", type=int, help="Write a preview grid every N steps.")
+@click.option(
+    "--validate-every",
+    type=click.IntRange(min=1),
+    help="Every N steps of the stage that generates, judge images of the validation prompts "
+    "and add them to its curve (curve.json, curve.png); it never stops training.",
+)
+@validation_options
 @mixed_precision_option
 @click.option("--text-encoder", help="Pretrained text encoder: hub name or local folder.")
 @click.option(
@@ -93,6 +117,10 @@ def pretrain(
     resume: str | None,
     push_to_hub: str | None,
     device: str,
+    validate_every: int | None,
+    validation_steps: int,
+    judge: str,
+    validation_prompts: str,
     **overrides,
 ) -> None:
     """Pre-train a backend's model from scratch, stage by stage.
@@ -101,8 +129,15 @@ def pretrain(
     can be set in the --config file; a `stages_recipe:` mapping sets them per stage.
     """
     from emu_cli.pretrain import pretrain as run_pretrain
+    from emu_cli.training.validation import ValidationSettings
 
     backend = plugins.get_backend(backend_name)
+    validation = ValidationSettings(
+        judge=judge,
+        prompts=validation_prompts,
+        validate_every=validate_every,
+        sample_steps=validation_steps,
+    )
     extra = dict(ctx.meta.get("config", {}))
     per_stage = extra.pop("stages_recipe", {}) or {}
     options = {**(extra.pop("model_options", {}) or {}), **_key_values(model_options, "--option")}
@@ -120,6 +155,7 @@ def pretrain(
             options=options,
             device=device,
             resume=resume,
+            validation=validation,
         )
     )
     for stage in result.stages:
@@ -564,16 +600,9 @@ def train_aesthetic(
     help="Judge generations every --validate-every steps; keep the best; stop when it stalls.",
 )
 @click.option("--validate-every", type=int, help="Steps between validations (default per preset).")
-@click.option("--validation-steps", type=int, default=20, show_default=True, help="Sampling steps.")
+@validation_options
 @click.option("--patience", type=int, default=3, show_default=True)
 @click.option("--faithfulness-margin", type=float, default=0.1, show_default=True)
-@click.option("--judge", default="world", show_default=True, help="A registered judge.")
-@click.option(
-    "--validation-prompts",
-    default="builtin:validation",
-    show_default=True,
-    help="Prompt file or builtin:NAME generated at each validation.",
-)
 @device_option
 @click.option("--resume", help="'latest' to continue the run in --out, or a checkpoint folder.")
 @click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")

@@ -3,7 +3,9 @@
 Layout of ``--out``::
 
     OUT/                     the model after the last completed stage (diffusers folder + emu.json)
-    OUT/stages/STAGE/        log.jsonl, loss.png, previews/*.png, summary.json
+    OUT/stages/STAGE/        log.jsonl, loss.png, previews/*.png, summary.json, and with
+                             --validate-every, for the stage that generates: curve.json,
+                             curve.png, validation/step-N.png
     OUT/stages/STAGE/checkpoints/step-NNNNNNNN/   resumable training state
 """
 
@@ -22,6 +24,7 @@ from emu_cli.runtime import quiet_libraries
 from emu_cli.training import state as checkpoints
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.trainer import StageResult, Trainer
+from emu_cli.training.validation import GenerationMonitor, ValidationSettings
 
 
 def make_accelerator(device: str, recipe: Recipe) -> Any:
@@ -99,7 +102,10 @@ def pretrain(
     options: dict[str, Any] | None = None,
     device: str = "auto",
     resume: str | None = None,
+    validation: ValidationSettings | None = None,
 ) -> PretrainResult:
+    """``validation`` (with ``validate_every`` set) judges the generating stage's model as it
+    trains and records the curve; it never stops a stage or picks a step."""
     quiet_libraries()
     if preset not in PRESETS:
         raise click.BadParameter(f"preset must be one of {', '.join(PRESETS)}, got '{preset}'")
@@ -153,7 +159,8 @@ def pretrain(
         }
         if resume_from is not None:
             click.echo(f"resuming stage '{name}' from {resume_from}", err=True)
-        trainer = Trainer(backend, model, name, recipe, index, folder, accelerator)
+        monitor = _monitor(backend, name, validation, folder, recipe.seed)
+        trainer = Trainer(backend, model, name, recipe, index, folder, accelerator, monitor=monitor)
         stage_result = trainer.run(resume_from, record)
         completed = [*completed, name]
         steps = {**provenance.get("steps", {}), name: stage_result.steps}
@@ -173,6 +180,26 @@ def pretrain(
         accelerator.wait_for_everyone()
         result.stages.append(stage_result)
     return result
+
+
+def _monitor(
+    backend: Backend,
+    stage: str,
+    validation: ValidationSettings | None,
+    folder: Path,
+    seed: int,
+) -> GenerationMonitor | None:
+    """The curve's recorder for the stage that generates images; none for the others (a
+    tokenizer or an autoencoder alone draws nothing from text)."""
+    from emu_cli.training.early_stopping import CurveOnly
+
+    if validation is None or not validation.validate_every:
+        return None
+    if stage != backend.generator_stage():
+        return None
+    return validation.monitor(
+        backend, CurveOnly(), folder, every=validation.validate_every, seed=seed
+    )
 
 
 def _starting_model(

@@ -28,6 +28,7 @@ from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training import state as checkpoints
 from emu_cli.training.recipe import Recipe
+from emu_cli.training.validation import ValidationSettings
 
 STAGE_FOLDER = "quality-tune"
 
@@ -53,16 +54,13 @@ VALIDATE_EVERY = {"tiny": 4, "small": 50, "base": 500}
 
 
 @dataclass
-class EarlyStoppingSettings:
+class EarlyStoppingSettings(ValidationSettings):
+    """The validation (``validate_every`` defaults per preset: VALIDATE_EVERY) and the rule."""
+
     enabled: bool = True
-    judge: str = "world"
-    prompts: str = "builtin:validation"
-    validate_every: int | None = None  # default: per preset (VALIDATE_EVERY)
     patience: int = 3
     min_delta: float = 0.0
     faithfulness_margin: float = 0.1
-    sample_steps: int = 20
-    guidance: float = 5.0
 
 
 @dataclass
@@ -120,14 +118,11 @@ def quality_tune(
     device: str = "auto",
     resume: str | None = None,
 ) -> QualityTuneResult:
-    from emu_cli import plugins
     from emu_cli.data.dataset import TrainingDataset
-    from emu_cli.evaluate.prompts import load_prompts
     from emu_cli.pretrain import honour_noise_offset, make_accelerator
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
     from emu_cli.training.trainer import Trainer
-    from emu_cli.training.validation import GenerationMonitor
 
     quiet_libraries()
     settings = early_stopping or EarlyStoppingSettings()
@@ -178,17 +173,8 @@ def quality_tune(
     monitor = None
     if settings.enabled:
         rule = EarlyStopping(settings.patience, settings.min_delta, settings.faithfulness_margin)
-        monitor = GenerationMonitor(
-            backend,
-            plugins.get_judge(settings.judge),
-            [p.text for p in load_prompts(settings.prompts)],
-            every=settings.validate_every or VALIDATE_EVERY[preset],
-            rule=rule,
-            folder=folder,
-            steps=settings.sample_steps,
-            guidance=settings.guidance,
-            seed=recipe.seed,
-        )
+        every = settings.validate_every or VALIDATE_EVERY[preset]
+        monitor = settings.monitor(backend, rule, folder, every=every, seed=recipe.seed)
     record = {
         "preset": preset,
         "stages_completed": parent.get("stages_completed", []),

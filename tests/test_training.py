@@ -54,6 +54,11 @@ def _pretrain_args(world: Path, out: Path, config: Path, backend: str = "latent"
         "cpu",
         "--preview-every",
         "0",
+        # the generating stage's judged curve must survive the crash too
+        "--validate-every",
+        "4",
+        "--validation-steps",
+        "2",
     ]
 
 
@@ -85,6 +90,18 @@ def test_killed_run_resumes_to_the_same_weights(world, tmp_path, backend):
         json.loads(line) for line in (killed / f"stages/{last}/log.jsonl").read_text().splitlines()
     ]
     assert [r["step"] for r in log if "loss" in r] == list(range(1, 13)), "no step logged twice"
+
+    generator = get_backend(backend).generator_stage()
+    steps = 12 if generator == last else 4
+    curves = [
+        json.loads((run / "stages" / generator / "curve.json").read_text())["points"]
+        for run in (tmp_path / "straight", killed)
+    ]
+    assert [p["step"] for p in curves[1]] == list(range(0, steps + 1, 4)), "one reading a step"
+    for score in ("appeal", "faithfulness"):  # the resumed run reads as the straight one
+        readings = [[p[score] for p in curve] for curve in curves]
+        assert readings[1] == pytest.approx(readings[0], abs=1e-4), score
+    assert not (killed / "stages" / generator / "best").exists(), "pre-training picks no step"
 
 
 @pytest.mark.slow

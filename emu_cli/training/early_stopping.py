@@ -101,6 +101,25 @@ class EarlyStopping:
         }
 
 
+@dataclass
+class CurveOnly:
+    """The rule of a run that is watched, not stopped: pre-training records how its judged
+    appeal and faithfulness grow, and its result is the last step, not a chosen one."""
+
+    points: list[ValidationPoint] = field(default_factory=list)
+    best_step: int | None = None  # never set: no step is chosen
+
+    def update(self, step: int, appeal: float, faithfulness: float) -> Decision:
+        self.points.append(ValidationPoint(step, float(appeal), float(faithfulness)))
+        return Decision(best=False, stop=False)
+
+    def restore(self, points: list[ValidationPoint]) -> None:
+        self.points = list(points)
+
+    def to_dict(self) -> dict:
+        return {"best_step": None, "points": [asdict(p) for p in self.points]}
+
+
 def read_curve(path: Path, up_to_step: int) -> list[ValidationPoint]:
     if not path.is_file():
         return []

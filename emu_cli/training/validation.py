@@ -1,14 +1,48 @@
 """Judging a model while it trains: generate a fixed prompt set with fixed seeds, score the
-images with a judge, and let an early-stopping rule decide. Quality-tuning uses it."""
+images with a judge, and let a rule decide. Quality-tuning stops early on it; pre-training only
+records the curve."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from emu_cli.backend import Backend, Model
 from emu_cli.images import save_grid
-from emu_cli.training.early_stopping import Decision, EarlyStopping, read_curve
+from emu_cli.training.early_stopping import CurveOnly, Decision, EarlyStopping, read_curve
+
+Rule = EarlyStopping | CurveOnly
+
+
+@dataclass
+class ValidationSettings:
+    """What a validation generates and who judges it, by name (a registered judge; a prompt
+    file or ``builtin:NAME``), and how often (``None``: the command's default)."""
+
+    judge: str = "world"
+    prompts: str = "builtin:validation"
+    validate_every: int | None = None
+    sample_steps: int = 20
+    guidance: float = 5.0
+
+    def monitor(
+        self, backend: Backend, rule: Rule, folder: Path, *, every: int, seed: int
+    ) -> GenerationMonitor:
+        from emu_cli import plugins
+        from emu_cli.evaluate.prompts import load_prompts
+
+        return GenerationMonitor(
+            backend,
+            plugins.get_judge(self.judge),
+            [p.text for p in load_prompts(self.prompts)],
+            every=every,
+            rule=rule,
+            folder=folder,
+            steps=self.sample_steps,
+            guidance=self.guidance,
+            seed=seed,
+        )
 
 
 def judged_reading(
@@ -50,7 +84,7 @@ class GenerationMonitor:
         prompts: list[str],
         *,
         every: int,
-        rule: EarlyStopping,
+        rule: Rule,
         folder: Path,
         steps: int = 20,
         guidance: float = 5.0,
@@ -90,7 +124,7 @@ class GenerationMonitor:
         plot_curve(self.rule, self.folder / "curve.png")
 
 
-def plot_curve(rule: EarlyStopping, path: Path) -> None:
+def plot_curve(rule: Rule, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,7 +136,7 @@ def plot_curve(rule: EarlyStopping, path: Path) -> None:
     axis.plot(steps, [p.faithfulness for p in rule.points], marker="s", label="faithfulness")
     if rule.best_step is not None:
         axis.axvline(rule.best_step, color="gray", linestyle="--", label="chosen step")
-    axis.set_xlabel("quality-tuning step")
+    axis.set_xlabel("training step")
     axis.set_ylabel("judged score (mean)")
     axis.legend()
     axis.grid(alpha=0.3)
