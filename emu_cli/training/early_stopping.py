@@ -1,6 +1,7 @@
 """Early stopping for quality-tuning, which the paper did by hand ("stopped early on purpose
 although the loss was still falling"): generated images are judged every few steps, the best
-checkpoint is kept, and training stops when appeal stops rising or faithfulness falls."""
+checkpoint is kept, and training stops when appeal stops rising or faithfulness falls. Pre-training
+records the same curve under :class:`CurveOnly`, which never stops or picks."""
 
 from __future__ import annotations
 
