@@ -101,7 +101,8 @@ def run_config(run: Run) -> dict:
     }
 
 
-def start(run: Run, out: Path, args: argparse.Namespace) -> subprocess.Popen:
+def start(run: Run, args: argparse.Namespace) -> subprocess.Popen:
+    out = args.out
     folder = out / run.name
     folder.mkdir(parents=True, exist_ok=True)
     config = out / f"{run.name}.yaml"  # not with_suffix: a run's name may hold "lr0.002"
@@ -115,8 +116,8 @@ def start(run: Run, out: Path, args: argparse.Namespace) -> subprocess.Popen:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def judged(run: Run, out: Path, args: argparse.Namespace, seconds: float) -> dict:
-    folder = out / run.name
+def judged(run: Run, args: argparse.Namespace, seconds: float) -> dict:
+    folder = args.out / run.name
     stage = get_backend(run.backend).generator_stage()
     summary = json.loads((folder / "stages" / stage / "summary.json").read_text())
     figures = validate_generator(folder, per_subject=args.per_subject, guidance=args.guidance,
@@ -174,7 +175,7 @@ def main() -> None:
             synthesize(count, pools[name], seed=0, size=64, report=False)
     runs = [parse_run(spec, pools) for spec in args.run]
     started = time.perf_counter()
-    running = {run: start(run, args.out, args) for run in runs}
+    running = {run: start(run, args) for run in runs}
     headers = (f"{header:>{width}}" for _, header, width, _ in COLUMNS)
     print(f"{'run':28} " + " ".join(headers), flush=True)
     rows, failed = [], []
@@ -188,7 +189,7 @@ def main() -> None:
                 failed.append(run.name)
                 print(f"{run.name}: exit {process.returncode}, see {args.out / run.name}.log")
                 continue
-            rows.append(judged(run, args.out, args, time.perf_counter() - started))
+            rows.append(judged(run, args, time.perf_counter() - started))
             print_row(rows[-1])
             (args.out / "scaling.json").write_text(json.dumps(rows, indent=2))
     print(json.dumps(rows))

@@ -22,6 +22,7 @@ from emu_cli.checkpoint import PROVENANCE, load_checkpoint, read_provenance, sav
 from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training import state as checkpoints
+from emu_cli.training.early_stopping import CurveOnly
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.trainer import StageResult, Trainer
 from emu_cli.training.validation import GenerationMonitor, ValidationSettings
@@ -190,16 +191,13 @@ def _monitor(
     seed: int,
 ) -> GenerationMonitor | None:
     """The curve's recorder for the stage that generates images; none for the others (a
-    tokenizer or an autoencoder alone draws nothing from text)."""
-    from emu_cli.training.early_stopping import CurveOnly
-
+    tokenizer or an autoencoder alone draws nothing from text). Pre-training validates only
+    when asked: it has no default interval."""
     if validation is None or not validation.validate_every:
         return None
     if stage != backend.generator_stage():
         return None
-    return validation.monitor(
-        backend, CurveOnly(), folder, every=validation.validate_every, seed=seed
-    )
+    return validation.monitor(backend, CurveOnly(), folder, seed=seed)
 
 
 def _starting_model(

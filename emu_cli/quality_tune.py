@@ -173,8 +173,9 @@ def quality_tune(
     monitor = None
     if settings.enabled:
         rule = EarlyStopping(settings.patience, settings.min_delta, settings.faithfulness_margin)
-        every = settings.validate_every or VALIDATE_EVERY[preset]
-        monitor = settings.monitor(backend, rule, folder, every=every, seed=recipe.seed)
+        monitor = settings.monitor(
+            backend, rule, folder, seed=recipe.seed, default_every=VALIDATE_EVERY[preset]
+        )
     record = {
         "preset": preset,
         "stages_completed": parent.get("stages_completed", []),

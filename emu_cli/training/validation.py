@@ -18,7 +18,7 @@ Rule = EarlyStopping | CurveOnly
 @dataclass
 class ValidationSettings:
     """What a validation generates and who judges it, by name (a registered judge; a prompt
-    file or ``builtin:NAME``), and how often (``None``: the command's default)."""
+    file or ``builtin:NAME``), and how often (``None``: the command's ``default_every``)."""
 
     judge: str = "world"
     prompts: str = "builtin:validation"
@@ -27,7 +27,13 @@ class ValidationSettings:
     guidance: float = 5.0
 
     def monitor(
-        self, backend: Backend, rule: Rule, folder: Path, *, every: int, seed: int
+        self,
+        backend: Backend,
+        rule: Rule,
+        folder: Path,
+        *,
+        seed: int,
+        default_every: int | None = None,
     ) -> GenerationMonitor:
         from emu_cli import plugins
         from emu_cli.evaluate.prompts import load_prompts
@@ -36,7 +42,7 @@ class ValidationSettings:
             backend,
             plugins.get_judge(self.judge),
             [p.text for p in load_prompts(self.prompts)],
-            every=every,
+            every=self.validate_every or default_every,
             rule=rule,
             folder=folder,
             steps=self.sample_steps,
@@ -83,14 +89,14 @@ class GenerationMonitor:
         judge,
         prompts: list[str],
         *,
-        every: int,
+        every: int | None,
         rule: Rule,
         folder: Path,
         steps: int = 20,
         guidance: float = 5.0,
         seed: int = 0,
     ):
-        if every < 1:
+        if every is None or every < 1:
             raise ValueError(f"validate_every must be >= 1, got {every}")
         if not prompts:
             raise ValueError("the validation prompt set is empty")
