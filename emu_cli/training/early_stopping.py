@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 
 @dataclass
@@ -108,7 +109,7 @@ class CurveOnly:
     appeal and faithfulness grow, and its result is the last step, not a chosen one."""
 
     points: list[ValidationPoint] = field(default_factory=list)
-    best_step: int | None = None  # never set: no step is chosen
+    best_step: ClassVar[None] = None  # no step is chosen
 
     def update(self, step: int, appeal: float, faithfulness: float) -> Decision:
         self.points.append(ValidationPoint(step, float(appeal), float(faithfulness)))

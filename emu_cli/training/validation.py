@@ -38,11 +38,14 @@ class ValidationSettings:
         from emu_cli import plugins
         from emu_cli.evaluate.prompts import load_prompts
 
+        every = self.validate_every or default_every
+        if every is None:
+            raise ValueError("validate_every is not set and this command has no default")
         return GenerationMonitor(
             backend,
             plugins.get_judge(self.judge),
             [p.text for p in load_prompts(self.prompts)],
-            every=self.validate_every or default_every,
+            every=every,
             rule=rule,
             folder=folder,
             steps=self.sample_steps,
@@ -89,14 +92,14 @@ class GenerationMonitor:
         judge,
         prompts: list[str],
         *,
-        every: int | None,
+        every: int,
         rule: Rule,
         folder: Path,
         steps: int = 20,
         guidance: float = 5.0,
         seed: int = 0,
     ):
-        if every is None or every < 1:
+        if every < 1:
             raise ValueError(f"validate_every must be >= 1, got {every}")
         if not prompts:
             raise ValueError("the validation prompt set is empty")
