@@ -38,7 +38,7 @@ def measure(model_path: Path, data: Path, judges: WorldJudges, args) -> dict:
             model,
             captions,
             steps=args.steps,
-            guidance=args.guidance,
+            guidance=backend.guidance(args.guidance),
             seeds=list(range(len(captions))),
             device=torch.device(args.device),
         )
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the curated set")
     parser.add_argument("--limit", type=int, default=200, help="curated images used")
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--guidance", type=float, help="default: the backend's")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("--per-subject", type=int, default=16)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--guidance", type=float, help="default: the backend's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reference", type=Path, help="a pool folder to judge beside the model")

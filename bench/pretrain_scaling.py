@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--per-subject", type=int, default=16)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--guidance", type=float, help="default: the backend's")
     parser.add_argument("--validate-every", type=int, help="record each run's judged curve")
     args = parser.parse_args()
     quiet_libraries()

@@ -38,7 +38,7 @@ def readings(
     for seed_set in range(args.seed_sets):
         _, appeal, faithfulness = judged_reading(
             backend, model, judge, prompts,
-            steps=args.steps, guidance=args.guidance, seed=1000 * seed_set,
+            steps=args.steps, guidance=backend.guidance(args.guidance), seed=1000 * seed_set,
         )  # fmt: skip
         rows.append((appeal, faithfulness))
     return np.array(rows)
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--prompts", default=validation.prompts)
     parser.add_argument("--seed-sets", type=int, default=5)
     parser.add_argument("--steps", type=int, default=validation.sample_steps)
-    parser.add_argument("--guidance", type=float, default=validation.guidance)
+    parser.add_argument("--guidance", type=float, help="default: the backend's")
     parser.add_argument("--judge", default=validation.judge)
     parser.add_argument(
         "--margin", type=float, default=validation.faithfulness_margin, help="faithfulness"

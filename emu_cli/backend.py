@@ -94,6 +94,13 @@ class Backend(ABC):
     # whose pre-trained model moves too little at the recipe's rate says so here, with the
     # measurement behind it, instead of keeping a recipe of its own.
     quality_tune_lr_scale: float = 1.0
+    # The classifier-free guidance scale used wherever a command is not given one (generation,
+    # validation during training, evaluation), as each diffusers pipeline has its own default.
+    default_guidance: float = 5.0
+
+    def guidance(self, requested: float | None) -> float:
+        """The guidance scale to sample with: ``requested``, or the family's default."""
+        return self.default_guidance if requested is None else requested
 
     def default_stages(self, preset: str, options: dict[str, Any]) -> list[str]:
         """The stages ``emu pretrain`` trains when the user names none: by default all of them.
@@ -170,7 +177,12 @@ class Backend(ABC):
         captions for a generator. The default samples the captions."""
         seeds = [seed + i for i in range(len(captions))]
         pictures = self.sample(
-            model, captions, steps=20, guidance=5.0, seeds=seeds, device=model.device
+            model,
+            captions,
+            steps=20,
+            guidance=self.default_guidance,
+            seeds=seeds,
+            device=model.device,
         )
         return pictures, {}
 

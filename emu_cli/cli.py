@@ -193,7 +193,7 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
 )
 @click.option("--steps", type=int, default=25, show_default=True, help="Sampling steps.")
 @click.option(
-    "--guidance", type=float, default=5.0, show_default=True, help="Classifier-free guidance scale."
+    "--guidance", type=float, help="Classifier-free guidance scale [default: the backend's]."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
@@ -204,7 +204,7 @@ def generate(
     prompts: tuple[str, ...],
     num_images: int,
     steps: int,
-    guidance: float,
+    guidance: float | None,
     seed: int,
     out: Path,
     device: str,
@@ -680,7 +680,7 @@ def quality_tune(
 )
 @click.option("--images-per-prompt", type=int, default=1, show_default=True)
 @click.option("--steps", type=int, default=25, show_default=True, help="Sampling steps.")
-@click.option("--guidance", type=float, default=5.0, show_default=True)
+@click.option("--guidance", type=float, help="[default: each model's backend's]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--judge", default="world", show_default=True, help="Judge for the proxy scores.")
 @click.option("--clip-model", help="open_clip model (name or local folder) for CLIP score.")
@@ -697,7 +697,7 @@ def evaluate(
     annotators: str,
     images_per_prompt: int,
     steps: int,
-    guidance: float,
+    guidance: float | None,
     seed: int,
     judge: str,
     clip_model: str | None,

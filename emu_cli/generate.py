@@ -33,7 +33,7 @@ def generate(
     *,
     num_images: int = 4,
     steps: int = 25,
-    guidance: float = 5.0,
+    guidance: float | None = None,
     seed: int = 0,
     out: Path,
     device: str = "auto",
@@ -48,6 +48,7 @@ def generate(
     backend, model, provenance = load_checkpoint(Path(model_path))
     target = resolve_device(device)
     model.to(target)
+    guidance = backend.guidance(guidance)
     all_prompts = [p for p in prompts for _ in range(num_images)]
     seeds = [seed + j for _ in prompts for j in range(num_images)]
     images = backend.sample(

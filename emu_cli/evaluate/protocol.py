@@ -32,7 +32,7 @@ SIDES = ("a", "b")
 @dataclass(frozen=True)
 class Settings:
     steps: int = 25
-    guidance: float = 5.0
+    guidance: float | None = None  # None: each model's backend samples at its own default
     seed: int = 0
     images_per_prompt: int = 1
     device: str = "auto"
@@ -40,7 +40,6 @@ class Settings:
     def describe(self) -> dict[str, Any]:
         return {
             "steps": self.steps,
-            "guidance": self.guidance,
             "seed": self.seed,
             "images_per_prompt": self.images_per_prompt,
         }
@@ -48,13 +47,17 @@ class Settings:
 
 def _generate(
     model: Path, items: list[Prompt], settings: Settings, folder: Path
-) -> tuple[list[Path], bool]:
-    """The model's images, one file per (prompt, image), and whether they were made now: the
+) -> tuple[list[Path], float, bool]:
+    """The model's images, one file per (prompt, image), the guidance they were drawn with
+    (the settings' or the backend's default), and whether they were made now: the
     ones the same checkpoint (path and save time) and settings made before are reused, so a
     rerun only recomputes votes and results."""
     from emu_cli.checkpoint import load_checkpoint, read_provenance
     from emu_cli.generate import resolve_device
+    from emu_cli.plugins import get_backend
 
+    provenance = read_provenance(model)
+    guidance = get_backend(provenance["backend"]).guidance(settings.guidance)
     files = [
         folder / f"{i:04d}-{j:02d}.png"
         for i in range(len(items))
@@ -62,14 +65,15 @@ def _generate(
     ]
     record = {
         "model": str(model),
-        "saved_at": read_provenance(model).get("saved_at"),
+        "saved_at": provenance.get("saved_at"),
         "prompts": [p.text for p in items],
         **settings.describe(),
+        "guidance": guidance,
     }
     index = folder / "index.json"
     fresh = index.is_file() and json.loads(index.read_text()) == record
     if fresh and all(f.is_file() for f in files):
-        return files, False
+        return files, guidance, False
     backend, loaded, _ = load_checkpoint(model)
     device = resolve_device(settings.device)
     loaded.to(device)
@@ -78,14 +82,14 @@ def _generate(
     # prompts do not all start from one noise.
     seeds = [settings.seed + k for k in range(len(prompts))]
     images = backend.sample(
-        loaded, prompts, steps=settings.steps, guidance=settings.guidance, seeds=seeds,
+        loaded, prompts, steps=settings.steps, guidance=guidance, seeds=seeds,
         device=device,
     )  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     for image, path in zip(images, files, strict=True):
         image.save(path)
     index.write_text(json.dumps(record, indent=2))
-    return files, True
+    return files, guidance, True
 
 
 def evaluate(
@@ -127,7 +131,7 @@ def evaluate(
     ]
 
     store = AnnotationStore(out / "annotations.sqlite")
-    if any(regenerated for _, regenerated in made.values()) and store.votes():
+    if any(regenerated for _, _, regenerated in made.values()) and store.votes():
         store.close()
         raise ValueError(
             f"'{out}' holds votes on images of another checkpoint or other settings; "
@@ -168,6 +172,7 @@ def evaluate(
         "pairs": len(pairs),
         "votes": len(votes),
         **settings.describe(),
+        "guidance": {side: made[side][1] for side in SIDES},
         "protocols": protocols,
         "proxies": _proxies(pairs, out, subsets, judge, clip_model, clip_pretrained),
     }

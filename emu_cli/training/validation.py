@@ -24,7 +24,7 @@ class ValidationSettings:
     prompts: str = "builtin:validation"
     validate_every: int | None = None
     sample_steps: int = 20
-    guidance: float = 5.0
+    guidance: float | None = None  # None: the backend's default
 
     def monitor(
         self,
@@ -49,7 +49,7 @@ class ValidationSettings:
             rule=rule,
             folder=folder,
             steps=self.sample_steps,
-            guidance=self.guidance,
+            guidance=backend.guidance(self.guidance),
             seed=seed,
         )
 
@@ -96,7 +96,7 @@ class GenerationMonitor:
         rule: Rule,
         folder: Path,
         steps: int = 20,
-        guidance: float = 5.0,
+        guidance: float | None = None,
         seed: int = 0,
     ):
         if every < 1:
@@ -105,7 +105,7 @@ class GenerationMonitor:
             raise ValueError("the validation prompt set is empty")
         self.backend, self.judge, self.prompts = backend, judge, prompts
         self.every, self.rule, self.folder = every, rule, Path(folder)
-        self.steps, self.guidance, self.seed = steps, guidance, seed
+        self.steps, self.guidance, self.seed = steps, backend.guidance(guidance), seed
 
     @property
     def curve_path(self) -> Path:

@@ -268,7 +268,7 @@ def validate_generator(
     subjects: tuple[str, ...] | None = None,
     per_subject: int = 16,
     steps: int = 25,
-    guidance: float = 5.0,
+    guidance: float | None = None,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
@@ -283,6 +283,7 @@ def validate_generator(
     prompts = concept_prompts(subjects, per_subject, seed)
     backend, loaded, _ = load_checkpoint(Path(model))
     loaded.to(device)
+    guidance = backend.guidance(guidance)
     images = backend.sample(
         loaded,
         prompts,
