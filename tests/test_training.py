@@ -93,10 +93,12 @@ def test_killed_run_resumes_to_the_same_weights(world, tmp_path, backend):
 
     generator = get_backend(backend).generator_stage()
     steps = 12 if generator == last else 4
-    curves = [
-        json.loads((run / "stages" / generator / "curve.json").read_text())["points"]
+    records = [
+        json.loads((run / "stages" / generator / "curve.json").read_text())
         for run in (tmp_path / "straight", killed)
     ]
+    assert records[1]["guidance"] == get_backend(backend).default_guidance
+    curves = [record["points"] for record in records]
     assert [p["step"] for p in curves[1]] == list(range(0, steps + 1, 4)), "one reading a step"
     for score in ("appeal", "faithfulness"):  # the resumed run reads as the straight one
         readings = [[p[score] for p in curve] for curve in curves]

@@ -126,7 +126,13 @@ class GenerationMonitor:
 
     def _write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        record = {"judge": self.judge.name, "prompts": len(self.prompts), **self.rule.to_dict()}
+        record = {
+            "judge": self.judge.name,
+            "prompts": len(self.prompts),
+            "sample_steps": self.steps,
+            "guidance": self.guidance,  # the backend's default unless the settings named one
+            **self.rule.to_dict(),
+        }
         temporary = self.curve_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(record, indent=2))
         temporary.replace(self.curve_path)
