@@ -680,7 +680,11 @@ def quality_tune(
 )
 @click.option("--images-per-prompt", type=int, default=1, show_default=True)
 @click.option("--steps", type=int, default=25, show_default=True, help="Sampling steps.")
-@click.option("--guidance", type=float, help="[default: each model's backend's]")
+@click.option(
+    "--guidance",
+    type=float,
+    help="Classifier-free guidance scale [default: each model's backend's].",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--judge", default="world", show_default=True, help="Judge for the proxy scores.")
 @click.option("--clip-model", help="open_clip model (name or local folder) for CLIP score.")

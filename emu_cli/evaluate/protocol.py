@@ -57,7 +57,8 @@ def _generate(
     from emu_cli.plugins import get_backend
 
     provenance = read_provenance(model)
-    guidance = get_backend(provenance["backend"]).guidance(settings.guidance)
+    backend = get_backend(provenance["backend"])
+    guidance = backend.guidance(settings.guidance)
     files = [
         folder / f"{i:04d}-{j:02d}.png"
         for i in range(len(items))
@@ -74,7 +75,7 @@ def _generate(
     fresh = index.is_file() and json.loads(index.read_text()) == record
     if fresh and all(f.is_file() for f in files):
         return files, guidance, False
-    backend, loaded, _ = load_checkpoint(model)
+    loaded = load_checkpoint(model, backend)[1]
     device = resolve_device(settings.device)
     loaded.to(device)
     prompts = [p.text for p in items for _ in range(settings.images_per_prompt)]

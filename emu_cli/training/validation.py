@@ -49,7 +49,7 @@ class ValidationSettings:
             rule=rule,
             folder=folder,
             steps=self.sample_steps,
-            guidance=backend.guidance(self.guidance),
+            guidance=self.guidance,
             seed=seed,
         )
 
