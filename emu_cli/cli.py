@@ -685,6 +685,8 @@ def quality_tune(
     type=float,
     help="Classifier-free guidance scale [default: each model's backend's].",
 )
+@click.option("--a-guidance", type=float, help="Guidance for model A only [default: --guidance].")
+@click.option("--b-guidance", type=float, help="Guidance for model B only [default: --guidance].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--judge", default="world", show_default=True, help="Judge for the proxy scores.")
 @click.option("--clip-model", help="open_clip model (name or local folder) for CLIP score.")
@@ -702,6 +704,8 @@ def evaluate(
     images_per_prompt: int,
     steps: int,
     guidance: float | None,
+    a_guidance: float | None,
+    b_guidance: float | None,
     seed: int,
     judge: str,
     clip_model: str | None,
@@ -716,7 +720,8 @@ def evaluate(
     from emu_cli.evaluate.protocol import evaluate as run
     from emu_cli.evaluate.report import PROTOCOL_TITLES, describe
 
-    settings = Settings(steps, guidance, seed, images_per_prompt, device)
+    sides = {side: g for side, g in (("a", a_guidance), ("b", b_guidance)) if g is not None}
+    settings = Settings(steps, guidance, seed, images_per_prompt, device, side_guidance=sides)
     results = _run(
         lambda: run(
             model_a, model_b, prompts, out,

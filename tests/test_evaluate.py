@@ -92,14 +92,30 @@ def test_new_images_are_never_mixed_with_old_votes(tiny_latent, tmp_path):
 
     from conftest import emu
 
+    from emu_cli.plugins import get_backend
+
     model = shutil.copytree(tiny_latent, tmp_path / "model")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red star on a sunset background\na blue ring on a sky background\n")
-    run = ("evaluate", "--a", model, "--b", tiny_latent, "--prompts", prompts, "--out",
-           tmp_path / "eval", "--steps", 2, "--device", "cpu", "--resamples", 50)  # fmt: skip
+
+    def evaluate(out: str, *extra: object) -> tuple:
+        return ("evaluate", "--a", model, "--b", tiny_latent, "--prompts", prompts,
+                "--out", tmp_path / out, "--steps", 2, "--device", "cpu", "--resamples", 50,
+                *extra)  # fmt: skip
+
+    run = evaluate("eval")
     first = json.loads(emu(*run, "--json").stdout)
     assert first["pairs"] == 2 and first["votes"] == 2 * 8
     assert json.loads(emu(*run, "--json").stdout) == first, "a rerun reuses images and votes"
+    default = get_backend("latent").default_guidance
+    assert first["guidance"] == {"a": default, "b": default}
+
+    # Each side can be drawn at its own scale; the other keeps the shared default.
+    own = json.loads(emu(*evaluate("own", "--b-guidance", 1.5, "--json")).stdout)
+    assert own["guidance"] == {"a": default, "b": 1.5}
+    same, other = (tmp_path / "own" / "images" / side / "0000-00.png" for side in "ab")
+    assert same.read_bytes() == (tmp_path / "eval" / "images" / "a" / "0000-00.png").read_bytes()
+    assert other.read_bytes() != (tmp_path / "eval" / "images" / "b" / "0000-00.png").read_bytes()
 
     provenance = json.loads((model / "emu.json").read_text())
     provenance["saved_at"] = "2030-01-01T00:00:00Z"  # the checkpoint was saved again

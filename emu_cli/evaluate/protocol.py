@@ -14,7 +14,7 @@ Layout of ``--out``: ``images/a/``, ``images/b/`` (PNG per prompt and image, ``i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,12 @@ class Settings:
     seed: int = 0
     images_per_prompt: int = 1
     device: str = "auto"
+    # One side's own scale, over ``guidance``: models compared each at the scale it draws best
+    # at (a tuned model's best scale need not be its base model's).
+    side_guidance: dict[str, float] = field(default_factory=dict)
+
+    def requested_guidance(self, side: str) -> float | None:
+        return self.side_guidance.get(side, self.guidance)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -46,10 +52,10 @@ class Settings:
 
 
 def _generate(
-    model: Path, items: list[Prompt], settings: Settings, folder: Path
+    model: Path, items: list[Prompt], settings: Settings, side: str, folder: Path
 ) -> tuple[list[Path], float, bool]:
     """The model's images, one file per (prompt, image), the guidance they were drawn with
-    (the settings' or the backend's default), and whether they were made now: the
+    (the side's, the settings' or the backend's default), and whether they were made now: the
     ones the same checkpoint (path and save time) and settings made before are reused, so a
     rerun only recomputes votes and results."""
     from emu_cli.checkpoint import load_checkpoint, read_provenance
@@ -58,7 +64,7 @@ def _generate(
 
     provenance = read_provenance(model)
     backend = get_backend(provenance["backend"])
-    guidance = backend.guidance(settings.guidance)
+    guidance = backend.guidance(settings.requested_guidance(side))
     files = [
         folder / f"{i:04d}-{j:02d}.png"
         for i in range(len(items))
@@ -116,7 +122,10 @@ def evaluate(
     items = load_prompts(prompts)
     out = Path(out)
     models = {"a": Path(model_a), "b": Path(model_b)}
-    made = {side: _generate(models[side], items, settings, out / "images" / side) for side in SIDES}
+    made = {
+        side: _generate(models[side], items, settings, side, out / "images" / side)
+        for side in SIDES
+    }
     files = {side: made[side][0] for side in SIDES}
     per_prompt = settings.images_per_prompt
     pairs = [
