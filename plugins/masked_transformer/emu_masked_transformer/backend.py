@@ -226,22 +226,14 @@ class MaskedTransformer(Backend):
         seeds: list[int],
         device: torch.device,
     ) -> list[Image.Image]:
-        import torch
+        from emu_cli.diffusion import pipeline_samples
+        from emu_masked_transformer.sampling import PerImageAmusedScheduler
 
         pipe = self.pipeline(model)
-        images = []
-        # One call per image: AmusedScheduler draws from one generator for its whole batch, so
-        # only this keeps image i a function of its own prompt and seed.
-        with torch.no_grad():
-            for prompt, seed in zip(prompts, seeds, strict=True):
-                generator = torch.Generator(device).manual_seed(seed)
-                images += pipe(
-                    prompt,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    generator=generator,
-                ).images
-        return images
+        pipe.scheduler = PerImageAmusedScheduler.from_config(pipe.scheduler.config)
+        return pipeline_samples(
+            pipe, prompts, seeds, device, num_inference_steps=steps, guidance_scale=guidance
+        )
 
     def reconstruct(self, model: Model, images: torch.Tensor) -> torch.Tensor:
         import torch
