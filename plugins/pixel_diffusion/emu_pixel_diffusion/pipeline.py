@@ -110,7 +110,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         num_inference_steps: int = 25,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = 2.0,  # as the backend's default_guidance; backend.py says why
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         upscale: bool = True,
