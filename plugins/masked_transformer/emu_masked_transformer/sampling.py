@@ -2,7 +2,8 @@
 tokens and re-masking noise from one generator, so a batch's images depend on each other and
 on the batch's size; sampling one image per call keeps them apart but runs the transformer on
 batches of two (guidance). This scheduler takes a list of generators and steps each image with
-its own, so a batch gives exactly what one call per image gives, at batched speed."""
+its own: the same draws as one call per image, at batched speed (the batched transformer's
+arithmetic can still move a draw now and then: 22 of 24 demo images came out identical)."""
 
 from __future__ import annotations
 
