@@ -7,6 +7,7 @@ the quality-tuning recipe lives in one place.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,11 @@ class Backend(ABC):
 
     def guidance(self, requested: float | None) -> float:
         """The guidance scale to sample with: ``requested``, or the family's default."""
-        return self.default_guidance if requested is None else requested
+        if requested is None:
+            return self.default_guidance
+        if not math.isfinite(requested) or requested < 0:
+            raise ValueError(f"guidance scale must be a finite number >= 0, got {requested}")
+        return requested
 
     def default_stages(self, preset: str, options: dict[str, Any]) -> list[str]:
         """The stages ``emu pretrain`` trains when the user names none: by default all of them.

@@ -116,6 +116,9 @@ def test_new_images_are_never_mixed_with_old_votes(tiny_latent, tmp_path):
     same, other = (tmp_path / "own" / "images" / side / "0000-00.png" for side in "ab")
     assert same.read_bytes() == (tmp_path / "eval" / "images" / "a" / "0000-00.png").read_bytes()
     assert other.read_bytes() != (tmp_path / "eval" / "images" / "b" / "0000-00.png").read_bytes()
+    bad = emu(*evaluate("bad", "--a-guidance", "nan"), check=False)
+    assert bad.returncode == 1
+    assert "guidance scale must be a finite number >= 0, got nan" in bad.stderr
 
     provenance = json.loads((model / "emu.json").read_text())
     provenance["saved_at"] = "2030-01-01T00:00:00Z"  # the checkpoint was saved again
