@@ -87,41 +87,52 @@ def test_prompt_sets(tmp_path):
         load_prompts(tmp_path / "missing.txt")
 
 
+def _evaluate_command(model_a, model_b, tmp_path, out: str, *extra: object) -> tuple:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\na blue ring on a sky background\n")
+    return ("evaluate", "--a", model_a, "--b", model_b, "--prompts", prompts,
+            "--out", tmp_path / out, "--steps", 2, "--device", "cpu", "--resamples", 50,
+            *extra)  # fmt: skip
+
+
 def test_new_images_are_never_mixed_with_old_votes(tiny_latent, tmp_path):
     import shutil
 
     from conftest import emu
 
-    from emu_cli.plugins import get_backend
-
     model = shutil.copytree(tiny_latent, tmp_path / "model")
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red star on a sunset background\na blue ring on a sky background\n")
-
-    def evaluate(out: str, *extra: object) -> tuple:
-        return ("evaluate", "--a", model, "--b", tiny_latent, "--prompts", prompts,
-                "--out", tmp_path / out, "--steps", 2, "--device", "cpu", "--resamples", 50,
-                *extra)  # fmt: skip
-
-    run = evaluate("eval")
+    run = _evaluate_command(model, tiny_latent, tmp_path, "eval")
     first = json.loads(emu(*run, "--json").stdout)
     assert first["pairs"] == 2 and first["votes"] == 2 * 8
     assert json.loads(emu(*run, "--json").stdout) == first, "a rerun reuses images and votes"
-    default = get_backend("latent").default_guidance
-    assert first["guidance"] == {"a": default, "b": default}
-
-    # Each side can be drawn at its own scale; the other keeps the shared default.
-    own = json.loads(emu(*evaluate("own", "--b-guidance", 1.5, "--json")).stdout)
-    assert own["guidance"] == {"a": default, "b": 1.5}
-    same, other = (tmp_path / "own" / "images" / side / "0000-00.png" for side in "ab")
-    assert same.read_bytes() == (tmp_path / "eval" / "images" / "a" / "0000-00.png").read_bytes()
-    assert other.read_bytes() != (tmp_path / "eval" / "images" / "b" / "0000-00.png").read_bytes()
-    bad = emu(*evaluate("bad", "--a-guidance", "nan"), check=False)
-    assert bad.returncode == 1
-    assert "guidance scale must be a finite number >= 0, got nan" in bad.stderr
 
     provenance = json.loads((model / "emu.json").read_text())
     provenance["saved_at"] = "2030-01-01T00:00:00Z"  # the checkpoint was saved again
     (model / "emu.json").write_text(json.dumps(provenance))
     again = emu(*run, check=False)
     assert again.returncode == 1 and "holds votes on images of another checkpoint" in again.stderr
+
+
+def test_each_side_samples_at_its_backends_guidance_or_its_own(tiny_latent, tmp_path):
+    from conftest import emu
+
+    from emu_cli.plugins import get_backend
+
+    def evaluate(out: str, *extra: object) -> dict:
+        command = _evaluate_command(tiny_latent, tiny_latent, tmp_path, out, *extra, "--json")
+        return json.loads(emu(*command).stdout)
+
+    default = get_backend("latent").default_guidance
+    assert evaluate("shared")["guidance"] == {"a": default, "b": default}
+    assert evaluate("own", "--b-guidance", 1.5)["guidance"] == {"a": default, "b": 1.5}
+
+    def image(run: str, side: str) -> bytes:
+        return (tmp_path / run / "images" / side / "0000-00.png").read_bytes()
+
+    assert image("own", "a") == image("shared", "a"), "the other side keeps its images"
+    assert image("own", "b") != image("shared", "b")
+
+    bad = emu(*_evaluate_command(tiny_latent, tiny_latent, tmp_path, "bad", "--a-guidance", "nan"),
+              check=False)  # fmt: skip
+    assert bad.returncode == 1
+    assert "guidance scale must be a finite number >= 0, got nan" in bad.stderr
