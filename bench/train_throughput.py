@@ -3,8 +3,10 @@
 The plain loop drives the same backend model and loss module on one fixed in-memory batch:
 encode, forward, backward, AdamW step, nothing else. The trainer does everything it always
 does (reading and decoding the data, accelerate, EMA, gradient clipping, LR schedule, logging).
-Their ratio is the trainer's overhead; the target is >= 0.95. The plain loop runs before and
-after the trainer and the ratio uses their mean, so warm-up and drift do not favour either.
+Their ratio is the trainer's overhead; the target is >= 0.95. With ``--bare`` the trainer
+leaves out EMA and gradient clipping too, so the ratio is the loop's own cost alone. The plain
+loop runs before and after the trainer and the ratio uses their mean, so warm-up and drift do
+not favour either.
 
     python bench/train_throughput.py                      # every installed backend
     python bench/train_throughput.py --backend pixel --preset small --stage denoiser
@@ -85,8 +87,7 @@ def bench_recipe(args: argparse.Namespace, resolution: int, **fields) -> Recipe:
         warmup_steps=1,
         checkpoint_every=0,
         preview_every=0,
-        ema_decay=0.999,
-        **fields,
+        **{"ema_decay": 0.999, **fields},
     ).validate()
 
 
@@ -112,7 +113,11 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         data = synthesize(512, Path(folder) / "data", seed=0, size=resolution)
         index = index_dataset(data)
-        recipe = bench_recipe(args, resolution, caption_dropout=0.1, num_workers=args.workers)
+        # --bare: without the two pieces of work the plain loop does not do
+        work = {"ema_decay": 0.0, "max_grad_norm": 0.0} if args.bare else {}
+        recipe = bench_recipe(
+            args, resolution, caption_dropout=0.1, num_workers=args.workers, **work
+        )
         torch.manual_seed(0)
         model = backend.build(preset, {}).to(torch.device(args.device))
         dataset = TrainingDataset(index, resolution)
@@ -137,6 +142,7 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
         "plain_after": round(after, 2),
         "trainer_images_per_s": round(trained, 2),
         "ratio": round(trained / plain, 3),
+        "bare": args.bare,
         # a stall shows as a slowest step far above the median
         "trainer_median_step_s": round(step_times[len(step_times) // 2], 4),
         "trainer_slowest_step_s": round(step_times[-1], 4),
@@ -163,6 +169,11 @@ def bench_parser(description: str, stage_help: str) -> argparse.ArgumentParser:
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0], "default: each backend's last stage")
     parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers; -1: auto")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="the trainer without EMA and gradient clipping, which the plain loop leaves out",
+    )
     args = parser.parse_args()
     quiet_libraries()
     names = args.backend or sorted(get_backends())
