@@ -149,6 +149,49 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
     }
 
 
+def every_stage(args: argparse.Namespace) -> list[tuple[object, str]]:
+    """(backend, stage) for each stage the options ask for: ``--stage`` of each ``--backend``,
+    by default every stage of every installed backend."""
+    return [
+        (backend, stage)
+        for backend in map(get_backend, args.backend or sorted(get_backends()))
+        for stage in ([args.stage] if args.stage else backend.default_stages(args.preset, {}))
+    ]
+
+
+def compare_recipes(
+    backend, preset: str, stage: str, args: argparse.Namespace, base: dict, trial: dict
+) -> dict:
+    """The trainer's images/s and final loss under two recipes (``base`` and ``trial``: recipe
+    fields over the bench's), each training the same freshly built model on the same data,
+    run base, trial, base; the ratio uses the mean of the two base runs, so warm-up and drift
+    favour neither."""
+    from accelerate.state import AcceleratorState
+
+    resolution = backend.stage(stage).defaults[preset]["resolution"]
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        index = index_dataset(synthesize(512, Path(folder) / "data", seed=0, size=resolution))
+        for i, fields in enumerate((base, trial, base)):
+            recipe = bench_recipe(args, resolution, **fields)
+            # accelerate keeps one precision per process; the runs here may change it.
+            AcceleratorState._reset_state(reset_partial_state=True)
+            torch.manual_seed(0)
+            model = backend.build(preset, {})
+            run = Path(folder) / f"run-{i}"
+            rate = trainer_rate(backend, model, stage, recipe, index, run, args.device)
+            runs.append((rate, trainer_steps(run)[-1]["loss"]))
+    base_rate = (runs[0][0] + runs[2][0]) / 2
+    return {
+        "resolution": resolution,
+        "base_images_per_s": round(base_rate, 1),
+        "trial_images_per_s": round(runs[1][0], 1),
+        "ratio": round(runs[1][0] / base_rate, 3),
+        "base_loss": runs[0][1],
+        "trial_loss": runs[1][1],
+    }
+
+
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name(0) if device == "cuda" else f"cpu, {os.cpu_count()} cores"
 

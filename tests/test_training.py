@@ -216,3 +216,31 @@ def test_ema_averages_and_swaps_back():
     assert torch.allclose(weight, torch.full((3,), 0.9))
     ema.swap_out()
     assert torch.equal(weight.detach(), torch.ones(3))
+
+
+def _attention_kernels(recipe, device: torch.device) -> set[str]:
+    """The aten attention kernels one scaled_dot_product_attention call ran under the recipe."""
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    query = torch.randn(2, 4, 64, 16)
+    with (
+        profile(activities=[ProfilerActivity.CPU]) as trace,
+        recipe.attention_kernel(device),
+        torch.autocast("cpu", dtype=torch.bfloat16),
+    ):
+        F.scaled_dot_product_attention(query, query, query)
+    return {e.key for e in trace.key_averages() if "attention" in e.key and "flash" in e.key}
+
+
+def test_bf16_training_on_a_cpu_uses_the_math_attention_kernel():
+    from emu_cli.training.recipe import Recipe
+
+    cpu = torch.device("cpu")
+    # torch's own choice on a CPU is flash attention, whose backward is slow at these sizes
+    assert _attention_kernels(Recipe(mixed_precision="bf16", attention="torch"), cpu)
+    assert not _attention_kernels(Recipe(mixed_precision="bf16"), cpu)
+    assert _attention_kernels(Recipe(mixed_precision="no"), cpu)
+    assert not _attention_kernels(Recipe(attention="math"), cpu)
+    with pytest.raises(ValueError, match="attention must be auto, torch or math, got 'fast'"):
+        Recipe(attention="fast").validate()

@@ -294,7 +294,8 @@ class Trainer:
                     )
                     batch["generator"] = torch.Generator(accelerator.device).manual_seed(seed)
                     with accelerator.accumulate(prepared):
-                        outputs = prepared(batch)
+                        with recipe.attention_kernel(accelerator.device):
+                            outputs = prepared(batch)
                         loss = outputs["loss"]
                         mean_loss = accelerator.reduce(loss.detach(), "mean")
                         if not torch.isfinite(mean_loss):
