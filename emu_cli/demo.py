@@ -26,9 +26,9 @@ from typing import Any
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SCALES = {
-    # quick: 2 CPU cores in 41-48 minutes by machine (the aim is 45; docs/results.md). Images
-    # are drawn at 64 px (the filters read text and shapes there) and every model trains and
-    # generates at 32 px.
+    # quick: 2 CPU cores in 39 minutes, 41-48 by machine before bf16 training used the math
+    # attention kernel (the aim is 45; docs/results.md). Images are drawn at 64 px (the filters
+    # read text and shapes there) and every model trains and generates at 32 px.
     "quick": {
         "jobs": 2,  # two one-thread jobs side by side (see Runner)
         # the order jobs start in: the backend with the longest pre-training first
