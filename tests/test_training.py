@@ -233,7 +233,7 @@ def _attention_kernels(recipe, device: torch.device) -> set[str]:
     return {e.key for e in trace.key_averages() if "attention" in e.key and "flash" in e.key}
 
 
-def test_bf16_training_on_a_cpu_uses_the_math_attention_kernel():
+def test_the_recipe_runs_bf16_attention_on_a_cpu_with_the_math_kernel():
     from emu_cli.training.recipe import Recipe
 
     cpu = torch.device("cpu")
