@@ -69,6 +69,9 @@ def test_prompt_sets(tmp_path):
     unseen = {p.tags[1] for p in world if "unseen" in p.tags}
     assert unseen == {"diamond", "ring"}
     assert all(p.tags[1] in p.text for p in world)
+    # the generality split is read on as many pairs as the seen one
+    assert sum("unseen" in p.tags for p in world) == sum("seen" in p.tags for p in world) == 72
+    assert load_prompts("builtin:world") == world, "a built-in set is the same every time"
     validation = load_prompts("builtin:validation")
     assert validation and all("seen" in p.tags for p in validation)
 
