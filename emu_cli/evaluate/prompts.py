@@ -41,13 +41,15 @@ def _validation() -> list[Prompt]:
     return _world(4, seed=7, subjects=HELD_IN_SUBJECTS)
 
 
-def _world_balanced() -> list[Prompt]:
-    """12 prompts for each subject, then 24 more for each held-out one: 72 seen and 72 unseen.
-    With 12 each, the unseen split had 24 pairs, whose 95% interval spans about 38 points
-    (41.7%-79.2% around 62.5% in one demo run) and so cannot tell a share from a 70% bar."""
-    from emu_cli.world.concepts import HELD_OUT_SUBJECTS
+def _world_balanced(per_subject: int = 12) -> list[Prompt]:
+    """``per_subject`` prompts for each subject, then more for each held-out one until the
+    unseen split is as large as the seen one (72 each). With 12 each, the unseen split had 24
+    pairs, whose 95% interval spans about 38 points (41.7%-79.2% around 62.5% in one demo run)
+    and so cannot tell a share from a 70% bar."""
+    from emu_cli.world.concepts import HELD_IN_SUBJECTS, HELD_OUT_SUBJECTS
 
-    return _world(12, seed=0) + _world(24, seed=1, subjects=HELD_OUT_SUBJECTS)
+    extra = per_subject * len(HELD_IN_SUBJECTS) // len(HELD_OUT_SUBJECTS) - per_subject
+    return _world(per_subject, seed=0) + _world(extra, seed=1, subjects=HELD_OUT_SUBJECTS)
 
 
 BUILTIN = {
