@@ -160,19 +160,24 @@ def every_stage(args: argparse.Namespace) -> list[tuple[object, str]]:
 
 
 def compare_recipes(
-    backend, preset: str, stage: str, args: argparse.Namespace, base: dict, trial: dict
+    backend,
+    preset: str,
+    stage: str,
+    args: argparse.Namespace,
+    base: tuple[str, dict],
+    trial: tuple[str, dict],
 ) -> dict:
-    """The trainer's images/s and final loss under two recipes (``base`` and ``trial``: recipe
-    fields over the bench's), each training the same freshly built model on the same data,
-    run base, trial, base; the ratio uses the mean of the two base runs, so warm-up and drift
-    favour neither."""
+    """One row: the trainer's images/s and final loss under two recipes (``base`` and ``trial``:
+    a label and recipe fields over the bench's), each training the same freshly built model on
+    the same data, run base, trial, base; the ratio uses the mean of the two base runs, so
+    warm-up and drift favour neither."""
     from accelerate.state import AcceleratorState
 
     resolution = backend.stage(stage).defaults[preset]["resolution"]
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         index = index_dataset(synthesize(512, Path(folder) / "data", seed=0, size=resolution))
-        for i, fields in enumerate((base, trial, base)):
+        for i, (_, fields) in enumerate((base, trial, base)):
             recipe = bench_recipe(args, resolution, **fields)
             # accelerate keeps one precision per process; the runs here may change it.
             AcceleratorState._reset_state(reset_partial_state=True)
@@ -182,14 +187,38 @@ def compare_recipes(
             rate = trainer_rate(backend, model, stage, recipe, index, run, args.device)
             runs.append((rate, trainer_steps(run)[-1]["loss"]))
     base_rate = (runs[0][0] + runs[2][0]) / 2
+    (base_label, _), (trial_label, _) = base, trial
     return {
+        "backend": backend.name,
+        "stage": stage,
+        "preset": preset,
         "resolution": resolution,
-        "base_images_per_s": round(base_rate, 1),
-        "trial_images_per_s": round(runs[1][0], 1),
+        "steps": args.steps,
+        "device": device_name(args.device),
+        "threads": torch.get_num_threads(),
+        f"{base_label}_images_per_s": round(base_rate, 1),
+        f"{trial_label}_images_per_s": round(runs[1][0], 1),
         "ratio": round(runs[1][0] / base_rate, 3),
-        "base_loss": runs[0][1],
-        "trial_loss": runs[1][1],
+        f"{base_label}_loss": runs[0][1],
+        f"{trial_label}_loss": runs[1][1],
     }
+
+
+def recipe_comparison(description: str, base: tuple[str, dict], trial: tuple[str, dict]) -> None:
+    """A bench's whole run: ``compare_recipes`` for every stage the options ask for, as a table
+    and as JSON."""
+    args = bench_args(bench_parser(description, "default: every stage of each backend"))
+    results = [
+        compare_recipes(backend, args.preset, stage, args, base, trial)
+        for backend, stage in every_stage(args)
+    ]
+    labels = [label for label, _ in (base, trial)]
+    columns = [
+        *[(f"{label}_images_per_s", f"{label} img/s", ".1f") for label in labels],
+        ("ratio", "ratio", ".3f"),
+        *[(f"{label}_loss", f"{label} loss", ".4f") for label in labels],
+    ]
+    report(results, columns, args.json)
 
 
 def device_name(device: str) -> str:
@@ -206,7 +235,17 @@ def bench_parser(description: str, stage_help: str) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     return parser
+
+
+def bench_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the options and set up the process as they ask."""
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quiet_libraries()
+    return args
 
 
 def main() -> None:
@@ -217,8 +256,7 @@ def main() -> None:
         action="store_true",
         help="the trainer without EMA and gradient clipping, which the plain loop leaves out",
     )
-    args = parser.parse_args()
-    quiet_libraries()
+    args = bench_args(parser)
     names = args.backend or sorted(get_backends())
     results = []
     for name in names:
