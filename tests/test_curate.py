@@ -307,6 +307,76 @@ def test_thresholds_by_kept_fraction_keep_exactly_that_many():
     )
 
 
+def _kept_matches_one_pair_at_a_time(vectors: np.ndarray, max_rms: float) -> list[int]:
+    """The rule written plainly: in pool order, against every image kept so far."""
+    limit = max_rms**2 * vectors.shape[2]
+    kept, matches = [], []
+    for image in vectors:
+        for k in kept:
+            other = vectors[k]
+            if (
+                min(
+                    min(((image[0] - other[s]) ** 2).sum(), ((other[0] - image[s]) ** 2).sum())
+                    for s in range(len(image))
+                )
+                <= limit
+            ):
+                matches.append(k)
+                break
+        else:
+            kept.append(len(matches))
+            matches.append(-1)
+    return matches
+
+
+def test_near_duplicates_name_a_kept_original_as_a_search_of_every_pair_would():
+    from emu_cli.curate.filters.duplicates import kept_matches, thumbnails
+
+    rng = np.random.default_rng(3)
+
+    def picture() -> Image.Image:  # smooth random content, as photos are at 8x8
+        return Image.fromarray(rng.integers(0, 256, (3, 3, 3), dtype=np.uint8)).resize(
+            (120, 120), Image.Resampling.BICUBIC
+        )
+
+    def repost(image: Image.Image, crop: int) -> Image.Image:  # cropped, rescaled, recompressed
+        cropped = image.crop((crop, crop, 120 - crop, 120 - crop)).resize((120, 120))
+        return Image.open(io.BytesIO(_jpeg(cropped, quality=85)))
+
+    originals = [picture() for _ in range(40)]
+    blanks = [Image.new("RGB", (120, 120), (250 + i % 3, 250, 251)) for i in range(15)]
+    reposts = [repost(originals[i], crop) for i, crop in ((0, 3), (5, 6), (9, 2), (30, 7))]
+    early = repost(originals[20], 5)  # a repost that comes before its original
+    images = [early, *originals, *blanks, *reposts]
+    vectors = np.stack(
+        [np.frombuffer(thumbnails(i), dtype=np.uint8).reshape(4, -1) for i in images]
+    ).astype(np.float32)
+    matches = kept_matches(vectors, 3.0)
+    assert matches.tolist() == _kept_matches_one_pair_at_a_time(vectors, 3.0)
+    first_blank = 1 + len(originals)
+    assert (matches[first_blank + 1 : first_blank + len(blanks)] == first_blank).all()
+    assert matches[-len(reposts) :].tolist() == [1, 6, 10, 31], "each repost names its original"
+    assert matches[1 + 20] == 0, "the original of an earlier repost names the repost"
+    assert (matches[1 : 1 + len(originals)] >= 0).sum() == 1, "distinct pictures are kept"
+
+    # flat pictures and copies a colour shift away: pairs that straddle the search's buckets
+    levels = rng.uniform(0, 250, (300, 1, 1, 3))
+    shifts = rng.uniform(-2.5, 2.5, (300, 1, 1, 3))
+    flat = np.concatenate([levels, levels + shifts]) + rng.normal(0, 0.3, (600, 4, 64, 3))
+    flat = flat.reshape(600, 4, 192).astype(np.float32)
+    matches = kept_matches(flat, 3.0)
+    assert matches.tolist() == _kept_matches_one_pair_at_a_time(flat, 3.0)
+    assert (matches[300:] >= 0).all()
+
+    # b matches a and c matches b, but c does not match a: b is rejected, and c is kept, for
+    # what it would duplicate (b) is not in the kept set
+    chain = np.full((3, 4, 192), 100.0, dtype=np.float32)
+    chain[1] += 2.5
+    chain[2] += 5.0
+    assert kept_matches(chain, 3.0).tolist() == [-1, 0, -1]
+    assert kept_matches(chain, 0.0).tolist() == [-1, -1, -1]
+
+
 def test_the_ray_engine_gives_the_same_manifest_as_the_local_one(tmp_path):
     from emu_cli.world.synth import synthesize
 

@@ -8,14 +8,17 @@ thumbnail difference at the best-matching scale is at most ``max_rms`` (0-255 le
 A perceptual hash was tried first: it misses a fifth of such reposts in the world's pool at
 any threshold that spares distinct images, because a 12 percent zoom moves its DCT signs.
 
-The first image of a group, in pool order, is kept; a later one that matches any earlier
-image is rejected, naming it. The search is exact (block matrix products), fine for pools of
-a few hundred thousand images per run.
+In pool order, an image that matches an image already kept is rejected, naming the earliest
+such; otherwise it is kept. So no two kept images match, and every rejected one names an
+original that is in the kept set. The search is exact, and its work grows with the pool, not
+with its square (``kept_matches``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +32,8 @@ if TYPE_CHECKING:
 
 SCALES = (1.0, 0.96, 0.92, 0.88)
 SIDE = 8
-BLOCK = 1024
+PROJECTED = 16  # directions of most spread the search compares on before the full thumbnails
+GRID = 3  # the first of those, on whose grid kept images are filed (27 cells around each)
 
 
 def thumbnails(image: Image.Image) -> bytes:
@@ -43,37 +47,74 @@ def thumbnails(image: Image.Image) -> bytes:
     return np.stack(rows).astype(np.uint8).tobytes()
 
 
-def earliest_matches(vectors: np.ndarray, max_rms: float) -> np.ndarray:
-    """For each image, the first earlier image within ``max_rms``, or -1.
+def _principal_axes(vectors: np.ndarray, count: int) -> np.ndarray:
+    """(d, count) orthonormal directions along which the full-size thumbnails spread most
+    (from up to 20,000 of them). Projected on them, no difference grows longer, so two
+    thumbnails within the match radius are within it once projected too."""
+    sample = vectors[:: max(1, len(vectors) // 20_000), 0].astype(np.float64)
+    sample -= sample.mean(axis=0)
+    _, directions = np.linalg.eigh(sample.T @ sample)  # all d of them, however few thumbnails
+    return directions[:, ::-1][:, :count]
 
-    ``vectors``: (n, scales, d). A pair's distance is the smaller of (a at full size against b
-    at every scale) and (b at full size against a at every scale).
+
+def _pair_distances(image: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Squared distances of one image (scales, d) to others (m, scales, d): for each, the best
+    of (the image at full size against the other at any scale) and the reverse."""
+    forward = ((others - image[0]) ** 2).sum(-1)  # (m, scales)
+    backward = ((others[:, :1] - image) ** 2).sum(-1)
+    return np.minimum(forward, backward).min(axis=1)
+
+
+def kept_matches(vectors: np.ndarray, max_rms: float) -> np.ndarray:
+    """In pool order, each image against the images kept so far: the earliest kept image it
+    matches (it is then rejected), or -1 (it is kept).
+
+    ``vectors``: (n, scales, d) thumbnails (uint8 keeps a large pool small); a pair matches
+    when its RMS difference at the best-matching scale, either way round, is at most
+    ``max_rms``. The thumbnails are projected on the 16 directions along which the pool's
+    spread most; kept images are filed on a grid of the first three (at each scale) with cells
+    as wide as the match radius, so an image is compared only with kept images in the 27
+    cells around its own, first on all 16 projections, then in full. A projection on
+    orthonormal directions never lengthens a difference, so the search is exact. Its work
+    grows with the pool, not with the pool's square: kept images are farther than the radius
+    from each other, so few share a neighbourhood, and a crowd of near-identical images (blank
+    ones) costs one comparison each.
     """
     count, scales, dimensions = vectors.shape
-    full = vectors[:, 0]
-    limit = max_rms**2 * dimensions
-    squares = (vectors**2).sum(-1)  # (n, scales)
+    if count == 0:
+        return np.full(0, -1)
+    radius = max_rms * dimensions**0.5
+    limit = radius**2
+    axes = _principal_axes(vectors, PROJECTED)
+    projected = np.stack([vectors[:, s] @ axes for s in range(scales)], axis=1)
+    projected = (projected - projected.min(axis=(0, 1))).astype(np.float32)  # (n, scales, 16)
+    cells = np.floor(projected[..., :GRID] / max(radius, 1.0)).astype(np.int64) + 1
+    offsets = np.stack(np.meshgrid(*[(-1, 0, 1)] * GRID, indexing="ij"), -1).reshape(-1, GRID)
+    width = int(cells.max()) + 2
+
+    def key(cell: np.ndarray) -> np.ndarray:
+        return cell @ width ** np.arange(GRID)
+
+    own_cells = key(cells)  # (n, scales)
+    any_scale: dict[int, list[int]] = defaultdict(list)  # cell -> kept images, by any scale
+    full_size: dict[int, list[int]] = defaultdict(list)  # cell -> kept images, at full size
     matches = np.full(count, -1)
-    for start in range(0, count, BLOCK):
-        stop = min(count, start + BLOCK)
-        best = np.full((stop - start, start + (stop - start)), np.inf, dtype=np.float32)
-        for s in range(scales):
-            # this block at full size against earlier images at scale s, and the reverse
-            forward = (
-                squares[start:stop, :1]
-                + squares[None, :stop, s]
-                - 2 * (full[start:stop] @ vectors[:stop, s].T)
-            )
-            backward = (
-                squares[start:stop, s : s + 1]
-                + squares[None, :stop, 0]
-                - 2 * (vectors[start:stop, s] @ full[:stop].T)
-            )
-            best = np.minimum(best, np.minimum(forward, backward))
-        earlier = np.arange(stop)[None, :] < np.arange(start, stop)[:, None]
-        close = (best <= limit) & earlier
-        found = close.any(axis=1)
-        matches[start:stop][found] = close[found].argmax(axis=1)
+    for image in range(count):
+        around = key(cells[image][:, None, :] + offsets)  # (scales, 27)
+        near = [any_scale[cell] for cell in around[0].tolist() if cell in any_scale]
+        near += [full_size[cell] for cell in set(around[1:].ravel().tolist()) if cell in full_size]
+        kept = np.sort(np.fromiter(chain.from_iterable(near), dtype=np.int64))
+        kept = kept[np.diff(kept, prepend=-1) > 0]  # each once, earliest first
+        for space in (projected, vectors):
+            if len(kept):
+                this, others = (space[i].astype(np.float32) for i in (image, kept))
+                kept = kept[_pair_distances(this, others) <= limit]
+        if len(kept):
+            matches[image] = kept[0]
+            continue
+        full_size[int(own_cells[image, 0])].append(image)
+        for cell in set(own_cells[image].tolist()):
+            any_scale[cell].append(image)
     return matches
 
 
@@ -102,14 +143,12 @@ class DuplicateFilter(Filter):
             else:
                 first_by_bytes[digest] = position
                 distinct.append(position)
-        vectors = np.stack(
-            [
-                np.frombuffer(table["_thumbnails"].iloc[p], dtype=np.uint8).reshape(len(SCALES), -1)
-                for p in distinct
-            ]
-        ).astype(np.float32)
+        thumbs = b"".join(table["_thumbnails"].iloc[distinct])
+        vectors = np.frombuffer(thumbs, dtype=np.uint8).reshape(
+            len(distinct), len(SCALES), SIDE * SIDE * 3
+        )
         for position, match in zip(
-            distinct, earliest_matches(vectors, float(self.settings["max_rms"])), strict=True
+            distinct, kept_matches(vectors, float(self.settings["max_rms"])), strict=True
         ):
             if match >= 0:
                 reasons[position] = f"near duplicate of {keys[distinct[match]]}"
