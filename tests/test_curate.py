@@ -329,7 +329,7 @@ def _kept_matches_one_pair_at_a_time(vectors: np.ndarray, max_rms: float) -> lis
     return matches
 
 
-def test_near_duplicates_name_a_kept_original_as_a_search_of_every_pair_would():
+def test_near_duplicates_name_a_kept_original_as_a_plain_search_would():
     from emu_cli.curate.filters.duplicates import kept_matches, thumbnails
 
     rng = np.random.default_rng(3)
