@@ -375,6 +375,9 @@ def test_near_duplicates_name_a_kept_original_as_a_plain_search_would():
     chain[2] += 5.0
     assert kept_matches(chain, 3.0).tolist() == [-1, 0, -1]
     assert kept_matches(chain, 0.0).tolist() == [-1, -1, -1]
+    edge = np.stack([np.full((4, 192), 100), np.full((4, 192), 103)]).astype(np.uint8)
+    assert kept_matches(edge, 3.0).tolist() == [-1, 0], "a pair at the radius matches"
+    assert kept_matches(edge, 2.99).tolist() == [-1, -1]
 
 
 def test_the_ray_engine_gives_the_same_manifest_as_the_local_one(tmp_path):

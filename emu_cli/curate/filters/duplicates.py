@@ -85,10 +85,13 @@ def kept_matches(vectors: np.ndarray, max_rms: float) -> np.ndarray:
         return np.full(0, -1)
     radius = max_rms * dimensions**0.5
     limit = radius**2
+    # The projections are rounded, the full check is not (uint8 squares sum exactly in float32),
+    # so the grid and the first check allow a pair at the radius a little room.
+    slack = 1.001
     axes = _principal_axes(vectors, PROJECTED)
     projected = np.stack([vectors[:, s] @ axes for s in range(scales)], axis=1)
     projected = (projected - projected.min(axis=(0, 1))).astype(np.float32)  # (n, scales, 16)
-    cells = np.floor(projected[..., :GRID] / max(radius, 1.0)).astype(np.int64) + 1
+    cells = np.floor(projected[..., :GRID] / (max(radius, 1.0) * slack)).astype(np.int64) + 1
     offsets = np.stack(np.meshgrid(*[(-1, 0, 1)] * GRID, indexing="ij"), -1).reshape(-1, GRID)
     width = int(cells.max()) + 2
 
@@ -105,10 +108,10 @@ def kept_matches(vectors: np.ndarray, max_rms: float) -> np.ndarray:
         near += [full_size[cell] for cell in set(around[1:].ravel().tolist()) if cell in full_size]
         kept = np.sort(np.fromiter(chain.from_iterable(near), dtype=np.int64))
         kept = kept[np.diff(kept, prepend=-1) > 0]  # each once, earliest first
-        for space in (projected, vectors):
+        for space, allowed in ((projected, limit * slack + 1e-3), (vectors, limit)):
             if len(kept):
                 this, others = (space[i].astype(np.float32) for i in (image, kept))
-                kept = kept[_pair_distances(this, others) <= limit]
+                kept = kept[_pair_distances(this, others) <= allowed]
         if len(kept):
             matches[image] = kept[0]
             continue
