@@ -56,7 +56,7 @@ def all_pairs_matches(vectors: np.ndarray, max_rms: float) -> np.ndarray:
 def pool_thumbnails(pool: Path) -> np.ndarray:
     samples = index_dataset(pool).samples
     rows = [
-        np.frombuffer(thumbnails(read_image(s).convert("RGB")), dtype=np.uint8)
+        np.frombuffer(thumbnails(read_image(s)), dtype=np.uint8)
         for s in tqdm(samples, desc="thumbnails", unit="img")
     ]
     return np.stack(rows).reshape(len(samples), len(SCALES), SIDE, SIDE, 3)
@@ -66,13 +66,11 @@ def variants(thumbs: np.ndarray, count: int) -> np.ndarray:
     """The first ``count`` of the pool's thumbnails and their 23 mirrored and channel-permuted
     variants (a variant of a centre crop is the same variant's centre crop)."""
     flips = [(), (2,), (3,), (2, 3)]  # axes: image, scale, row, column, channel
-    layouts = [
-        np.flip(thumbs, axis=f)[..., list(order)] if f else thumbs[..., list(order)]
-        for f, order in itertools.product(flips, itertools.permutations(range(3)))
-    ]
+    layouts = list(itertools.product(flips, itertools.permutations(range(3))))
     if count > len(thumbs) * len(layouts):
         raise SystemExit(f"--sizes: at most {len(thumbs) * len(layouts)} from this pool")
-    stacked = np.concatenate(layouts)[:count]
+    needed = layouts[: -(-count // len(thumbs))]  # only as many variants as the count takes
+    stacked = np.concatenate([np.flip(thumbs, axis=f)[..., list(o)] for f, o in needed])[:count]
     return stacked.reshape(count, len(SCALES), -1)  # uint8, as the filter holds them
 
 

@@ -110,7 +110,7 @@ def kept_matches(vectors: np.ndarray, max_rms: float) -> np.ndarray:
         kept = kept[np.diff(kept, prepend=-1) > 0]  # each once, earliest first
         for space, allowed in ((projected, limit * slack + 1e-3), (vectors, limit)):
             if len(kept):
-                this, others = (space[i].astype(np.float32) for i in (image, kept))
+                this, others = (space[i].astype(np.float32, copy=False) for i in (image, kept))
                 kept = kept[_pair_distances(this, others) <= allowed]
         if len(kept):
             matches[image] = kept[0]
