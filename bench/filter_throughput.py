@@ -12,6 +12,9 @@ The CLIP model and aesthetic head it needs are trained first on the pool (not ti
 given. Run:
 
     python bench/filter_throughput.py --n 10000
+
+With ``--unscreened`` the same run also times the pipeline with OCR's text screen off, and
+prints the screen's gain as a ratio.
 """
 
 from __future__ import annotations
@@ -67,6 +70,30 @@ def models(pool: Path, folder: Path) -> tuple[Path, Path]:
     return folder / "clip", folder / "aesthetic.safetensors"
 
 
+def pipeline_rate(
+    pool: Path,
+    out: Path,
+    clip: Path,
+    head: Path,
+    args: argparse.Namespace,
+    changes: dict | None = None,
+) -> tuple[float, int]:
+    """Images/s of the whole `emu filter` run as configs/filters-world.yaml sets it (with
+    ``changes`` to some filters' options), and how many images it kept."""
+    configured = yaml.safe_load(CONFIG.read_text())["filters"]
+    configured["aesthetic"]["weights"] = str(head)
+    for name, options in (changes or {}).items():
+        configured[name] = {**configured[name], **options}
+    specs = [FilterSpec(name, options) for name, options in configured.items()]
+    run = FilterRun(
+        pool, out, specs, Resources(str(clip)),
+        workers=args.workers, chunk_size=args.chunk_size, progress=False,
+    )  # fmt: skip
+    started = time.perf_counter()
+    outcome = run.run()
+    return outcome.total / (time.perf_counter() - started), outcome.kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10000, help="pool size")
@@ -75,6 +102,11 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--clip-model", help="CLIP folder (default: train one, untimed)")
     parser.add_argument("--aesthetic", help="aesthetic head (default: train one, untimed)")
+    parser.add_argument(
+        "--unscreened",
+        action="store_true",
+        help="also time the pipeline with OCR's text screen off (ocr.screen_side=0)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
@@ -85,31 +117,26 @@ def main() -> None:
             else models(pool, folder)
         )
         ceiling = decode_rate(pool, args.workers, args.chunk_size)
-        configured = yaml.safe_load(CONFIG.read_text())["filters"]
-        configured["aesthetic"]["weights"] = str(head)
-        specs = [FilterSpec(name, options) for name, options in configured.items()]
-        run = FilterRun(
-            pool,
-            folder / "run",
-            specs,
-            Resources(str(clip)),
-            workers=args.workers,
-            chunk_size=args.chunk_size,
-            progress=False,
-        )
-        started = time.perf_counter()
-        outcome = run.run()
-        full = args.n / (time.perf_counter() - started)
-    result = {
-        "images": args.n,
-        "size": args.size,
-        "workers": args.workers,
-        "decode_only_images_per_s": round(ceiling, 1),
-        "full_pipeline_images_per_s": round(full, 1),
-        "ratio": round(full / ceiling, 3),
-        "kept": outcome.kept,
-        "target_images_per_s": 100,
-    }
+        full, kept = pipeline_rate(pool, folder / "run", clip, head, args)
+        result = {
+            "images": args.n,
+            "size": args.size,
+            "workers": args.workers,
+            "decode_only_images_per_s": round(ceiling, 1),
+            "full_pipeline_images_per_s": round(full, 1),
+            "ratio": round(full / ceiling, 3),
+            "kept": kept,
+            "target_images_per_s": 100,
+        }
+        if args.unscreened:
+            plain, plain_kept = pipeline_rate(
+                pool, folder / "unscreened", clip, head, args, {"ocr": {"screen_side": 0}}
+            )
+            result |= {
+                "without_ocr_screen_images_per_s": round(plain, 1),
+                "ocr_screen_speedup": round(full / plain, 3),
+                "kept_without_ocr_screen": plain_kept,
+            }
     print(json.dumps(result, indent=2))
 
 
