@@ -20,6 +20,7 @@ A word is a run of at least ``min_word_chars`` letters or digits, so a shape rea
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -35,6 +36,15 @@ class OcrFilter(Filter):
     higher_is_better = False
     options = {"side": 192, "screen_side": 160, "min_word_chars": 2, "text_score": 0.5}
     default_threshold = {"max": 0}
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        screen, side = self.settings["screen_side"], self.settings["side"]
+        if screen and not 0 < screen < side:
+            raise ValueError(
+                f"filter 'ocr': screen_side {screen} must be below side {side} (the screen "
+                "saves time by reading a smaller image than the full read), or 0 for no screen"
+            )
 
     def setup(self, resources: Resources) -> None:
         from rapidocr_onnxruntime import RapidOCR
@@ -69,9 +79,11 @@ class OcrFilter(Filter):
         side = self.settings["screen_side"]
         if not side:
             return True
+        prepared = self.screen_input(self._bgr(image, side))
+        if prepared is None:  # under 16 px: only the full read letterboxes it to a readable size
+            return True
         detector = self.engine.text_det
-        text_map = detector.infer(self.screen_input(self._bgr(image, side)))[0]
-        return bool(text_map.max() >= detector.postprocess_op.thresh)
+        return bool(detector.infer(prepared)[0].max() >= detector.postprocess_op.thresh)
 
     def words(self, image: Image.Image) -> int:
         if not self._may_hold_text(image):
