@@ -291,7 +291,7 @@ def test_filter_options_are_checked(world, tmp_path):
     assert "unknown filter 'nsfw'" in refused("size,nsfw")
     assert "unknown option(s) min_sid" in refused("size", "size.min_sid=3")
     assert "either by value" in refused("ocr", "ocr.max=1", "ocr.keep_fraction=0.5")
-    assert "screen_side 192 must be below side 192" in refused("ocr", "ocr.screen_side=192")
+    assert "screen_side -1 is not a size" in refused("ocr", "ocr.screen_side=-1")
 
 
 def test_thresholds_by_kept_fraction_keep_exactly_that_many():
@@ -491,8 +491,12 @@ def test_the_ocr_screen_skips_the_full_read_only_where_there_is_no_text(curated_
     assert (counted[found] == counted_unscreened[found]).all()
     assert found.sum() >= found_unscreened.sum() - max(1, 0.02 * len(with_text))
     assert screened.engine.reads >= found.sum()
-    # An image too small for the detector's 32 px grid goes to the full read, which pads it.
-    assert screened.words(Image.new("RGB", (10, 10), "white")) == 0
+    # An image no larger than the screen, or a strip too thin for the detector's 32 px grid
+    # once scaled to it, goes straight to the full read (which pads it).
+    screened.engine.reads = 0
+    for size in ((10, 10), (400, 20)):
+        assert screened.words(Image.new("RGB", size, "white")) == 0
+    assert screened.engine.reads == 2
 
 
 def test_caption_check_ceiling_from_the_worlds_own_judge(curated_world):

@@ -9,9 +9,10 @@ side 256: 19.6 ms, recall 100%; 192: 12.2 ms, 99.3%; 160: 9.4 ms, 97.1%.
 
 Most images have no text, so a screen runs first: the detector alone at ``screen_side``,
 and the full read at ``side`` only where its text map has a pixel at the detector's own
-binarising threshold (below it, the detector draws no box). On the world's 20,000-sample
-256 px pool it loses 2 of 1,411 images the full read finds (10 at 128 px) and takes a fifth
-off the filter's time (docs/curation.md).
+binarising threshold (below it, the detector draws no box); images no larger than
+``screen_side``, or a ``side`` not above it, go straight to the full read. On the world's
+20,000-sample 256 px pool it loses 2 of 1,411 images the full read finds (10 at 128 px)
+and takes a fifth off the filter's time (docs/curation.md).
 
 A word is a run of at least ``min_word_chars`` letters or digits, so a shape read as "O" or
 "+" is not text.
@@ -39,11 +40,10 @@ class OcrFilter(Filter):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        screen, side = self.settings["screen_side"], self.settings["side"]
-        if screen and not 0 < screen < side:
+        if self.settings["screen_side"] < 0:
             raise ValueError(
-                f"filter 'ocr': screen_side {screen} must be below side {side} (the screen "
-                "saves time by reading a smaller image than the full read), or 0 for no screen"
+                f"filter 'ocr': screen_side {self.settings['screen_side']} is not a size in "
+                "pixels (0 for no screen)"
             )
 
     def setup(self, resources: Resources) -> None:
@@ -77,10 +77,11 @@ class OcrFilter(Filter):
 
     def _may_hold_text(self, image: Image.Image) -> bool:
         side = self.settings["screen_side"]
-        if not side:
+        # The screen saves time only where it reads a smaller image than the full read would.
+        if not 0 < side < min(self.settings["side"], max(image.size)):
             return True
         prepared = self.screen_input(self._bgr(image, side))
-        if prepared is None:  # under 16 px: only the full read letterboxes it to a readable size
+        if prepared is None:  # a strip under 16 px once scaled: the full read letterboxes it
             return True
         detector = self.engine.text_det
         return bool(detector.infer(prepared)[0].max() >= detector.postprocess_op.thresh)
