@@ -292,6 +292,7 @@ def test_filter_options_are_checked(world, tmp_path):
     assert "unknown option(s) min_sid" in refused("size", "size.min_sid=3")
     assert "either by value" in refused("ocr", "ocr.max=1", "ocr.keep_fraction=0.5")
     assert "screen_side -1 is not a size" in refused("ocr", "ocr.screen_side=-1")
+    assert "screen_side 'wide' is not a size" in refused("ocr", "ocr.screen_side=wide")
 
 
 def test_thresholds_by_kept_fraction_keep_exactly_that_many():

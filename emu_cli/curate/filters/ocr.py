@@ -40,10 +40,10 @@ class OcrFilter(Filter):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        if self.settings["screen_side"] < 0:
+        screen = self.settings["screen_side"]
+        if isinstance(screen, bool) or not isinstance(screen, int) or screen < 0:
             raise ValueError(
-                f"filter 'ocr': screen_side {self.settings['screen_side']} is not a size in "
-                "pixels (0 for no screen)"
+                f"filter 'ocr': screen_side {screen!r} is not a size in pixels (0 for no screen)"
             )
 
     def setup(self, resources: Resources) -> None:
