@@ -1,7 +1,7 @@
 """Seconds of the near-duplicate search as the pool grows: the filter's search
-(``kept_matches``: each image against the kept images around its mean colour) against the
-all-pairs search it replaced (block matrix products over every earlier image), on the same
-thumbnails in one run.
+(``kept_matches``: each image against the kept images in the grid cells around it on the
+thumbnails' principal components) against the all-pairs search it replaced (block matrix
+products over every earlier image), on the same thumbnails in one run.
 
 The thumbnails are a real pool's (``emu data synth`` output or any image folder), made
 larger without adding duplicates by mirroring and channel permutations (24 distinct variants

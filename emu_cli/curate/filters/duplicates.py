@@ -106,8 +106,7 @@ def kept_matches(vectors: np.ndarray, max_rms: float) -> np.ndarray:
         around = key(cells[image][:, None, :] + offsets)  # (scales, 27)
         near = [any_scale[cell] for cell in around[0].tolist() if cell in any_scale]
         near += [full_size[cell] for cell in set(around[1:].ravel().tolist()) if cell in full_size]
-        kept = np.sort(np.fromiter(chain.from_iterable(near), dtype=np.int64))
-        kept = kept[np.diff(kept, prepend=-1) > 0]  # each once, earliest first
+        kept = np.unique(np.fromiter(chain.from_iterable(near), dtype=np.int64))  # earliest first
         for space, allowed in ((projected, limit * slack + 1e-3), (vectors, limit)):
             if len(kept):
                 this, others = (space[i].astype(np.float32, copy=False) for i in (image, kept))
