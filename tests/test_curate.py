@@ -6,6 +6,7 @@ import os
 import signal
 import struct
 import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -395,6 +396,40 @@ def test_the_ray_engine_gives_the_same_manifest_as_the_local_one(tmp_path):
         pd.read_parquet(tmp_path / "ray" / "manifest.parquet"),
         pd.read_parquet(tmp_path / "local" / "manifest.parquet"),
     )
+
+
+WORKER_THREADS = """
+import sys
+{imports}
+from emu_cli.curate.engines import open_engine
+
+
+def threads(_task):
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    with open_engine("local", 2) as engine:
+        print(sorted(count for _, count in engine.run(threads, dict.fromkeys(range(4)))))
+"""
+
+
+@pytest.mark.parametrize("imports", ["", "import torch"], ids=["lazy", "driver-imported"])
+def test_local_workers_run_torch_on_one_thread_each(tmp_path, imports):
+    """A spawned worker imports the driver's main module before its initializer runs: a
+    script that imported torch at the top must not leave each worker one thread per core."""
+    script = tmp_path / "driver.py"
+    script.write_text(WORKER_THREADS.format(imports=imports))
+    env = {**os.environ}
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(variable, None)
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[1, 1, 1, 1]"
 
 
 @pytest.fixture(scope="module")
