@@ -552,6 +552,37 @@ def test_the_clip_record_gives_its_passes_over_the_pool(curated_world):
     assert record["steps"] == CLIP_STEPS and record["samples"] == WORLD_POOL
 
 
+def test_the_aesthetic_head_knows_its_clip_model_by_fingerprint_not_path(
+    curated_world, tmp_path, monkeypatch
+):
+    """The head was trained with the CLIP at an absolute path; the same model by a relative
+    path or from a copy of its folder is accepted, the folder with other weights is not."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from emu_cli.curate.clip import WEIGHTS_FILE
+    from emu_cli.curate.filters.aesthetic import AestheticFilter
+    from emu_cli.curate.resources import Resources
+
+    head = str(curated_world / "aesthetic.safetensors")
+    copy = shutil.copytree(curated_world / "clip", tmp_path / "copied-clip")
+    monkeypatch.chdir(curated_world)
+    for same in ("clip", str(copy)):
+        AestheticFilter(weights=head).setup(Resources(same))
+
+    weights = load_file(copy / WEIGHTS_FILE)
+    generator = torch.Generator().manual_seed(0)
+    save_file(
+        {name: value + 0.05 * torch.randn(value.shape, generator=generator)
+         for name, value in weights.items()},
+        copy / WEIGHTS_FILE,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"trained on CLIP model .*clip', not on .*copied-clip"):
+        AestheticFilter(weights=head).setup(Resources(str(copy)))
+
+
 def test_caption_check_scores_captions_as_the_clip_filter_does(curated_world):
     """bench/caption_check.py measures a CLIP with the filter's own score: the cosine
     `ClipEncoder.similarity` gives a pair is the manifest's clip_score for it; and the subject

@@ -178,6 +178,7 @@ def train_aesthetic(
     record = {
         "embed_dim": int(embeddings.shape[1]),
         "clip_model": clip.name,
+        "clip_fingerprint": clip.fingerprint(),
         "ratings": str(ratings_file),
         "rated_samples": len(rated),
         "seed": seed,

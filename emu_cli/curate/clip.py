@@ -30,6 +30,10 @@ SMALL_CLIP = {
     "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
 }
 
+# A model's embedding of this caption tells it apart from any other model, wherever it was
+# loaded from (a folder, another path to it, its Hub copy).
+FINGERPRINT_CAPTION = "a photo of a thing on a background"
+
 
 def model_identifier(spec: str) -> str:
     """A folder becomes open_clip's ``local-dir:`` identifier; anything else is passed on."""
@@ -87,6 +91,20 @@ class ClipEncoder:
         with torch.inference_mode():
             features = self.model.encode_text(tokens, normalize=True)
         return features.float().cpu().numpy()
+
+    def fingerprint(self) -> list[float]:
+        """This model's embedding of :data:`FINGERPRINT_CAPTION`, for records of what was
+        computed with it."""
+        return [round(value, 6) for value in self.encode_texts([FINGERPRINT_CAPTION])[0].tolist()]
+
+    def agreement(self, fingerprint: list[float]) -> float:
+        """Cosine of a recorded fingerprint with this model's: 1 for the same model (to
+        float rounding on another machine), far below for any other model."""
+        own = np.asarray(self.fingerprint())
+        if len(fingerprint) != len(own):
+            return 0.0
+        recorded = np.asarray(fingerprint)
+        return float(recorded @ own / (np.linalg.norm(recorded) * np.linalg.norm(own)))
 
     def similarity(self, images: list, texts: list[str]) -> np.ndarray:
         """Cosine of each image with its own text, in batches: the CLIP score of each pair."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from emu_cli.curate.filter import Batch, Filter
 from emu_cli.curate.resources import Resources
 
+SAME_MODEL = 0.999  # fingerprint cosine: float rounding on another machine, not another model
+
 
 class AestheticFilter(Filter):
     name = "aesthetic"
@@ -22,11 +24,19 @@ class AestheticFilter(Filter):
                 "or a LAION-style head for the same CLIP model"
             )
         self.head = AestheticHead.load(self.settings["weights"])
-        clip = resources.clip()
-        if self.head.record.get("clip_model") not in (None, clip.name):
+        clip, record = resources.clip(), self.head.record
+        # The fingerprint knows the model by its embeddings, so another path to the same
+        # folder, or its Hub copy, is the same model; a head whose record has none (written by
+        # hand for a LAION head) is checked by name.
+        if "clip_fingerprint" in record:
+            agreement = clip.agreement(record["clip_fingerprint"])
+            same, why = agreement >= SAME_MODEL, f" (fingerprints agree to {agreement:.3f})"
+        else:
+            same, why = record.get("clip_model") in (None, clip.name), ""
+        if not same:
             raise ValueError(
                 f"aesthetic weights '{self.settings['weights']}' were trained on CLIP model "
-                f"'{self.head.record['clip_model']}', not '{clip.name}'"
+                f"'{record['clip_model']}', not on '{clip.name}'{why}"
             )
 
     def score(self, batch: Batch, resources: Resources) -> dict[str, list]:
