@@ -399,7 +399,6 @@ def test_the_ray_engine_gives_the_same_manifest_as_the_local_one(tmp_path):
 
 
 WORKER_THREADS = """
-import sys
 {imports}
 from emu_cli.curate.engines import open_engine
 
