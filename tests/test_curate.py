@@ -293,7 +293,31 @@ def test_filter_options_are_checked(world, tmp_path):
     assert "unknown option(s) min_sid" in refused("size", "size.min_sid=3")
     assert "either by value" in refused("ocr", "ocr.max=1", "ocr.keep_fraction=0.5")
     assert "screen_side -1 is not a size" in refused("ocr", "ocr.screen_side=-1")
-    assert "screen_side 'wide' is not a size" in refused("ocr", "ocr.screen_side=wide")
+    assert "screen_side 1.5 is not a size" in refused("ocr", "ocr.screen_side=1.5")
+    # Every option has the kind of its default, thresholds are numbers: refused before any
+    # worker starts, naming the option, not a TypeError from deep inside a worker.
+    assert "option min_side must be a number, not 'abc'" in refused("size", "size.min_side=abc")
+    assert "option keep_fraction must be a number, not 'half'" in refused(
+        "ocr", "ocr.keep_fraction=half"
+    )
+    assert "option blocked must be a list, not 'spam'" in refused(
+        "caption_words", "caption_words.blocked=spam"
+    )
+    assert "needs weights" in refused("size,aesthetic")
+    assert "at least two concepts" in refused("concepts", "concepts.concepts=[circle]")
+
+
+def test_a_run_that_failed_to_start_is_started_over_with_new_settings(world, tmp_path):
+    """Nothing finished, nothing to resume: the corrected command runs in the same folder."""
+    out = tmp_path / "run"
+    failed = emu("filter", "--data", world, "--out", out, "--filters", "size,clip_score",
+                 "--clip-model", tmp_path / "no-such-clip", check=False)  # fmt: skip
+    assert failed.returncode == 1 and "cannot load CLIP model" in failed.stderr
+    assert (out / ".work" / "plan.json").exists()
+    emu("filter", "--data", world, "--out", out, "--filters", "size", "--set", "size.min_side=8")
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert len(manifest) == 160 and "clip_score" not in manifest
+    assert set(manifest["reason"].dropna()) == {"size"}  # the world's tiny and extreme images
 
 
 def test_thresholds_by_kept_fraction_keep_exactly_that_many():

@@ -97,8 +97,11 @@ class Filter:
     - ``column``: the score column that a threshold applies to; None when the filter decides
       by itself (override :meth:`decide`). Columns a filter returns from :meth:`score` go in
       the manifest, except those named ``_like_this`` (working data, e.g. thumbnails).
-    - ``options``: the filter's own options and their defaults; ``min``/``max``/``keep_fraction``
-      are always accepted for ``column``, with ``default_threshold`` when none is given.
+    - ``options``: the filter's own options and their defaults; a value given must be of its
+      default's kind (number, text, list, bool; a default of None takes anything).
+      ``min``/``max``/``keep_fraction`` are always accepted for ``column``, with
+      ``default_threshold`` when none is given. Check what else an option needs in
+      ``__init__``, which runs before any worker starts.
     """
 
     name: ClassVar[str]
@@ -116,6 +119,14 @@ class Filter:
             raise ValueError(
                 f"filter '{self.name}': unknown option(s) {', '.join(unknown)} (known: {known})"
             )
+        for option, value in options.items():
+            if option in Threshold.KEYS and value is None:  # a threshold left unset
+                continue
+            expected = _kind(self.options.get(option, 0.0))  # thresholds are numbers
+            if expected and not _is_kind(value, expected):
+                raise ValueError(
+                    f"filter '{self.name}': option {option} must be {expected}, not {value!r}"
+                )
         given = {k: options[k] for k in Threshold.KEYS if options.get(k) is not None}
         self.threshold = Threshold(**(given or self.default_threshold))
         self.settings = {**self.options, **{k: v for k, v in options.items() if k in self.options}}
@@ -150,3 +161,25 @@ class Filter:
             for v, f in zip(values, failing, strict=True)
         ]
         return pd.Series(reasons, index=table.index, dtype=object)
+
+
+def _kind(default: Any) -> str | None:
+    """What an option must be, going by its default (None: anything)."""
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int | float):
+        return "a number"
+    if isinstance(default, str):
+        return "text"
+    if isinstance(default, list | tuple):
+        return "a list"
+    return None
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    return {
+        "true or false": isinstance(value, bool),
+        "a number": isinstance(value, int | float) and not isinstance(value, bool),
+        "text": isinstance(value, str),
+        "a list": isinstance(value, list | tuple),
+    }[kind]

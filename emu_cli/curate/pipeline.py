@@ -169,7 +169,9 @@ class FilterRun:
         self.work = self.out / WORK
 
     def _check_plan(self, index: SampleIndex) -> None:
-        """A run resumes only with the settings it started with."""
+        """A run resumes only with the settings it started with; one that finished no chunk
+        (it failed to start: a model that would not load, say) has nothing to resume and
+        is started over with the new settings."""
         plan = {
             "source": str(self.source.resolve()),
             "fingerprint": index.fingerprint(),
@@ -179,7 +181,8 @@ class FilterRun:
         }
         text = json.dumps(plan, indent=2, sort_keys=True, default=str)
         path = self.work / "plan.json"
-        if path.exists() and path.read_text() != text:
+        finished = path.exists() and any(self.work.glob("*.parquet"))
+        if finished and path.read_text() != text:
             raise ValueError(
                 f"'{self.out}' holds an unfinished run with other data or settings; "
                 "use another --out, or delete it to start over"

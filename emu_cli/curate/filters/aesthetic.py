@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from emu_cli.curate.filter import Batch, Filter
 from emu_cli.curate.resources import Resources
 
@@ -15,14 +17,17 @@ class AestheticFilter(Filter):
     options = {"weights": None}
     default_threshold = {"keep_fraction": 0.5}
 
-    def setup(self, resources: Resources) -> None:
-        from emu_cli.curate.aesthetic import AestheticHead
-
+    def __init__(self, **options: Any):
+        super().__init__(**options)
         if not self.settings["weights"]:
             raise ValueError(
                 "filter 'aesthetic' needs weights: a head from `emu filter train-aesthetic` "
                 "or a LAION-style head for the same CLIP model"
             )
+
+    def setup(self, resources: Resources) -> None:
+        from emu_cli.curate.aesthetic import AestheticHead
+
         self.head = AestheticHead.load(self.settings["weights"])
         clip, record = resources.clip(), self.head.record
         # The fingerprint knows the model by its embeddings, so another path to the same

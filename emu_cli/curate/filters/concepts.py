@@ -7,7 +7,7 @@ score when that filter ran, else the CLIP score) are kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,12 +45,14 @@ class ConceptBalanceFilter(Filter):
         "rank_by": ["aesthetic", "clip_score"],
     }
 
-    def setup(self, resources: Resources) -> None:
-        concepts = list(self.settings["concepts"])
-        if len(concepts) < 2:
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        if len(self.settings["concepts"]) < 2:
             raise ValueError("filter 'concepts' needs at least two concepts")
+
+    def setup(self, resources: Resources) -> None:
         self.prompts = resources.clip().encode_texts(
-            [self.settings["template"].format(c) for c in concepts]
+            [self.settings["template"].format(c) for c in self.settings["concepts"]]
         )
 
     def score(self, batch: Batch, resources: Resources) -> dict[str, list]:
