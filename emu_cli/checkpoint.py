@@ -31,9 +31,8 @@ def read_provenance(path: Path) -> dict[str, Any]:
     provenance = path / PROVENANCE
     if not provenance.is_file():
         if (path / "model_index.json").is_file():
-            pipeline = json.loads((path / "model_index.json").read_text()).get("_class_name")
             raise CheckpointError(
-                f"'{path}' is a diffusers {pipeline} folder but not an emu checkpoint "
+                f"'{path}' is a diffusers {_pipeline_class(path)} folder but not an emu checkpoint "
                 f"(no {PROVENANCE}); emu cannot tell which backend it belongs to"
             )
         raise CheckpointError(f"'{path}' is not an emu checkpoint (no {PROVENANCE})")
@@ -44,6 +43,15 @@ def read_provenance(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "backend" not in data:
         raise CheckpointError(f"'{provenance}' does not name a backend")
     return data
+
+
+def _pipeline_class(path: Path) -> str:
+    """The pipeline a diffusers folder names, for messages; "pipeline" where it names none."""
+    try:
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "pipeline"
+    return str(index.get("_class_name") or "pipeline") if isinstance(index, dict) else "pipeline"
 
 
 def refuse_pickles(path: Path) -> None:

@@ -87,6 +87,10 @@ def test_checkpoint_errors_name_the_folder_and_the_problem(tiny_latent, tmp_path
         CheckpointError, match="diffusers StableDiffusionPipeline folder but not an emu"
     ):
         load_checkpoint(foreign)
+    for index in ("{}", "not json"):  # a hand-made folder: no class named, or not JSON at all
+        (foreign / "model_index.json").write_text(index)
+        with pytest.raises(CheckpointError, match="diffusers pipeline folder but not an emu"):
+            load_checkpoint(foreign)
     pickled = tmp_path / "pickled"
     shutil.copytree(tiny_latent, pickled, ignore=shutil.ignore_patterns("stages"))
     (pickled / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04")
