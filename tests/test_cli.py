@@ -54,6 +54,16 @@ def test_unknown_backend_is_a_clear_error(world, tmp_path):
     assert "unknown backend 'nope'" in result.stderr and "latent" in result.stderr
 
 
+def test_counts_below_one_are_refused_naming_the_option(world, tmp_path):
+    for command in (
+        ("data", "rate", "--data", world, "--n", "0", "--out", tmp_path / "ratings.jsonl"),
+        ("data", "synth", "--n", "-5", "--out", tmp_path / "pool"),
+    ):
+        result = emu(*command, check=False)
+        assert result.returncode == 1 and "--n must be at least 1" in result.stderr
+    assert not (tmp_path / "ratings.jsonl").exists() and not (tmp_path / "pool").exists()
+
+
 def test_config_file_sets_options_and_command_line_overrides(tmp_path, world):
     from emu_cli.cli import pretrain
 

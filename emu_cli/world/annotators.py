@@ -134,6 +134,8 @@ def rate_pool(data, count: int, *, seed: int = 0) -> dict[str, float]:
     from emu_cli.data import index_dataset
     from emu_cli.data.dataset import read_image
 
+    if count < 1:
+        raise ValueError(f"--n must be at least 1, got {count}")
     index = index_dataset(data)
     order = np.random.default_rng(seed).permutation(len(index))
     images: dict[str, Image.Image] = {}
