@@ -827,17 +827,18 @@ def push(
     evaluation: Path | None,
     dry_run: bool,
 ) -> None:
-    """Push a checkpoint (a model repo) or, with --dataset, a curated image folder to the
-    Hugging Face Hub in one commit, with a card that carries its provenance. Token from
-    HF_TOKEN or `hf auth login`; endpoint from HF_ENDPOINT."""
-    from emu_cli.publish.push import plan_checkpoint, plan_dataset
+    """Push a checkpoint or a CLIP folder from `emu filter train-clip` (a model repo) or, with
+    --dataset, a curated image folder to the Hugging Face Hub in one commit, with a card that
+    carries its provenance. Token from HF_TOKEN or `hf auth login`; endpoint from
+    HF_ENDPOINT."""
+    from emu_cli.publish.push import plan_dataset, plan_model
     from emu_cli.publish.push import push as run
 
     if dataset:
         upload = _run(lambda: plan_dataset(path, repo))
     else:
         upload = _run(
-            lambda: plan_checkpoint(
+            lambda: plan_model(
                 path, repo, base_model=base_model, datasets=list(card_datasets) or None,
                 evaluation=evaluation,
             )

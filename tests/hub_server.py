@@ -1,6 +1,7 @@
 """A small Hugging Face Hub on 127.0.0.1 for the push tests: the endpoints huggingface_hub's
 ``create_repo``, ``create_branch`` and ``create_commit`` call (read from its source), with
-tokens, repositories of each type, branches and files kept in memory.
+tokens, repositories of each type, branches and files kept in memory; and the ``resolve``
+endpoint ``hf_hub_download`` reads files back from (public reads, as a public repo's).
 
 Every file is answered "regular" at preupload, so its bytes arrive base64-encoded inside the
 commit, where the test can compare them with the originals."""
@@ -14,6 +15,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 WRITE_TOKEN = "hf_write_token"
 READ_TOKEN = "hf_read_token"
@@ -66,6 +68,38 @@ class HubHandler(BaseHTTPRequestHandler):
             self.send_header("X-Error-Message", payload.get("error", ""))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._resolve(with_body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._resolve(with_body=True)
+
+    def _resolve(self, with_body: bool) -> None:
+        """A file of a branch, with the headers ``hf_hub_download`` reads (commit, ETag, size)."""
+        hub = self.hub
+        with hub.lock:
+            hub.requests.append((self.command, self.path))
+        match = re.fullmatch(r"/(?:(datasets)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)",
+                             self.path.split("?")[0])  # fmt: skip
+        repo = match and hub.repos.get(("dataset" if match[1] else "model", match[2]))
+        files = repo.branches.get(unquote(match[3])) if repo else None
+        data = files.get(unquote(match[4])) if files is not None else None
+        if data is None:
+            error = "EntryNotFound" if files is not None else "RepoNotFound"
+            self.send_response(404)
+            self.send_header("X-Error-Code", error)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        listing = json.dumps({name: hashlib.sha256(v).hexdigest() for name, v in files.items()})
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", hashlib.sha1(listing.encode()).hexdigest())
+        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802
         hub = self.hub

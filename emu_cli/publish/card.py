@@ -164,6 +164,39 @@ def _options(config: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in chosen.items() if v is not None and v != [])
 
 
+def clip_card(folder: Path, repo: str) -> Any:
+    """A ``huggingface_hub.ModelCard`` for a CLIP folder from ``emu filter train-clip``: how
+    to load it, and the training record it carries."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from emu_cli.curate.clip import RECORD_FILE
+
+    record = json.loads((Path(folder) / RECORD_FILE).read_text())
+    data = ModelCardData(
+        library_name="open_clip",
+        pipeline_tag="zero-shot-image-classification",
+        tags=["emu", "clip", "curation"],
+        license="apache-2.0",
+    )
+    body = "\n\n".join([
+        f"# {repo.split('/')[-1]}",
+        "A small CLIP trained by [emu](https://pypi.org/project/emu-cli/)'s `emu filter "
+        "train-clip` on an image pool's own image-caption pairs, for the automatic curation "
+        "stage (CLIP score, concept balance, aesthetic head) where no pretrained CLIP can be "
+        "downloaded. It knows the pool it was trained on, not the world at large.",
+        "## How to use",
+        f'```python\nimport open_clip\n\nmodel, _, preprocess = open_clip.create_model_and_'
+        f'transforms("hf-hub:{repo}")\ntokenizer = open_clip.get_tokenizer("hf-hub:{repo}")\n```',
+        f"```\nemu filter --data POOL --out RUN --clip-model hf-hub:{repo}\n```",
+        "## Training",
+        f"{record['steps']} steps at batch {record['batch_size']} (learning rate "
+        f"{record['learning_rate']}, seed {record['seed']}) on {record['samples']} samples of "
+        f"`{record['data']}` (data fingerprint `{record['data_fingerprint']}`): "
+        f"{record['passes']} passes over the pool, final loss {record['final_loss']}.",
+    ])  # fmt: skip
+    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + body + "\n")
+
+
 def dataset_card(folder: Path, repo: str) -> Any:
     from huggingface_hub import DatasetCard, DatasetCardData
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu_cli.publish.card import SAMPLES, dataset_card, model_card
+from emu_cli.publish.card import SAMPLES, clip_card, dataset_card, model_card
 
 RETRIES = 3
 
@@ -32,6 +32,7 @@ class Upload:
     card: Any
     files: list[str] = field(default_factory=list)
     samples: Path | None = None
+    record: Path | None = None  # the folder's JSON record, where a push that landed is noted
 
     def describe(self) -> str:
         names = ["README.md", *([SAMPLES] if self.samples else []), *self.files]
@@ -87,7 +88,34 @@ def plan_checkpoint(
         checkpoint, repo, base_model=base_model, datasets=datasets, evaluation=results,
         has_samples=samples is not None,
     )  # fmt: skip
-    return Upload(repo, "model", checkpoint, card, _listed(checkpoint, True), samples)
+    files = _listed(checkpoint, True)
+    return Upload(repo, "model", checkpoint, card, files, samples, checkpoint / "emu.json")
+
+
+def plan_clip(folder: Path, repo: str) -> Upload:
+    """A CLIP folder from ``emu filter train-clip``: open_clip's Hub layout, so the repo loads
+    with ``hf-hub:OWNER/NAME`` in open_clip and in ``emu filter --clip-model``."""
+    from emu_cli.checkpoint import refuse_pickles
+    from emu_cli.curate.clip import RECORD_FILE
+
+    folder = Path(folder)
+    refuse_pickles(folder)
+    card = clip_card(folder, repo)
+    return Upload(repo, "model", folder, card, _listed(folder, False), record=folder / RECORD_FILE)
+
+
+def plan_model(folder: Path, repo: str, **card_options: Any) -> Upload:
+    """An emu checkpoint, or a CLIP folder from ``emu filter train-clip``, by what it holds."""
+    from emu_cli.curate.clip import RECORD_FILE
+
+    if (Path(folder) / RECORD_FILE).is_file():
+        if any(card_options.values()):
+            raise PushError(
+                f"'{folder}' is a CLIP folder: --base-model, --card-dataset and --evaluation "
+                "describe checkpoints only"
+            )
+        return plan_clip(folder, repo)
+    return plan_checkpoint(folder, repo, **card_options)
 
 
 def plan_dataset(folder: Path, repo: str) -> Upload:
@@ -161,8 +189,8 @@ def push(
                 ) from error
             time.sleep(2**attempt)
     url = str(commit.commit_url)
-    if upload.repo_type == "model":
-        _record(upload.folder, upload.repo, revision, url)
+    if upload.record is not None:
+        _record(upload.record, upload.repo, revision, url)
     return url
 
 
@@ -184,10 +212,9 @@ def _explain(error: Any, upload: Upload) -> str:
     return f"pushing {where} failed ({status}): {error}"
 
 
-def _record(checkpoint: Path, repo: str, revision: str | None, url: str) -> None:
-    provenance_file = Path(checkpoint) / "emu.json"
-    provenance = json.loads(provenance_file.read_text())
-    pushes = [*provenance.get("pushes", []), {"repo": repo, "revision": revision, "commit": url}]
-    temporary = provenance_file.with_suffix(".tmp")
-    temporary.write_text(json.dumps({**provenance, "pushes": pushes}, indent=2))
-    temporary.replace(provenance_file)
+def _record(record_file: Path, repo: str, revision: str | None, url: str) -> None:
+    record = json.loads(record_file.read_text())
+    pushes = [*record.get("pushes", []), {"repo": repo, "revision": revision, "commit": url}]
+    temporary = record_file.with_suffix(".tmp")
+    temporary.write_text(json.dumps({**record, "pushes": pushes}, indent=2))
+    temporary.replace(record_file)
