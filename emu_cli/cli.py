@@ -814,6 +814,11 @@ def review(
     type=click.Path(exists=True, path_type=Path),
     help="An `emu evaluate` folder whose table goes in the card.",
 )
+@click.option(
+    "--aesthetic",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With a CLIP folder: an aesthetic head for it, pushed as aesthetic.safetensors.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the file list and the card; no network.")
 def push(
     path: Path,
@@ -825,6 +830,7 @@ def push(
     base_model: str | None,
     card_datasets: tuple[str, ...],
     evaluation: Path | None,
+    aesthetic: Path | None,
     dry_run: bool,
 ) -> None:
     """Push a checkpoint or a CLIP folder from `emu filter train-clip` (a model repo) or, with
@@ -839,8 +845,8 @@ def push(
     else:
         upload = _run(
             lambda: plan_model(
-                path, repo, base_model=base_model, datasets=list(card_datasets) or None,
-                evaluation=evaluation,
+                path, repo, aesthetic=aesthetic, base_model=base_model,
+                datasets=list(card_datasets) or None, evaluation=evaluation,
             )
         )  # fmt: skip
     if dry_run:

@@ -85,46 +85,64 @@ def test_a_curated_set_becomes_a_dataset_repo_that_datasets_reads(world, tmp_pat
     assert "task_categories:\n- text-to-image" in files["README.md"].decode()
 
 
-def test_a_trained_clip_goes_up_and_emu_filter_loads_it_by_hub_id(world, tmp_path):
-    """The offline CLIP is in open_clip's Hub layout: pushed, it loads with `hf-hub:` through
-    open_clip's own download code, and scores exactly as the local folder does."""
+def test_a_trained_clip_and_its_head_go_up_and_emu_filter_loads_them_by_hub_id(world, tmp_path):
+    """The offline CLIP is in open_clip's Hub layout: pushed with its aesthetic head, both load
+    with `hf-hub:` (the CLIP through open_clip's own download code) and score exactly as the
+    local files do; a head trained on another CLIP does not go up with it."""
     from huggingface_hub import ModelCard
+
+    from emu_cli.curate.aesthetic import AestheticHead
 
     clip, head = tmp_path / "clip", tmp_path / "aesthetic.safetensors"
     emu("filter", "train-clip", "--data", world, "--out", clip, "--steps", 3, "--batch-size", 16)
     emu("data", "rate", "--data", world, "--n", 60, "--out", tmp_path / "ratings.jsonl")
     emu("filter", "train-aesthetic", "--data", world, "--ratings", tmp_path / "ratings.jsonl",
         "--clip-model", clip, "--out", head)  # fmt: skip
-    # The head knows its CLIP by fingerprint, so the Hub copy is the model it was trained on.
-    scored = ["--filters", "size,aesthetic,clip_score", "--set", "size.min_side=8", "--set",
-              f"aesthetic.weights={head}", "--set", "aesthetic.keep_fraction=1"]  # fmt: skip
-    emu("filter", "--data", world, "--out", tmp_path / "local", "--clip-model", clip, *scored)
+
+    def scored(clip_model, weights) -> list:
+        return ["--clip-model", clip_model, "--filters", "size,aesthetic,clip_score", "--set",
+                "size.min_side=8", "--set", f"aesthetic.weights={weights}", "--set",
+                "aesthetic.keep_fraction=1"]  # fmt: skip
+
+    emu("filter", "--data", world, "--out", tmp_path / "local", *scored(clip, head))
     refused = emu("push", clip, "--repo", "me/x", "--base-model", "me/y", check=False)
     assert refused.returncode == 1 and "CLIP folder: --base-model" in refused.stderr
+    other = shutil.copy(head, tmp_path / "other.safetensors")
+    record = json.loads(head.with_suffix(".json").read_text())
+    record["clip_fingerprint"] = [-value for value in record["clip_fingerprint"]]
+    (tmp_path / "other.json").write_text(json.dumps(record))
+    refused = emu("push", clip, "--repo", "me/x", "--aesthetic", other, check=False)
+    assert refused.returncode == 1 and "were trained on CLIP model" in refused.stderr
+
     with FakeHub() as hub:
         env = hub_env(hub) | {"HF_HOME": str(tmp_path / "hf-home")}  # an empty download cache
-        emu("push", clip, "--repo", "me/pool-clip", env=env)
+        emu("push", clip, "--repo", "me/pool-clip", "--aesthetic", head, env=env)
         files = hub.files("me/pool-clip")
-        emu("filter", "--data", world, "--out", tmp_path / "hub", "--clip-model",
-            "hf-hub:me/pool-clip", *scored, env=env)  # fmt: skip
+        hub_head = "hf-hub:me/pool-clip/aesthetic.safetensors"
+        emu("filter", "--data", world, "--out", tmp_path / "hub",
+            *scored("hf-hub:me/pool-clip", hub_head), env=env)  # fmt: skip
         downloads = [path for method, path in hub.requests if method == "GET"]
-    for name in ("open_clip_config.json", "open_clip_model.safetensors"):
-        assert files[name] == (clip / name).read_bytes()
-        assert f"/me/pool-clip/resolve/main/{name}" in downloads
+    sent = {name: clip / name for name in ("open_clip_config.json", "open_clip_model.safetensors")}
+    sent |= {"aesthetic.safetensors": head, "aesthetic.json": head.with_suffix(".json")}
+    for name, path in sent.items():
+        assert files[name] == path.read_bytes(), name
+        assert f"/me/pool-clip/resolve/main/{name}" in downloads, name
     card_file = tmp_path / "README.md"
     card_file.write_bytes(files["README.md"])
     card = ModelCard.load(card_file)
     assert card.data.library_name == "open_clip" and "clip" in card.data.tags
     assert 'create_model_and_transforms("hf-hub:me/pool-clip")' in card.text
-    assert "3 steps at batch 16" in card.text
+    assert f"aesthetic.weights={hub_head}" in card.text and "3 steps at batch 16" in card.text
     local, hub_loaded = (
         pd.read_parquet(tmp_path / r / "manifest.parquet") for r in ("local", "hub")
     )
     assert local["clip_score"].notna().sum() > 100
     for column in ("aesthetic", "clip_score"):
         pd.testing.assert_series_equal(local[column], hub_loaded[column])
-    record = json.loads((clip / "emu_clip.json").read_text())
-    assert [push["repo"] for push in record["pushes"]] == ["me/pool-clip"]
+    pushes = json.loads((clip / "emu_clip.json").read_text())["pushes"]
+    assert [push["repo"] for push in pushes] == ["me/pool-clip"]
+    with pytest.raises(ValueError, match="must be hf-hub:OWNER/NAME/FILE.safetensors"):
+        AestheticHead.load("hf-hub:me/pool-clip")
 
 
 def test_clear_errors_and_nothing_claimed(checkpoint):

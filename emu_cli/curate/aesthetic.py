@@ -32,8 +32,33 @@ def build_head(embed_dim: int):
     )
 
 
-def record_path(weights: Path) -> Path:
+SAME_MODEL = 0.999  # fingerprint cosine: float rounding on another machine, not another model
+HUB = "hf-hub:"
+HUB_HEAD = "aesthetic.safetensors"  # its name in a CLIP repo that `emu push --aesthetic` made
+
+
+def record_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
+
+
+def _from_hub(spec: str) -> Path:
+    """``hf-hub:OWNER/NAME/FILE.safetensors``: the head and its record, downloaded (or from
+    the download cache), with huggingface_hub's own token, endpoint and offline settings."""
+    from huggingface_hub import hf_hub_download
+
+    owner, _, rest = spec.removeprefix(HUB).partition("/")
+    name, _, filename = rest.partition("/")
+    if not (owner and name and filename):
+        raise ValueError(
+            f"aesthetic weights '{spec}' must be {HUB}OWNER/NAME/FILE.safetensors, e.g. "
+            f"{HUB}me/pool-clip/{HUB_HEAD}"
+        )
+    try:
+        # Both land in the same snapshot folder, so the record is beside the weights.
+        hf_hub_download(f"{owner}/{name}", str(record_path(filename)))
+        return Path(hf_hub_download(f"{owner}/{name}", filename))
+    except Exception as error:  # huggingface_hub raises many types: offline, 404, network
+        raise ValueError(f"cannot download aesthetic weights '{spec}': {error}") from error
 
 
 class AestheticHead:
@@ -47,7 +72,7 @@ class AestheticHead:
     def load(cls, weights: str | Path) -> AestheticHead:
         from safetensors.torch import load_file
 
-        weights = Path(weights)
+        weights = _from_hub(weights) if str(weights).startswith(HUB) else Path(weights)
         if not weights.is_file():
             raise ValueError(f"aesthetic weights '{weights}' do not exist")
         if not record_path(weights).is_file():
@@ -64,6 +89,23 @@ class AestheticHead:
                 f"aesthetic weights '{weights}' do not fit the head: {error}"
             ) from error
         return cls(net, record)
+
+    def check_reads(self, clip: ClipEncoder, weights: str | Path) -> None:
+        """Refuse a CLIP model other than the one the head was trained on. The fingerprint
+        knows the model by its embeddings, so another path to the same folder, or its Hub
+        copy, is the same model; a record without one (written by hand for a LAION head) is
+        checked by the model's name."""
+        record = self.record
+        if "clip_fingerprint" in record:
+            agreement = clip.agreement(record["clip_fingerprint"])
+            same, why = agreement >= SAME_MODEL, f" (fingerprints agree to {agreement:.3f})"
+        else:
+            same, why = record.get("clip_model") in (None, clip.name), ""
+        if not same:
+            raise ValueError(
+                f"aesthetic weights '{weights}' were trained on CLIP model "
+                f"'{record['clip_model']}', not on '{clip.name}'{why}"
+            )
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         import torch

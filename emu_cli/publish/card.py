@@ -164,11 +164,12 @@ def _options(config: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in chosen.items() if v is not None and v != [])
 
 
-def clip_card(folder: Path, repo: str) -> Any:
+def clip_card(folder: Path, repo: str, *, with_head: bool = False) -> Any:
     """A ``huggingface_hub.ModelCard`` for a CLIP folder from ``emu filter train-clip``: how
-    to load it, and the training record it carries."""
+    to load it (and the aesthetic head pushed with it), and the training record it carries."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    from emu_cli.curate.aesthetic import HUB, HUB_HEAD
     from emu_cli.curate.clip import RECORD_FILE
 
     record = json.loads((Path(folder) / RECORD_FILE).read_text())
@@ -187,7 +188,14 @@ def clip_card(folder: Path, repo: str) -> Any:
         "## How to use",
         f'```python\nimport open_clip\n\nmodel, _, preprocess = open_clip.create_model_and_'
         f'transforms("hf-hub:{repo}")\ntokenizer = open_clip.get_tokenizer("hf-hub:{repo}")\n```',
-        f"```\nemu filter --data POOL --out RUN --clip-model hf-hub:{repo}\n```",
+        f"```\nemu filter --data POOL --out RUN --clip-model hf-hub:{repo}"
+        + (f" \\\n    --set aesthetic.weights={HUB}{repo}/{HUB_HEAD}" if with_head else "")
+        + "\n```",
+        *(
+            [f"`{HUB_HEAD}` is a LAION-style aesthetic head on this model's image embeddings "
+             "(its record, `aesthetic.json`, gives the ratings it learned from)."]
+            if with_head else []
+        ),
         "## Training",
         f"{record['steps']} steps at batch {record['batch_size']} (learning rate "
         f"{record['learning_rate']}, seed {record['seed']}) on {record['samples']} samples of "

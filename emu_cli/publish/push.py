@@ -31,11 +31,11 @@ class Upload:
     folder: Path
     card: Any
     files: list[str] = field(default_factory=list)
-    samples: Path | None = None
+    extras: dict[str, Path] = field(default_factory=dict)  # from outside the folder, by repo name
     record: Path | None = None  # the folder's JSON record, where a push that landed is noted
 
     def describe(self) -> str:
-        names = ["README.md", *([SAMPLES] if self.samples else []), *self.files]
+        names = ["README.md", *self.extras, *self.files]
         lines = [f"{self.repo_type} repo {self.repo}: {len(names)} files"]
         lines += [f"  {name}" for name in names]
         return "\n".join(lines) + "\n\n" + str(self.card)
@@ -88,23 +88,33 @@ def plan_checkpoint(
         checkpoint, repo, base_model=base_model, datasets=datasets, evaluation=results,
         has_samples=samples is not None,
     )  # fmt: skip
+    extras = {SAMPLES: samples} if samples else {}
     files = _listed(checkpoint, True)
-    return Upload(repo, "model", checkpoint, card, files, samples, checkpoint / "emu.json")
+    return Upload(repo, "model", checkpoint, card, files, extras, checkpoint / "emu.json")
 
 
-def plan_clip(folder: Path, repo: str) -> Upload:
+def plan_clip(folder: Path, repo: str, aesthetic: Path | None = None) -> Upload:
     """A CLIP folder from ``emu filter train-clip``: open_clip's Hub layout, so the repo loads
-    with ``hf-hub:OWNER/NAME`` in open_clip and in ``emu filter --clip-model``."""
+    with ``hf-hub:OWNER/NAME`` in open_clip and in ``emu filter --clip-model``; with an
+    aesthetic head for it, as ``aesthetic.safetensors`` and its record."""
     from emu_cli.checkpoint import refuse_pickles
-    from emu_cli.curate.clip import RECORD_FILE
+    from emu_cli.curate.aesthetic import HUB_HEAD, AestheticHead, record_path
+    from emu_cli.curate.clip import RECORD_FILE, ClipEncoder
 
     folder = Path(folder)
     refuse_pickles(folder)
-    card = clip_card(folder, repo)
-    return Upload(repo, "model", folder, card, _listed(folder, False), record=folder / RECORD_FILE)
+    extras = {}
+    if aesthetic is not None:  # only a head that reads this very model goes up with it
+        AestheticHead.load(aesthetic).check_reads(ClipEncoder.load(str(folder)), aesthetic)
+        extras = {HUB_HEAD: Path(aesthetic), record_path(HUB_HEAD).name: record_path(aesthetic)}
+    card = clip_card(folder, repo, with_head=aesthetic is not None)
+    files = _listed(folder, False)
+    return Upload(repo, "model", folder, card, files, extras, folder / RECORD_FILE)
 
 
-def plan_model(folder: Path, repo: str, **card_options: Any) -> Upload:
+def plan_model(
+    folder: Path, repo: str, *, aesthetic: Path | None = None, **card_options: Any
+) -> Upload:
     """An emu checkpoint, or a CLIP folder from ``emu filter train-clip``, by what it holds."""
     from emu_cli.curate.clip import RECORD_FILE
 
@@ -114,7 +124,9 @@ def plan_model(folder: Path, repo: str, **card_options: Any) -> Upload:
                 f"'{folder}' is a CLIP folder: --base-model, --card-dataset and --evaluation "
                 "describe checkpoints only"
             )
-        return plan_clip(folder, repo)
+        return plan_clip(folder, repo, aesthetic)
+    if aesthetic is not None:
+        raise PushError(f"--aesthetic goes with a CLIP folder, and '{folder}' is not one")
     return plan_checkpoint(folder, repo, **card_options)
 
 
@@ -160,7 +172,7 @@ def push(
     api = HfApi()
     operations = [
         CommitOperationAdd("README.md", str(upload.card).encode("utf-8")),
-        *([CommitOperationAdd(SAMPLES, str(upload.samples))] if upload.samples else []),
+        *(CommitOperationAdd(name, str(path)) for name, path in upload.extras.items()),
         *(CommitOperationAdd(name, str(upload.folder / name)) for name in upload.files),
     ]
     message = commit_message or f"Upload {upload.repo_type} with emu"
