@@ -72,7 +72,7 @@ class AestheticHead:
     def load(cls, weights: str | Path) -> AestheticHead:
         from safetensors.torch import load_file
 
-        weights = _from_hub(weights) if str(weights).startswith(HUB) else Path(weights)
+        weights = _from_hub(str(weights)) if str(weights).startswith(HUB) else Path(weights)
         if not weights.is_file():
             raise ValueError(f"aesthetic weights '{weights}' do not exist")
         if not record_path(weights).is_file():
