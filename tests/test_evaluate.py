@@ -1,6 +1,7 @@
 """The paper's side-by-side arithmetic on known votes, and prompt sets."""
 
 import json
+import re
 
 import pytest
 
@@ -81,8 +82,17 @@ def test_prompt_sets(tmp_path):
     tagged = tmp_path / "prompts.jsonl"
     tagged.write_text(json.dumps({"prompt": "a red star", "tags": ["parti"]}) + "\n")
     assert load_prompts(tagged)[0].tags == ("parti",)
-    tagged.write_text('{"text": "no prompt key"}\n')
-    with pytest.raises(ValueError, match="prompts.jsonl:1: expected a JSON object"):
+    for line, message in [
+        ('{"text": "no prompt key"}', "prompts.jsonl:2: expected a JSON object with a 'prompt'"),
+        ('["a red star"]', "prompts.jsonl:2: expected a JSON object with a 'prompt'"),
+        ("a red star", "prompts.jsonl:2: not JSON"),
+        ('{"prompt": "a red star", "tags": "parti"}', "prompts.jsonl:2: 'tags' must be a list"),
+    ]:
+        tagged.write_text(json.dumps({"prompt": "fine"}) + "\n" + line + "\n")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_prompts(tagged)
+    tagged.write_bytes(b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match="prompts.jsonl' is not UTF-8 text"):
         load_prompts(tagged)
     with pytest.raises(ValueError, match="no built-in prompt set 'nope'"):
         load_prompts("builtin:nope")

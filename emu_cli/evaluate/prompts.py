@@ -72,20 +72,27 @@ def load_prompts(spec: str | Path) -> list[Prompt]:
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"prompt file '{path}' does not exist (or use builtin:NAME)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"prompt file '{path}' is not UTF-8 text: {error}") from error
     prompts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        if path.suffix == ".jsonl":
-            try:
-                record = json.loads(line)
-                prompts.append(Prompt(str(record["prompt"]), tuple(record.get("tags", ()))))
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(
-                    f"{path}:{number}: expected a JSON object with a 'prompt' key ({error})"
-                ) from error
-        else:
+        if path.suffix != ".jsonl":
             prompts.append(Prompt(line.strip()))
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from error
+        tags = record.get("tags", []) if isinstance(record, dict) else None
+        if not isinstance(record, dict) or "prompt" not in record:
+            raise ValueError(f"{path}:{number}: expected a JSON object with a 'prompt' key")
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            raise ValueError(f"{path}:{number}: 'tags' must be a list of strings, not {tags!r}")
+        prompts.append(Prompt(str(record["prompt"]), tuple(tags)))
     if not prompts:
         raise ValueError(f"prompt file '{path}' holds no prompt")
     return prompts
