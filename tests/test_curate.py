@@ -220,6 +220,7 @@ def test_a_killed_run_resumes_to_the_same_manifest(tmp_path):
 
     changed = emu(*_filter_command(data, out, "--set", "ocr.max=3")[3:], check=False)
     assert changed.returncode == 1 and "other data or settings" in changed.stderr
+    assert "(ocr options changed)" in changed.stderr, "it says what differs"
 
 
 def test_a_third_party_filter_runs_in_the_workers(world, tmp_path):

@@ -183,9 +183,10 @@ class FilterRun:
         path = self.work / "plan.json"
         finished = path.exists() and any(self.work.glob("*.parquet"))
         if finished and path.read_text() != text:
+            changed = _plan_changes(json.loads(path.read_text()), json.loads(text))
             raise ValueError(
-                f"'{self.out}' holds an unfinished run with other data or settings; "
-                "use another --out, or delete it to start over"
+                f"'{self.out}' holds an unfinished run with other data or settings "
+                f"({changed}); use another --out, or delete it to start over"
             )
         self.work.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, text.encode())
@@ -305,6 +306,20 @@ class FilterRun:
                 yield by_key[row["key"]], name, record
 
         write_image_folder(self.out / KEPT, entries())
+
+
+def _plan_changes(before: dict[str, Any], now: dict[str, Any]) -> str:
+    """What differs between a run's recorded plan and this one, in words."""
+    changes = []
+    for key in sorted(set(before) | set(now)):
+        if key == "filters":
+            old, new = dict(before.get(key, [])), dict(now.get(key, []))
+            if list(old) != list(new):
+                changes.append(f"filters {', '.join(old)} -> {', '.join(new)}")
+            changes += [f"{name} options" for name in new if name in old and old[name] != new[name]]
+        elif before.get(key) != now.get(key):
+            changes.append("data" if key == "fingerprint" else key.replace("_", " "))
+    return "; ".join(changes) + " changed"
 
 
 def _plain(value: Any) -> Any:
