@@ -123,7 +123,7 @@ class Filter:
             if option in Threshold.KEYS and value is None:  # a threshold left unset
                 continue
             expected = _kind(self.options.get(option, 0.0))  # thresholds are numbers
-            if expected and not _is_kind(value, expected):
+            if expected and _kind(value) != expected:
                 raise ValueError(
                     f"filter '{self.name}': option {option} must be {expected}, not {value!r}"
                 )
@@ -163,23 +163,15 @@ class Filter:
         return pd.Series(reasons, index=table.index, dtype=object)
 
 
-def _kind(default: Any) -> str | None:
-    """What an option must be, going by its default (None: anything)."""
-    if isinstance(default, bool):
-        return "true or false"
-    if isinstance(default, int | float):
-        return "a number"
-    if isinstance(default, str):
-        return "text"
-    if isinstance(default, list | tuple):
-        return "a list"
-    return None
+# The kinds of option values, by the type of an option's default (bool first: a bool is an int).
+KINDS = (
+    (bool, "true or false"),
+    (int | float, "a number"),
+    (str, "text"),
+    (list | tuple, "a list"),
+)
 
 
-def _is_kind(value: Any, kind: str) -> bool:
-    return {
-        "true or false": isinstance(value, bool),
-        "a number": isinstance(value, int | float) and not isinstance(value, bool),
-        "text": isinstance(value, str),
-        "a list": isinstance(value, list | tuple),
-    }[kind]
+def _kind(value: Any) -> str | None:
+    """The kind of a value in words; None for a kind no option is checked against (None)."""
+    return next((name for types, name in KINDS if isinstance(value, types)), None)

@@ -182,8 +182,9 @@ class FilterRun:
         text = json.dumps(plan, indent=2, sort_keys=True, default=str)
         path = self.work / "plan.json"
         finished = path.exists() and any(self.work.glob("*.parquet"))
-        if finished and path.read_text() != text:
-            changed = _plan_changes(json.loads(path.read_text()), json.loads(text))
+        recorded = path.read_text() if finished else text
+        if recorded != text:
+            changed = _plan_changes(json.loads(recorded), json.loads(text))
             raise ValueError(
                 f"'{self.out}' holds an unfinished run with other data or settings "
                 f"({changed}); use another --out, or delete it to start over"

@@ -169,7 +169,7 @@ def clip_card(folder: Path, repo: str, *, with_head: bool = False) -> Any:
     to load it (and the aesthetic head pushed with it), and the training record it carries."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from emu_cli.curate.aesthetic import HUB, HUB_HEAD
+    from emu_cli.curate.aesthetic import HUB_HEAD
     from emu_cli.curate.clip import RECORD_FILE
 
     record = json.loads((Path(folder) / RECORD_FILE).read_text())
@@ -189,7 +189,7 @@ def clip_card(folder: Path, repo: str, *, with_head: bool = False) -> Any:
         f'```python\nimport open_clip\n\nmodel, _, preprocess = open_clip.create_model_and_'
         f'transforms("hf-hub:{repo}")\ntokenizer = open_clip.get_tokenizer("hf-hub:{repo}")\n```',
         f"```\nemu filter --data POOL --out RUN --clip-model hf-hub:{repo}"
-        + (f" \\\n    --set aesthetic.weights={HUB}{repo}/{HUB_HEAD}" if with_head else "")
+        + (f" \\\n    --set aesthetic.weights=hf-hub:{repo}/{HUB_HEAD}" if with_head else "")
         + "\n```",
         *(
             [f"`{HUB_HEAD}` is a LAION-style aesthetic head on this model's image embeddings "

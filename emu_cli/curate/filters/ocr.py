@@ -41,7 +41,7 @@ class OcrFilter(Filter):
     def __init__(self, **options: Any):
         super().__init__(**options)
         screen = self.settings["screen_side"]
-        if isinstance(screen, bool) or not isinstance(screen, int) or screen < 0:
+        if not isinstance(screen, int) or screen < 0:  # the base class refused non-numbers
             raise ValueError(
                 f"filter 'ocr': screen_side {screen!r} is not a size in pixels (0 for no screen)"
             )
