@@ -45,6 +45,33 @@ def stage_defaults(
     }
 
 
+def checked_options(
+    backend: str, given: dict[str, Any], defaults: dict[str, Any]
+) -> dict[str, Any]:
+    """A backend's options (``--option KEY=VALUE``, ``model_options:``): ``defaults`` with
+    ``given`` over them (None keeps the default). An option the backend does not have, or a
+    value of another kind than its default's (a number, text, true or false, a mapping), is
+    refused, naming it. Resolve defaults that depend on the preset before calling, so that
+    they are checked too; a default of None takes anything."""
+    from emu_cli.config import value_kind
+
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"backend '{backend}' has no option {', '.join(unknown)} "
+            f"(options: {', '.join(defaults)})"
+        )
+    chosen = dict(defaults)
+    for key, value in given.items():
+        if value is None:
+            continue
+        expected = value_kind(defaults[key])
+        if expected and value_kind(value) != expected:
+            raise ValueError(f"backend '{backend}': option {key} must be {expected}, not {value!r}")
+        chosen[key] = value
+    return chosen
+
+
 @dataclass
 class Model:
     """A built or loaded model: named components (torch modules, tokenizer, scheduler) and

@@ -23,21 +23,35 @@ else:  # pragma: no cover
 
 @functools.cache
 def _yaml_loader() -> type:
-    """A SafeLoader with YAML 1.2's booleans: only true and false. PyYAML follows YAML 1.1,
-    where ``no``, ``yes``, ``on`` and ``off`` are booleans too, so ``mixed_precision: no`` would
-    read as False and fail the option's choice."""
+    """A SafeLoader with YAML 1.2's booleans and floats. PyYAML follows YAML 1.1, where ``no``,
+    ``yes``, ``on`` and ``off`` are booleans too (``mixed_precision: no`` would read as False
+    and fail the option's choice) and a float needs a dot (``weight_decay: 1e-2`` would read as
+    the text "1e-2")."""
     import yaml
 
     class Loader(yaml.SafeLoader):
         pass
 
-    boolean = "tag:yaml.org,2002:bool"
+    replaced = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"}
     Loader.yaml_implicit_resolvers = {
-        first: [(tag, pattern) for tag, pattern in resolvers if tag != boolean]
+        first: [(tag, pattern) for tag, pattern in resolvers if tag not in replaced]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
     Loader.add_implicit_resolver(
-        boolean, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+        "tag:yaml.org,2002:bool",
+        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        list("tTfF"),
+    )
+    # Added after the integer resolver, so "10" stays an integer: a float has a dot or an
+    # exponent, or is .inf/.nan.
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
+        list("-+0123456789."),
     )
     return Loader
 
@@ -105,3 +119,18 @@ def config_option(*, extra_keys: set[str] | None = None) -> Any:
         callback=load,
         help="YAML or TOML file of options; command-line options override it.",
     )
+
+
+# The kinds of option values, by the type of an option's default (bool first: a bool is an int).
+KINDS = (
+    (bool, "true or false"),
+    (int | float, "a number"),
+    (str, "text"),
+    (list | tuple, "a list"),
+    (dict, "a mapping"),
+)
+
+
+def value_kind(value: Any) -> str | None:
+    """The kind of a value in words; None for a kind no option is checked against (None)."""
+    return next((name for types, name in KINDS if isinstance(value, types)), None)

@@ -52,7 +52,7 @@ def stage_recipe(
     unknown = set(specific) - Recipe.field_names()
     if unknown:
         raise click.BadParameter(
-            f"stages.{stage} has unknown recipe keys: {', '.join(sorted(unknown))}"
+            f"stages_recipe.{stage} has unknown recipe keys: {', '.join(sorted(unknown))}"
         )
     recipe = Recipe().updated(**defaults).updated(**overrides).updated(**specific)
     recipe = honour_noise_offset(backend, recipe, {**overrides, **specific})
@@ -115,6 +115,18 @@ def pretrain(
     names = stages or backend.default_stages(preset, options or {})
     for name in names:
         backend.stage(name)
+    known = [stage.name for stage in backend.stages]
+    strays = sorted(set(per_stage) - set(known))
+    if strays:
+        raise click.BadParameter(
+            f"stages_recipe names no stage of backend '{backend.name}': {', '.join(strays)} "
+            f"(stages: {', '.join(known)})"
+        )
+    # every stage's recipe is checked before anything is read or trained, so that a bad value
+    # for a later stage does not stop the run hours in
+    recipes = {
+        name: stage_recipe(backend, name, preset, recipe_overrides, per_stage) for name in names
+    }
     out = Path(out)
     existing = (out / PROVENANCE).is_file() or (out / "stages").is_dir()
     if existing and resume is None:
@@ -122,10 +134,11 @@ def pretrain(
             f"'{out}' already holds a run; pass --resume latest to continue it, or choose "
             "another --out"
         )
+    if resume is not None and (out / PROVENANCE).is_file():  # stages it completed are reused
+        refuse_changed_settings(out, preset, options or {})
     index = index_dataset(data)
     _report_index(index)
-    first = stage_recipe(backend, names[0], preset, recipe_overrides, per_stage)
-    accelerator = make_accelerator(device, first)
+    accelerator = make_accelerator(device, recipes[names[0]])
 
     completed: list[str] = []
     provenance: dict[str, Any] = {}
@@ -134,7 +147,7 @@ def pretrain(
         completed = list(provenance.get("stages_completed", []))
     result = PretrainResult(out)
     for name in names:
-        recipe = stage_recipe(backend, name, preset, recipe_overrides, per_stage)
+        recipe = recipes[name]
         folder = out / "stages" / name
         if name in completed and resume is not None:
             click.echo(f"stage '{name}' already completed; reusing it", err=True)
@@ -144,7 +157,9 @@ def pretrain(
             resume_from = checkpoints.latest_checkpoint(folder / "checkpoints")
             if resume not in ("latest", None):
                 resume_from = Path(resume)
-        model = _starting_model(backend, preset, options or {}, out, resume_from, recipe.seed)
+        model = _starting_model(
+            backend, preset, options or {}, out, resume_from, name, recipe, index
+        )
         record = {
             "preset": preset,
             "stages_completed": completed,
@@ -200,19 +215,79 @@ def _monitor(
     return validation.monitor(backend, CurveOnly(), folder, seed=seed)
 
 
+# Recipe fields a resumed stage may change: they decide what is written and how the arithmetic
+# runs (a run moved to a machine without bf16), not what is learned.
+MAY_CHANGE_ON_RESUME = {
+    "checkpoint_every",
+    "preview_every",
+    "keep_checkpoints",
+    "num_workers",
+    "mixed_precision",
+    "attention",
+}
+
+
 def _starting_model(
     backend: Backend,
     preset: str,
     options: dict[str, Any],
     out: Path,
     resume_from: Path | None,
-    seed: int,
+    stage: str,
+    recipe: Recipe,
+    index: SampleIndex,
 ) -> Model:
-    if resume_from is not None:
-        return load_checkpoint(resume_from / "model", backend)[1]
-    if (out / PROVENANCE).is_file():
-        return load_checkpoint(out, backend)[1]
-    from accelerate.utils import set_seed
+    """A new model, or the run's model to continue: its checkpoint mid-stage, or the model of
+    the stages it has completed."""
+    if resume_from is None and not (out / PROVENANCE).is_file():
+        from accelerate.utils import set_seed
 
-    set_seed(seed)  # the same --seed builds the same initial weights in every process
-    return backend.build(preset, options)
+        set_seed(recipe.seed)  # the same --seed builds the same initial weights in every process
+        return backend.build(preset, options)
+    path = resume_from / "model" if resume_from is not None else out
+    refuse_changed_settings(path, preset, options, stage, recipe, index)
+    return load_checkpoint(path, backend)[1]
+
+
+def refuse_changed_settings(
+    path: Path,
+    preset: str,
+    options: dict[str, Any],
+    stage: str | None = None,
+    recipe: Recipe | None = None,
+    index: SampleIndex | None = None,
+) -> None:
+    """A continued run keeps what it was started with: the preset and options its model was
+    built with, and the recipe and data of ``stage`` if it stopped half-way. A change would
+    give neither run while emu.json recorded the new settings, so it is refused, not ignored."""
+    provenance = read_provenance(path)
+    changed = []
+    if provenance.get("preset", preset) != preset:
+        changed.append(f"preset {_shown(provenance['preset'])} -> {_shown(preset)}")
+    built = provenance.get("options", {})
+    changed += [
+        f"{key} {_shown(built[key])} -> {_shown(value)}"
+        for key, value in sorted(options.items())
+        if key in built and built[key] != value
+    ]
+    started = provenance.get("recipes", {}).get(stage)
+    if started is not None and recipe is not None and index is not None:  # the stage has begun
+        asked = recipe.to_dict()
+        changed += [
+            f"{key} {_shown(started[key])} -> {_shown(asked[key])}"
+            for key in sorted(set(started) & set(asked) - MAY_CHANGE_ON_RESUME)
+            if started[key] != asked[key]
+        ]
+        data = provenance.get("data") or {}
+        if data.get("fingerprint", index.fingerprint()) != index.fingerprint():
+            changed.append(f"data {data.get('source')} -> {index.source} (other samples)")
+    if changed:
+        raise click.ClickException(
+            f"'{path}' was trained with other settings ({'; '.join(changed)}); continue it "
+            "with the settings it started with, or train afresh in another --out"
+        )
+
+
+def _shown(value: Any) -> str:
+    """A setting as a message shows it: 0.0003, not 0.00030000000000000003."""
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)

@@ -119,7 +119,7 @@ def quality_tune(
     resume: str | None = None,
 ) -> QualityTuneResult:
     from emu_cli.data.dataset import TrainingDataset
-    from emu_cli.pretrain import honour_noise_offset, make_accelerator
+    from emu_cli.pretrain import honour_noise_offset, make_accelerator, refuse_changed_settings
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
     from emu_cli.training.trainer import Trainer
@@ -155,6 +155,7 @@ def quality_tune(
         if resume != "latest":
             resume_from = Path(resume)
     if resume_from is not None:
+        refuse_changed_settings(resume_from / "model", preset, {}, STAGE_FOLDER, recipe, index)
         click.echo(f"resuming quality-tuning from {resume_from}", err=True)
         model = load_checkpoint(resume_from / "model", backend)[1]
     accelerator = make_accelerator(device, recipe)

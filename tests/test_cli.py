@@ -3,7 +3,10 @@ import subprocess
 import sys
 import time
 
+from click.testing import CliRunner
 from conftest import emu, invoke
+
+from emu_cli.cli import cli
 
 COMMANDS = [
     "pretrain",
@@ -127,3 +130,73 @@ def test_config_file_with_unknown_key_is_rejected(tmp_path, world):
     )
     assert result.exit_code == 2
     assert "unknown keys: stepz" in result.output
+
+
+def test_recipe_values_are_read_as_their_field_or_refused_naming_it(tmp_path, world):
+    from emu_cli.config import read_config
+    from emu_cli.training.recipe import Recipe
+
+    # PyYAML (YAML 1.1) reads 1e-2 as text; a config file means the number
+    config = tmp_path / "run.yaml"
+    config.write_text("weight_decay: 1e-2\nwarmup_steps: 1e1\nema_decay: .5\n")
+    recipe = Recipe().updated(**read_config(config)).validate()
+    assert (recipe.weight_decay, recipe.warmup_steps, recipe.ema_decay) == (0.01, 10, 0.5)
+    assert isinstance(recipe.warmup_steps, int)
+
+    def refused(*args: object, config_text: str | None = None) -> str:
+        out = tmp_path / "o"
+        extra: tuple[object, ...] = ()
+        if config_text is not None:
+            config.write_text(config_text)
+            extra = ("--config", config)
+        result = CliRunner().invoke(
+            cli,
+            ["pretrain", "--backend", "latent", "--preset", "tiny", "--data", str(world),
+             "--out", str(out), *map(str, extra), *map(str, args)],
+        )  # fmt: skip
+        assert result.exit_code != 0, result.output
+        assert not out.exists(), "refused before anything is written"
+        return result.output
+
+    assert "warmup_steps must be a whole number, got 'abc'" in refused(
+        config_text="warmup_steps: abc\n"
+    )
+    assert "warmup_steps must be a whole number, got 2.5" in refused(
+        config_text="warmup_steps: 2.5\n"
+    )
+    assert "random_flip must be true or false, got 'maybe'" in refused(
+        config_text="random_flip: maybe\n"
+    )
+    assert "learning_rate must be a number > 0, got 0.0" in refused("--lr", "0")
+    assert "learning_rate must be a number > 0, got -1.0" in refused("--lr", "-1")
+    assert "noise_offset must be >= 0, got -0.5" in refused("--noise-offset", "-0.5")
+    assert "preview_every must be >= 0, got -3" in refused("--preview-every", "-3")
+    # a later stage's recipe is checked before the first stage trains
+    assert "adam_beta2 must be in [0, 1), got 1.5" in refused(
+        config_text="stages_recipe:\n  denoiser:\n    adam_beta2: 1.5\n"
+    )
+    assert "stages_recipe names no stage of backend 'latent': denoisr" in refused(
+        config_text="stages_recipe:\n  denoisr:\n    steps: 3\n"
+    )
+
+
+def test_backend_options_are_checked_against_their_defaults(tmp_path, world):
+    cases = [
+        ("latent", "colour=red", "backend 'latent' has no option colour"),
+        ("latent", "snr_gamma=abc", "option snr_gamma must be a number, not 'abc'"),
+        ("latent", "vae=3", "option vae must be a mapping, not 3"),
+        ("latent", "fourier_frequencies=many", "option fourier_frequencies must be a number"),
+        ("pixel", "superres_factor=abc", "option superres_factor must be a number, not 'abc'"),
+        ("pixel", "superres_factor=3", "superres_factor must be 1 (off), 2 or 4, got 3"),
+        ("masked", "train_text_encoder=maybe", "option train_text_encoder must be true or false"),
+        ("masked", "adversarial_weight=high", "option adversarial_weight must be a number"),
+    ]
+    for backend, option, message in cases:
+        out = tmp_path / backend
+        result = CliRunner().invoke(
+            cli,
+            ["pretrain", "--backend", backend, "--preset", "tiny", "--data", str(world),
+             "--out", str(out), "--device", "cpu", "--option", option],
+        )  # fmt: skip
+        assert result.exit_code != 0 and message in result.output, (option, result.output)
+        assert not (out / "emu.json").exists()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import emu, kill_after
+from conftest import emu, invoke, kill_after
 
 from emu_cli.training.early_stopping import EarlyStopping
 
@@ -191,6 +191,16 @@ def test_killed_quality_tuning_resumes_to_the_same_result(tuned, tiny_latent, wo
     latest = killed / "stages" / "quality-tune" / "checkpoints" / "latest"
     kill_after(_qt_args(tiny_latent, world, killed, prompts), latest)
     assert not (killed / "emu.json").exists()
+
+    for extra, change in (
+        (("--lr", "0.5"), "learning_rate 0.0003 -> 0.5"),  # 1e-4, times latent's 3
+        (("--subset", "20"), f"data {world} -> {world} (other samples)"),
+    ):
+        refused = invoke(
+            *_qt_args(tiny_latent, world, killed, prompts), "--resume", "latest", *extra
+        )
+        assert refused.exit_code == 1, refused.output
+        assert "was trained with other settings (" in refused.output and change in refused.output
 
     resumed = emu(*_qt_args(tiny_latent, world, killed, prompts), "--resume", "latest")
     assert "resuming quality-tuning from" in resumed.stderr

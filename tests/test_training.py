@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import emu, kill_after, train_stage
+from conftest import emu, invoke, kill_after, train_stage
 from safetensors.torch import load_file
 
 # Per backend: its first stage short, the last one long enough to be killed in the middle.
@@ -78,6 +78,19 @@ def test_killed_run_resumes_to_the_same_weights(world, tmp_path, backend):
         killed / "stages" / last / "checkpoints" / "latest",
     )
     assert not (killed / "stages" / last / "summary.json").exists()
+
+    # a resumed stage continues the run it started: other settings are refused, not mixed in
+    option = "label_smoothing=0.2" if backend == "masked" else "snr_gamma=1"
+    key = option.split("=")[0]
+    for extra, change in (
+        (("--lr", "0.5"), "learning_rate 0.001 -> 0.5"),
+        (("--option", option), f"{key} "),
+        (("--preset", "small"), "preset 'tiny' -> 'small'"),
+    ):
+        args = _pretrain_args(world, killed, config, backend)
+        refused = invoke(*args, "--resume", "latest", *extra)
+        assert refused.exit_code == 1, refused.output
+        assert "was trained with other settings (" in refused.output and change in refused.output
 
     resumed = emu(*_pretrain_args(world, killed, config, backend), "--resume", "latest")
     assert f"stage '{first}' already completed" in resumed.stderr

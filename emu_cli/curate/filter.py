@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from emu_cli.config import value_kind
+
 if TYPE_CHECKING:
     import pandas as pd
     from PIL import Image
@@ -122,8 +124,8 @@ class Filter:
         for option, value in options.items():
             if option in Threshold.KEYS and value is None:  # a threshold left unset
                 continue
-            expected = _kind(self.options.get(option, 0.0))  # thresholds are numbers
-            if expected and _kind(value) != expected:
+            expected = value_kind(self.options.get(option, 0.0))  # thresholds are numbers
+            if expected and value_kind(value) != expected:
                 raise ValueError(
                     f"filter '{self.name}': option {option} must be {expected}, not {value!r}"
                 )
@@ -161,17 +163,3 @@ class Filter:
             for v, f in zip(values, failing, strict=True)
         ]
         return pd.Series(reasons, index=table.index, dtype=object)
-
-
-# The kinds of option values, by the type of an option's default (bool first: a bool is an int).
-KINDS = (
-    (bool, "true or false"),
-    (int | float, "a number"),
-    (str, "text"),
-    (list | tuple, "a list"),
-)
-
-
-def _kind(value: Any) -> str | None:
-    """The kind of a value in words; None for a kind no option is checked against (None)."""
-    return next((name for types, name in KINDS if isinstance(value, types)), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,10 @@ class Recipe:
             problems.append(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            problems.append(f"learning_rate must be a number > 0, got {self.learning_rate}")
+        if self.resolution < 1:
+            problems.append(f"resolution must be >= 1, got {self.resolution}")
         if self.lr_schedule not in ("cosine", "constant"):
             problems.append(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -69,10 +74,28 @@ class Recipe:
             )
         if self.attention not in ("auto", "torch", "math"):
             problems.append(f"attention must be auto, torch or math, got {self.attention!r}")
-        if not 0 <= self.caption_dropout < 1:
-            problems.append(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
-        if not 0 <= self.ema_decay < 1:
-            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("caption_dropout", "ema_decay", "adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        # 0 turns these off: no warm-up, decay, clipping, offset, periodic checkpoint or preview
+        for name in (
+            "warmup_steps",
+            "weight_decay",
+            "max_grad_norm",
+            "noise_offset",
+            "checkpoint_every",
+            "preview_every",
+        ):
+            if not getattr(self, name) >= 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.gradient_accumulation_steps < 1:
+            problems.append(
+                f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}"
+            )
+        if self.keep_checkpoints < 1:
+            problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.num_workers < -1:
+            problems.append(f"num_workers must be >= -1 (decoding inline), got {self.num_workers}")
         if problems:
             raise ValueError("invalid recipe: " + "; ".join(problems))
         self.phases()
@@ -102,7 +125,36 @@ class Recipe:
         return {f.name for f in dataclasses.fields(cls)}
 
     def updated(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` (None keeps a field). Values are read as their field's type,
+        so a config file's "1e-4" or 100.0 is accepted where a number is meant, and text where a
+        number is meant is refused naming the field."""
         unknown = set(changes) - self.field_names()
         if unknown:
             raise ValueError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        types = {f.name: f.type for f in dataclasses.fields(self)}
+        return dataclasses.replace(
+            self,
+            **{k: _as_field_type(k, v, types[k]) for k, v in changes.items() if v is not None},
+        )
+
+
+def _as_field_type(name: str, value: Any, kind: str) -> Any:
+    """``value`` as a recipe field of type ``kind`` (the annotation's text)."""
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"invalid recipe: {name} must be true or false, got {value!r}")
+    if kind in ("int", "float"):
+        number = None
+        if not isinstance(value, bool):  # a bool is an int to Python, not to a user
+            with contextlib.suppress(TypeError, ValueError):
+                number = float(value)
+        if number is not None and kind == "float":
+            return number
+        if number is not None and number.is_integer():
+            return int(number)
+        words = "a whole number" if kind == "int" else "a number"
+        raise ValueError(f"invalid recipe: {name} must be {words}, got {value!r}")
+    if kind == "str" and not isinstance(value, str):
+        raise ValueError(f"invalid recipe: {name} must be text, got {value!r}")
+    return value

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli.backend import Backend, Model, Stage
+from emu_cli.backend import Backend, Model, Stage, checked_options
 from emu_latent_diffusion.presets import PRESETS, STAGE_DEFAULTS
 
 if TYPE_CHECKING:
@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 # backend must stay cheap so that `emu --help` and `emu backends` answer at once.
 
 DISCRIMINATOR = "discriminator"
+# Options a user may set (`--option KEY=VALUE` or `model_options:` in a config), with defaults;
+# None: the preset's.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "text_encoder": None,  # a pretrained CLIP text model: hub name or folder
+    "train_text_encoder": None,  # default: trained when built here, frozen when pretrained
+    "prediction_type": "v_prediction",
+    "snr_weighting": "soft-min",
+    "snr_gamma": 5.0,
+    "fourier_frequencies": None,  # of the autoencoder's input lift
+    "adversarial_weight": None,  # patch-GAN weight in the autoencoder stage
+    "vae": {},  # AutoencoderKL arguments over the preset's
+    "unet": {},  # UNet2DConditionModel arguments over the preset's
+}
 
 
 class LatentDiffusion(Backend):
@@ -49,12 +62,19 @@ class LatentDiffusion(Backend):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
         spec = PRESETS[preset]
-        prediction = options.get("prediction_type", "v_prediction")
-        weighting = options.get("snr_weighting", "soft-min")
-        gamma = float(options.get("snr_gamma", 5.0))
+        defaults = {
+            **DEFAULT_OPTIONS,
+            "fourier_frequencies": spec["fourier_frequencies"],
+            "adversarial_weight": spec["adversarial_weight"],
+            "train_text_encoder": not options.get("text_encoder"),
+        }
+        options = checked_options(self.name, options, defaults)
+        prediction = options["prediction_type"]
+        weighting = options["snr_weighting"]
+        gamma = float(options["snr_gamma"])
         check_objective(prediction, weighting, gamma)
-        frequencies = int(options.get("fourier_frequencies", spec["fourier_frequencies"]))
-        vae_spec = {**spec["vae"], **options.get("vae", {})}
+        frequencies = int(options["fourier_frequencies"])
+        vae_spec = {**spec["vae"], **options["vae"]}
         depth = len(vae_spec["block_out_channels"])
         vae = AutoencoderKL(
             in_channels=lifted_channels(frequencies),
@@ -64,12 +84,12 @@ class LatentDiffusion(Backend):
             sample_size=spec["resolution"],
             **vae_spec,
         )
-        if options.get("text_encoder"):
+        if options["text_encoder"]:
             tokenizer, text_encoder = load_text_encoder(options["text_encoder"])
         else:
             tokenizer = offline_clip_tokenizer(spec["max_tokens"])
             text_encoder = build_text_encoder(spec["text_encoder"])
-        unet_spec = {**spec["unet"], **options.get("unet", {})}
+        unet_spec = {**spec["unet"], **options["unet"]}
         unet = UNet2DConditionModel(
             sample_size=spec["resolution"] // 2 ** (depth - 1),
             in_channels=vae_spec["latent_channels"],
@@ -85,7 +105,7 @@ class LatentDiffusion(Backend):
             "tokenizer": tokenizer,
             "scheduler": DPMSolverMultistepScheduler(**scheduler_config(prediction)),
         }
-        adversarial = float(options.get("adversarial_weight", spec["adversarial_weight"]))
+        adversarial = float(options["adversarial_weight"])
         if adversarial > 0:
             components[DISCRIMINATOR] = PatchDiscriminator()
         return Model(
@@ -93,15 +113,11 @@ class LatentDiffusion(Backend):
             components,
             {
                 "preset": preset,
+                **options,
                 "fourier_frequencies": frequencies,
                 "adversarial_weight": adversarial,
-                "train_text_encoder": bool(
-                    options.get("train_text_encoder", not options.get("text_encoder"))
-                ),
-                "latent_scale_calibrated": False,
-                "snr_weighting": weighting,
                 "snr_gamma": gamma,
-                "text_encoder": options.get("text_encoder"),
+                "latent_scale_calibrated": False,
             },
         )
 

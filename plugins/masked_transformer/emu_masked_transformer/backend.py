@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli.backend import Backend, Model, Stage
+from emu_cli.backend import Backend, Model, Stage, checked_options
 from emu_masked_transformer.presets import PRESETS, STAGE_DEFAULTS
 
 if TYPE_CHECKING:
@@ -73,18 +73,12 @@ class MaskedTransformer(Backend):
     def _options(preset: str, options: dict[str, Any]) -> dict[str, Any]:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
-        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"backend 'masked' has no option {', '.join(unknown)} "
-                f"(options: {', '.join(DEFAULT_OPTIONS)})"
-            )
-        chosen = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
-        if chosen["adversarial_weight"] is None:
-            chosen["adversarial_weight"] = PRESETS[preset]["adversarial_weight"]
-        if chosen["train_text_encoder"] is None:
-            chosen["train_text_encoder"] = not chosen["text_encoder"]
-        return chosen
+        defaults = {
+            **DEFAULT_OPTIONS,
+            "adversarial_weight": PRESETS[preset]["adversarial_weight"],
+            "train_text_encoder": not options.get("text_encoder"),
+        }
+        return checked_options("masked", options, defaults)
 
     # -- building, saving, loading ---------------------------------------------------------
     def build(self, preset: str, options: dict[str, Any]) -> Model:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli.backend import Backend, Model, Stage
+from emu_cli.backend import Backend, Model, Stage, checked_options
 from emu_pixel_diffusion.presets import PRESETS, STAGE_DEFAULTS
 
 if TYPE_CHECKING:
@@ -60,20 +60,17 @@ class PixelDiffusion(Backend):
     def _options(preset: str, options: dict[str, Any]) -> dict[str, Any]:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset '{preset}' (presets: {', '.join(PRESETS)})")
-        unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-        if unknown:
+        defaults = {
+            **DEFAULT_OPTIONS,
+            "superres_factor": PRESETS[preset]["superres_factor"],
+            "train_text_encoder": not options.get("text_encoder"),
+        }
+        chosen = checked_options("pixel", options, defaults)
+        if chosen["superres_factor"] not in (1, 2, 4):
             raise ValueError(
-                f"backend 'pixel' has no option {', '.join(unknown)} "
-                f"(options: {', '.join(DEFAULT_OPTIONS)})"
+                f"superres_factor must be 1 (off), 2 or 4, got {chosen['superres_factor']!r}"
             )
-        chosen = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
-        if chosen["superres_factor"] is None:
-            chosen["superres_factor"] = PRESETS[preset]["superres_factor"]
-        factor = chosen["superres_factor"] = int(chosen["superres_factor"])
-        if factor not in (1, 2, 4):
-            raise ValueError(f"superres_factor must be 1 (off), 2 or 4, got {factor}")
-        if chosen["train_text_encoder"] is None:
-            chosen["train_text_encoder"] = not chosen["text_encoder"]
+        chosen["superres_factor"] = int(chosen["superres_factor"])
         return chosen
 
     # -- building, saving, loading ---------------------------------------------------------
