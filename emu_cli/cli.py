@@ -25,6 +25,10 @@ def cli() -> None:
     with the Emu quality-tuning recipe."""
 
 
+# counts, steps and sizes a command cannot use at zero: refused by click, naming the option
+POSITIVE = click.IntRange(min=1)
+
+
 def device_option(function):
     return click.option(
         "--device",
@@ -56,7 +60,7 @@ def validation_options(function):
         "--judge", default="world", show_default=True, help="A registered judge."
     )(function)
     return click.option(
-        "--validation-steps", type=int, default=20, show_default=True, help="Sampling steps."
+        "--validation-steps", type=POSITIVE, default=20, show_default=True, help="Sampling steps."
     )(function)
 
 
@@ -189,9 +193,9 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
 )
 @click.argument("prompts", nargs=-1, required=True)
 @click.option(
-    "-n", "--num-images", type=int, default=4, show_default=True, help="Images per prompt."
+    "-n", "--num-images", type=POSITIVE, default=4, show_default=True, help="Images per prompt."
 )
-@click.option("--steps", type=int, default=25, show_default=True, help="Sampling steps.")
+@click.option("--steps", type=POSITIVE, default=25, show_default=True, help="Sampling steps.")
 @click.option(
     "--guidance", type=float, help="Classifier-free guidance scale [default: the backend's]."
 )
@@ -280,7 +284,7 @@ def data() -> None:
     default="imagefolder",
     show_default=True,
 )
-@click.option("--workers", type=int, help="Processes drawing images (default: all cores).")
+@click.option("--workers", type=POSITIVE, help="Processes drawing images (default: all cores).")
 def synth(count: int, out: Path, seed: int, size: int, format_: str, workers: int | None) -> None:
     """Write the built-in world's image-caption pairs (deterministic for a seed)."""
     from emu_cli.world.synth import synthesize
@@ -342,7 +346,7 @@ def rate(data: Path, count: int, out: Path, seed: int) -> None:
     help="Annotation database (default: annotations.sqlite beside --out).",
 )
 @click.option("--keep-rate", type=float, default=0.1, show_default=True)
-@click.option("--annotators", type=int, default=4, show_default=True)
+@click.option("--annotators", type=POSITIVE, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def simulate_review(
     data: Path,
@@ -448,8 +452,8 @@ def _filter_settings(
 @click.option("--clip-model", help="open_clip name, hf-hub:/local-dir: id, or a train-clip folder.")
 @click.option("--clip-pretrained", help="open_clip pretrained tag or file, e.g. openai.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--workers", type=int, help="Local worker processes (default: all cores).")
-@click.option("--chunk-size", type=int, default=256, show_default=True)
+@click.option("--workers", type=POSITIVE, help="Local worker processes (default: all cores).")
+@click.option("--chunk-size", type=POSITIVE, default=256, show_default=True)
 @device_option
 @config_option(extra_keys={"filters"})
 @click.pass_context
@@ -601,8 +605,8 @@ def train_aesthetic(
 )
 @click.option("--validate-every", type=int, help="Steps between validations (default per preset).")
 @validation_options
-@click.option("--patience", type=int, default=3, show_default=True)
-@click.option("--faithfulness-margin", type=float, default=0.1, show_default=True)
+@click.option("--patience", type=POSITIVE, default=3, show_default=True)
+@click.option("--faithfulness-margin", type=click.FloatRange(min=0), default=0.1, show_default=True)
 @device_option
 @click.option("--resume", help="'latest' to continue the run in --out, or a checkpoint folder.")
 @click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
@@ -678,8 +682,8 @@ def quality_tune(
     show_default=True,
     help="simulated: the world's panel votes; review: people vote in `emu review OUT`.",
 )
-@click.option("--images-per-prompt", type=int, default=1, show_default=True)
-@click.option("--steps", type=int, default=25, show_default=True, help="Sampling steps.")
+@click.option("--images-per-prompt", type=POSITIVE, default=1, show_default=True)
+@click.option("--steps", type=POSITIVE, default=25, show_default=True, help="Sampling steps.")
 @click.option(
     "--guidance",
     type=float,
@@ -691,7 +695,9 @@ def quality_tune(
 @click.option("--judge", default="world", show_default=True, help="Judge for the proxy scores.")
 @click.option("--clip-model", help="open_clip model (name or local folder) for CLIP score.")
 @click.option("--clip-pretrained", help="open_clip pretrained tag, with a model name.")
-@click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap draws.")
+@click.option(
+    "--resamples", type=POSITIVE, default=1000, show_default=True, help="Bootstrap draws."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results.json.")
 @device_option
 @config_option()
@@ -750,7 +756,7 @@ def evaluate(
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8765, show_default=True)
-@click.option("--annotators", type=int, default=1, show_default=True, help="Tokens to issue.")
+@click.option("--annotators", type=POSITIVE, default=1, show_default=True, help="Tokens to issue.")
 @click.option(
     "--export",
     "export_to",
@@ -781,8 +787,6 @@ def review(
     explicit = ctx.get_parameter_source("host") == click.core.ParameterSource.COMMANDLINE
     if not is_loopback(host) and not explicit:
         raise click.UsageError(f"refusing to listen on {host}: give --host explicitly for that")
-    if annotators < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--annotators")
     server, tokens = _run(
         lambda: make_server(data, stage, host=host, port=port, annotators=annotators)
     )

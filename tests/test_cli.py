@@ -66,6 +66,28 @@ def test_counts_below_one_are_refused_naming_the_option(world, tmp_path):
         assert result.returncode == 1 and "--n must be at least 1" in result.stderr
     assert not (tmp_path / "ratings.jsonl").exists() and not (tmp_path / "pool").exists()
 
+    # options click checks (the bad one first: click reports the first it meets)
+    model, out = tmp_path / "model", tmp_path / "out"
+    qt = ("--model", model, "--data", world, "--out", out)
+    for command, bad in (
+        (("evaluate", "--a", model, "--b", model, "--out", out), ("--steps", "0")),
+        (("evaluate", "--a", model, "--b", model, "--out", out), ("--resamples", "0")),
+        (("generate", "--model", model, "a red star"), ("--steps", "0")),
+        (("generate", "--model", model, "a red star"), ("--num-images", "0")),
+        (("quality-tune", *qt), ("--validation-steps", "0")),
+        (("quality-tune", *qt), ("--patience", "0")),
+        (("quality-tune", *qt), ("--faithfulness-margin", "-1")),
+        (("filter", "--data", world, "--out", out), ("--workers", "0")),
+        (("filter", "--data", world, "--out", out), ("--chunk-size", "0")),
+        (("review", world, "--stage", "generalist"), ("--annotators", "0")),
+    ):
+        result = CliRunner().invoke(cli, [command[0], *bad, *map(str, command[1:])])
+        assert result.exit_code == 2, (bad, result.output)
+        assert "Invalid value for" in result.output and f"'{bad[0]}'" in result.output, (
+            result.output
+        )
+    assert not out.exists()
+
 
 def test_config_file_sets_options_and_command_line_overrides(tmp_path, world):
     from emu_cli.cli import pretrain
