@@ -379,13 +379,27 @@ def simulate_review(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_json: bool) -> None:
     """Score IMAGES with the world's pixel judges: appeal per guideline category."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     from emu_cli.world.factors import CATEGORIES
-    from emu_cli.world.judges import WorldJudges
+    from emu_cli.world.judges import ATTRIBUTES, WorldJudges, parse_caption
 
+    if caption is not None and not any(parse_caption(caption).values()):
+        raise click.BadParameter(
+            f"{caption!r} names no subject, color or background of the world, so nothing "
+            f"can be judged against it (subjects: {', '.join(ATTRIBUTES['subject'])})",
+            param_hint="--caption",
+        )
+    pictures = []
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                pictures.append(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as error:
+            raise click.BadParameter(
+                f"'{path}' is not an image: {error}", param_hint="IMAGES"
+            ) from error
     judges = WorldJudges.load(Path(weights) if weights else None)
-    pictures = [Image.open(path).convert("RGB") for path in images]
     judgement = judges.judge(pictures)
     faithful = judges.faithfulness(pictures, [caption] * len(pictures)) if caption else None
     rows = []
@@ -408,7 +422,11 @@ def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_
     for row in rows:
         scores = " ".join(f"{k} {v:.2f}" for k, v in row["categories"].items())
         seen = f"{row['color']} {row['subject']} on {row['background']}"
-        click.echo(f"{row['image']}: appeal {row['appeal']:.2f} ({scores}); shows a {seen}")
+        line = f"{row['image']}: appeal {row['appeal']:.2f} ({scores}); shows a {seen}"
+        if faithful is not None:
+            wrong = [k for k in ATTRIBUTES if not row["faithful"][k]]
+            line += "; " + (f"not the caption's {', '.join(wrong)}" if wrong else "as captioned")
+        click.echo(line)
 
 
 def _filter_settings(

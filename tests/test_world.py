@@ -147,6 +147,41 @@ def test_faithfulness_judge_catches_a_caption_about_something_else(judges):
     assert judges.faithfulness(images, wrong)["color"].mean() <= 0.1
 
 
+def test_judge_command_says_where_an_image_differs_from_the_caption(tmp_path):
+    from click.testing import CliRunner
+
+    from emu_cli.cli import cli
+    from emu_cli.world.validation import clean_renders
+
+    images, truths = clean_renders(4, 64)
+    paths = []
+    for k, image in enumerate(images):
+        paths.append(str(tmp_path / f"{k}.png"))
+        image.save(paths[-1])
+    truth = truths[0]
+    other = "blue" if truth["color"] != "blue" else "red"
+    caption = f"a {other} {truth['subject']} on a {truth['background']} background"
+
+    def judge(*args: str):
+        return CliRunner().invoke(cli, ["data", "judge", *args])
+
+    text = judge(paths[0], "--caption", caption).output
+    assert f"shows a {truth['color']} {truth['subject']} on {truth['background']}" in text
+    assert text.strip().endswith("not the caption's color"), text
+    right = caption.replace(other, truth["color"])
+    assert judge(paths[0], "--caption", right).output.strip().endswith("as captioned")
+    rows = json.loads(judge(*paths, "--json").output)
+    assert [(r["subject"], r["color"]) for r in rows] == [
+        (t["subject"], t["color"]) for t in truths
+    ]
+
+    (tmp_path / "notes.png").write_text("not an image")
+    result = judge(paths[0], str(tmp_path / "notes.png"))
+    assert result.exit_code == 2 and "notes.png' is not an image" in result.output
+    result = judge(paths[0], "--caption", "a unicorn")
+    assert result.exit_code == 2 and "names no subject, color or background" in result.output
+
+
 def test_judge_training_is_deterministic(tmp_path):
     from safetensors.torch import load_file
 
