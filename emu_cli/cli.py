@@ -590,8 +590,14 @@ def train_aesthetic(
     record = _run(lambda: run(data, ratings, clip, out, seed=seed))
     click.echo(
         f"wrote {out}: validation Spearman {record['validation_spearman']} on "
-        f"{record['rated_samples']} rated samples"
+        f"{record['validation_samples']} held-out of {record['rated_samples']} rated samples"
     )
+    if record["keys_not_in_pool"]:
+        click.echo(
+            f"left out {record['keys_not_in_pool']} rated keys that are not samples of {data} "
+            f"(first: {', '.join(record['keys_not_in_pool_first'])})",
+            err=True,
+        )
 
 
 @cli.command(name="quality-tune")

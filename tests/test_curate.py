@@ -606,6 +606,39 @@ def test_the_aesthetic_head_knows_its_clip_model_by_fingerprint_not_path(
         AestheticFilter(weights=head).setup(Resources(str(copy)))
 
 
+def test_ratings_are_averaged_per_image_checked_and_accounted_for(curated_world, tmp_path):
+    """One line per vote, as AVA's raters give them: each image's mean is what the head
+    learns; a rating off the 1-10 scale is refused naming the line; keys the pool does not
+    hold are left out and said."""
+    from emu_cli.curate.aesthetic import read_ratings, train_aesthetic
+    from emu_cli.curate.clip import ClipEncoder
+
+    pool = curated_world / "pool"
+    keys = [json.loads(line)["file_name"] for line in (pool / "metadata.jsonl").open()][:12]
+    votes = [{"key": k, "rating": 2 + (i % 7)} for i, k in enumerate(keys)]
+    votes += [{"key": keys[0], "rating": 8}, {"key": "elsewhere/1.jpg", "rating": 5}]
+    ratings = tmp_path / "ratings.jsonl"
+    ratings.write_text("\n".join(json.dumps(v) for v in votes))
+    means, read = read_ratings(ratings)
+    assert read == 14 and len(means) == 13 and means[keys[0]] == 5.0  # (2 + 8) / 2
+
+    record = train_aesthetic(
+        pool, ratings, ClipEncoder.load(str(curated_world / "clip")), tmp_path / "head.safetensors"
+    )
+    assert record["rated_samples"] == 12 and record["ratings_read"] == 14
+    assert record["keys_not_in_pool"] == 1
+    assert record["keys_not_in_pool_first"] == ["elsewhere/1.jpg"]
+    assert record["validation_samples"] == 3  # 15 % of 12, but a rank correlation needs a few
+
+    for bad, message in (
+        ('{"key": "a", "rating": 11}', "line 2: rating 11.0 is outside 1-10"),
+        ('{"key": "a", "rating": NaN}', "line 2: rating nan is outside"),
+    ):
+        ratings.write_text(json.dumps(votes[0]) + "\n" + bad + "\n")
+        with pytest.raises(ValueError, match=re.escape(message)):
+            read_ratings(ratings)
+
+
 def test_caption_check_scores_captions_as_the_clip_filter_does(curated_world):
     """bench/caption_check.py measures a CLIP with the filter's own score: the cosine
     `ClipEncoder.similarity` gives a pair is the manifest's clip_score for it; and the subject

@@ -114,23 +114,34 @@ class AestheticHead:
             return self.net(torch.from_numpy(np.ascontiguousarray(embeddings))).squeeze(1).numpy()
 
 
-def read_ratings(path: Path) -> dict[str, float]:
-    """JSON lines ``{"key": ..., "rating": ...}``; errors name the file and the line."""
-    ratings: dict[str, float] = {}
+RATING_SCALE = (1.0, 10.0)  # AVA's and LAION's
+
+
+def read_ratings(path: Path) -> tuple[dict[str, float], int]:
+    """JSON lines ``{"key": ..., "rating": 1-10}``, one per vote or one per image: each image's
+    mean rating (AVA's scores are means of votes), and how many lines were read. Errors name the
+    file and the line."""
+    votes: dict[str, list[float]] = {}
+    low, high = RATING_SCALE
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            ratings[str(record["key"])] = float(record["rating"])
+            key, rating = str(record["key"]), float(record["rating"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise ValueError(
                 f'ratings file \'{path}\' line {number}: expected {{"key": ..., "rating": '
                 f"number}} ({error})"
             ) from error
-    if len(ratings) < 10:
-        raise ValueError(f"ratings file '{path}' has {len(ratings)} ratings; need at least 10")
-    return ratings
+        if not low <= rating <= high:  # also refuses NaN
+            raise ValueError(
+                f"ratings file '{path}' line {number}: rating {rating} is outside {low:g}-{high:g}"
+            )
+        votes.setdefault(key, []).append(rating)
+    if len(votes) < 10:
+        raise ValueError(f"ratings file '{path}' rates {len(votes)} images; need at least 10")
+    return {key: float(np.mean(v)) for key, v in votes.items()}, sum(map(len, votes.values()))
 
 
 def train_head(
@@ -148,7 +159,8 @@ def train_head(
 
     generator = np.random.default_rng(seed)
     order = generator.permutation(len(ratings))
-    cut = max(1, int(len(ratings) * validation_fraction))
+    # at least 3 held out: a rank correlation of fewer says nothing (of 1 it is undefined)
+    cut = max(3, int(len(ratings) * validation_fraction))
     valid, train = order[:cut], order[cut:]
     torch.manual_seed(seed)
     net = build_head(embeddings.shape[1])
@@ -177,6 +189,7 @@ def train_head(
     metrics = {
         "validation_mse": round(best[0], 4),
         "validation_spearman": round(spearman(predicted, ratings[valid]), 4),
+        "validation_samples": len(valid),
         "best_epoch": best[2],
     }
     return net, metrics
@@ -198,7 +211,7 @@ def train_aesthetic(
     from emu_cli.data.dataset import read_image
 
     started = time.perf_counter()
-    ratings = read_ratings(ratings_file)
+    ratings, votes = read_ratings(ratings_file)
     index = index_dataset(data)
     rated = [s for s in index.samples if s.key in ratings]
     if len(rated) < 10:
@@ -206,6 +219,7 @@ def train_aesthetic(
             f"only {len(rated)} of the {len(ratings)} rated keys in '{ratings_file}' are samples "
             f"of '{data}'; the keys must be the pool's sample keys"
         )
+    strays = sorted(set(ratings) - {s.key for s in rated})
     embeddings = np.concatenate(
         [
             clip.encode_images([read_image(s) for s in rated[start : start + batch_size]])
@@ -223,6 +237,10 @@ def train_aesthetic(
         "clip_fingerprint": clip.fingerprint(),
         "ratings": str(ratings_file),
         "rated_samples": len(rated),
+        "ratings_read": votes,
+        # rated keys the pool does not hold: left out, and said, not silently dropped
+        "keys_not_in_pool": len(strays),
+        "keys_not_in_pool_first": strays[:5],
         "seed": seed,
         **metrics,
         "seconds": round(time.perf_counter() - started, 1),
