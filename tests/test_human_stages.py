@@ -55,3 +55,27 @@ def test_simulated_stages_keep_the_most_appealing_and_record_every_decision(worl
     assert all(
         set(json.loads(c)) >= {"composition", "lighting", "subjective"} for (c,) in checklists
     )
+
+    # a curated folder is replaced as a whole on a rerun, and only a folder emu wrote: the
+    # dataset it is read from, or a folder of other files, is refused before any decision
+    def files(folder):
+        return sorted((p.relative_to(folder), p.stat().st_size) for p in folder.rglob("*"))
+
+    again = emu("data", "simulate-review", "--data", generalist, "--stage", "specialist",
+                "--keep-rate", 0.5, "--out", specialist, "--store", store)  # fmt: skip
+    assert len(index_dataset(specialist)) == len(second), again.stdout
+    before = files(generalist)
+    refused = emu("data", "simulate-review", "--data", generalist, "--stage", "specialist",
+                  "--out", generalist, "--store", store, check=False)  # fmt: skip
+    assert (
+        refused.returncode == 1 and "holds the dataset it would be written from" in refused.stderr
+    )
+    refused = emu("review", tmp_path, "--stage", "generalist", "--export", tmp_path, check=False)
+    assert refused.returncode == 1 and "holds the dataset" in refused.stderr
+    assert files(generalist) == before
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("keep me")
+    refused = emu("review", generalist, "--stage", "specialist", "--export", foreign, check=False)
+    assert refused.returncode == 1 and "is not an image folder written by emu" in refused.stderr
+    assert (foreign / "todo.txt").read_text() == "keep me" and len(list(foreign.iterdir())) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from emu_cli.annotations import AnnotationStore
 from emu_cli.data.dataset import read_image
-from emu_cli.data.export import write_image_folder
+from emu_cli.data.export import refuse_to_replace, write_image_folder
 from emu_cli.data.sources import SampleIndex, index_dataset
 
 
@@ -36,7 +36,7 @@ def export_kept(index: SampleIndex, kept: set[str], store: AnnotationStore, out:
         )
         for number, sample in enumerate(s for s in index.samples if s.key in kept)
     )
-    return write_image_folder(out, entries)
+    return write_image_folder(out, entries, index.source)
 
 
 def simulate_stage(
@@ -52,6 +52,7 @@ def simulate_stage(
     from emu_cli.world.annotators import simulate_filtering
     from emu_cli.world.judges import WorldJudges
 
+    refuse_to_replace(Path(out), Path(data))  # before the annotators decide, not after
     index = index_dataset(data)
     images, unreadable = {}, 0
     for sample in index.samples:

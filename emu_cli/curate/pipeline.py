@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from emu_cli.curate.engines import open_engine
 from emu_cli.curate.filter import PHASES, Batch, Filter, Item
 from emu_cli.curate.resources import Resources
+from emu_cli.data.export import refuse_to_replace, write_image_folder
 from emu_cli.data.sources import Sample, SampleIndex, index_dataset
 
 WORK = ".work"
@@ -218,6 +219,7 @@ class FilterRun:
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"key": []})
 
     def run(self) -> Outcome:
+        refuse_to_replace(self.out / KEPT, self.source)  # before the work, not after it
         index = index_dataset(self.source)
         self._check_plan(index)
         by_key = {sample.key: sample for sample in index.samples}
@@ -291,8 +293,6 @@ class FilterRun:
         self, kept: pd.DataFrame, by_key: dict[str, Sample], order: dict[str, int]
     ) -> None:
         """The kept samples as an image folder with metadata.jsonl, replaced as a whole."""
-        from emu_cli.data.export import write_image_folder
-
         score_columns = [
             c
             for c in kept.columns
@@ -306,7 +306,7 @@ class FilterRun:
                 record = {"text": row["caption"], "source_key": row["key"]} | extra
                 yield by_key[row["key"]], name, record
 
-        write_image_folder(self.out / KEPT, entries())
+        write_image_folder(self.out / KEPT, entries(), self.source)
 
 
 def _plan_changes(before: dict[str, Any], now: dict[str, Any]) -> str:

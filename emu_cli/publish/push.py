@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emu_cli.data.export import MARKER
 from emu_cli.publish.card import SAMPLES, clip_card, dataset_card, model_card
 
 RETRIES = 3
@@ -134,7 +135,8 @@ def plan_dataset(folder: Path, repo: str) -> Upload:
     folder = Path(folder)
     if not (folder / "metadata.jsonl").is_file():
         raise PushError(f"'{folder}' is not an image folder: it has no metadata.jsonl")
-    return Upload(repo, "dataset", folder, dataset_card(folder, repo), _listed(folder, False))
+    files = [name for name in _listed(folder, False) if name != MARKER]
+    return Upload(repo, "dataset", folder, dataset_card(folder, repo), files)
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
