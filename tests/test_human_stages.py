@@ -77,5 +77,5 @@ def test_simulated_stages_keep_the_most_appealing_and_record_every_decision(worl
     foreign.mkdir()
     (foreign / "todo.txt").write_text("keep me")
     refused = emu("review", generalist, "--stage", "specialist", "--export", foreign, check=False)
-    assert refused.returncode == 1 and "is not an image folder written by emu" in refused.stderr
+    assert refused.returncode == 1 and "is not a folder emu wrote" in refused.stderr
     assert (foreign / "todo.txt").read_text() == "keep me" and len(list(foreign.iterdir())) == 1

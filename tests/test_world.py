@@ -39,6 +39,16 @@ def test_same_seed_same_pool_whatever_the_process_count(tmp_path):
         one / "images/00000001.jpg"
     ).read_bytes()
 
+    # written again, a pool is replaced as a whole (no image left over from the larger one);
+    # a folder of other files is not written into
+    again = synthesize(20, one, seed=4, size=32, workers=1, report=False)
+    assert len(list((again / "images").iterdir())) == 20 == len(_rows(again))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="'.*notes' exists and is not a folder emu wrote"):
+        synthesize(20, tmp_path / "notes", seed=4, size=32, workers=1)
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["todo.txt"]
+
 
 def test_both_formats_load_through_the_core_reader_and_datasets(tmp_path):
     folder = synthesize(120, tmp_path / "folder", seed=1, size=32, workers=1)

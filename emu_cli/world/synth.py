@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from emu_cli.data.export import replacing
 from emu_cli.world.concepts import BACKGROUNDS, CAPTION_TEMPLATES, COLORS, SUBJECTS, caption
 from emu_cli.world.factors import Factors, category_scores, sample_factors, true_appeal
 from emu_cli.world.render import overlay_text, render
@@ -237,31 +238,31 @@ def synthesize(
     if size < 16:
         raise ValueError(f"--size must be at least 16 pixels, got {size}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 8)
     statistics = Statistics()
-    progress = tqdm(total=n, desc="synth", unit="img", disable=n < 500)
-    if format == "imagefolder":
-        (out / "images").mkdir(exist_ok=True)
-        with open(out / "metadata.jsonl", "w", encoding="utf-8") as metadata:
-            for drawn in _drawn(n, seed, size, workers):
-                name = f"images/{drawn.key}.jpg"
-                (out / name).write_bytes(drawn.data)
-                metadata.write(json.dumps({"file_name": name, **drawn.metadata}) + "\n")
+    with replacing(out) as folder:
+        progress = tqdm(total=n, desc="synth", unit="img", disable=n < 500)
+        if format == "imagefolder":
+            (folder / "images").mkdir()
+            with open(folder / "metadata.jsonl", "w", encoding="utf-8") as metadata:
+                for drawn in _drawn(n, seed, size, workers):
+                    name = f"images/{drawn.key}.jpg"
+                    (folder / name).write_bytes(drawn.data)
+                    metadata.write(json.dumps({"file_name": name, **drawn.metadata}) + "\n")
+                    statistics.add(drawn)
+                    progress.update(1)
+        else:
+            pending: list[Drawn] = []
+            for index, drawn in enumerate(_drawn(n, seed, size, workers)):
+                pending.append(drawn)
                 statistics.add(drawn)
-                progress.update(1)
-    else:
-        pending: list[Drawn] = []
-        for index, drawn in enumerate(_drawn(n, seed, size, workers)):
-            pending.append(drawn)
-            statistics.add(drawn)
-            if len(pending) == SHARD_SIZE or index == n - 1:
-                _write_shard(out / f"{index // SHARD_SIZE:05d}.tar", pending)
-                progress.update(len(pending))
-                pending = []
-    progress.close()
-    if report:
-        statistics.write(out, seed=seed, size=size)
+                if len(pending) == SHARD_SIZE or index == n - 1:
+                    _write_shard(folder / f"{index // SHARD_SIZE:05d}.tar", pending)
+                    progress.update(len(pending))
+                    pending = []
+        progress.close()
+        if report:
+            statistics.write(folder, seed=seed, size=size)
     return out
 
 
