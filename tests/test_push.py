@@ -171,3 +171,11 @@ def test_dry_run_prints_the_files_and_the_card_without_network(checkpoint):
     assert "unet/diffusion_pytorch_model.safetensors" in printed and "stages/" not in printed
     assert "library_name: diffusers" in printed and "pipeline_tag: text-to-image" in printed
     assert "pushes" not in json.loads((checkpoint / "emu.json").read_text())
+
+
+def test_an_image_folder_pushed_as_a_model_is_pointed_to_dataset(tmp_path):
+    from emu_cli.publish.push import PushError, plan_model
+
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a"}\n')
+    with pytest.raises(PushError, match="is an image folder: push it with --dataset"):
+        plan_model(tmp_path, "me/x")

@@ -128,6 +128,8 @@ def plan_model(
         return plan_clip(folder, repo, aesthetic)
     if aesthetic is not None:
         raise PushError(f"--aesthetic goes with a CLIP folder, and '{folder}' is not one")
+    if (Path(folder) / "metadata.jsonl").is_file():
+        raise PushError(f"'{folder}' is an image folder: push it with --dataset (a dataset repo)")
     return plan_checkpoint(folder, repo, **card_options)
 
 
