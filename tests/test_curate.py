@@ -302,6 +302,10 @@ def test_filter_options_are_checked(world, tmp_path):
         ("concepts", {"template": 3}, "option template must be text, not 3"),
         ("aesthetic", {}, "needs weights"),
         ("concepts", {"concepts": ["circle"]}, "at least two concepts"),
+        ("size", {"max_aspect": 0.5}, "max_aspect must be >= 1"),
+        # a filter that decides by its own rule has no score to threshold: not ignored, refused
+        ("size", {"min": 5}, "unknown option(s) min (known: max_aspect, min_side)"),
+        ("duplicates", {"keep_fraction": 0.5}, "unknown option(s) keep_fraction"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             build_filters([FilterSpec(name, options)])

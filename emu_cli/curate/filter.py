@@ -101,9 +101,9 @@ class Filter:
       the manifest, except those named ``_like_this`` (working data, e.g. thumbnails).
     - ``options``: the filter's own options and their defaults; a value given must be of its
       default's kind (number, text, list, bool; a default of None takes anything).
-      ``min``/``max``/``keep_fraction`` are always accepted for ``column``, with
-      ``default_threshold`` when none is given. Check what else an option needs in
-      ``__init__``, which runs before any worker starts.
+      A filter with a ``column`` also takes ``min``/``max``/``keep_fraction`` for it, with
+      ``default_threshold`` when none is given (one without refuses them). Check what else
+      an option needs in ``__init__``, which runs before any worker starts.
     """
 
     name: ClassVar[str]
@@ -115,9 +115,11 @@ class Filter:
     default_threshold: ClassVar[dict[str, float]] = {}
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.options) - set(Threshold.KEYS))
+        # a threshold applies to a score column; a filter that decides by its own rule has none
+        thresholds = set(Threshold.KEYS) if self.column is not None else set()
+        unknown = sorted(set(options) - set(self.options) - thresholds)
         if unknown:
-            known = ", ".join(sorted({*self.options, *Threshold.KEYS})) or "none"
+            known = ", ".join(sorted({*self.options, *thresholds})) or "none"
             raise ValueError(
                 f"filter '{self.name}': unknown option(s) {', '.join(unknown)} (known: {known})"
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,15 @@ class SizeFilter(Filter):
     description = "minimum shorter side and maximum aspect ratio (DataComp's basic filter)"
     phase = "scan"
     options = {"min_side": 200, "max_aspect": 3.0}
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        # an aspect ratio here is the longer side over the shorter: never below 1
+        if self.settings["max_aspect"] < 1 or self.settings["min_side"] < 0:
+            raise ValueError(
+                f"filter 'size': max_aspect must be >= 1 and min_side >= 0, got "
+                f"{self.settings['max_aspect']} and {self.settings['min_side']}"
+            )
 
     def score(self, batch: Batch, resources: Resources) -> dict[str, list]:
         sizes = [item.image.size for item in batch.items]
