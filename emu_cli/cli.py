@@ -191,7 +191,13 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
     required=True,
     help="Checkpoint folder.",
 )
-@click.argument("prompts", nargs=-1, required=True)
+@click.argument("prompts", nargs=-1)
+@click.option(
+    "--prompts",
+    "prompt_set",
+    help="Also the prompts of a file (.txt, or .jsonl with prompt and tags) or builtin:NAME, "
+    "as `emu evaluate` reads them.",
+)
 @click.option(
     "-n", "--num-images", type=POSITIVE, default=4, show_default=True, help="Images per prompt."
 )
@@ -206,6 +212,7 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
 def generate(
     model_path: Path,
     prompts: tuple[str, ...],
+    prompt_set: str | None,
     num_images: int,
     steps: int,
     guidance: float | None,
@@ -213,13 +220,19 @@ def generate(
     out: Path,
     device: str,
 ) -> None:
-    """Generate images for PROMPTS: PNG files, a grid, and index.json."""
+    """Generate images for PROMPTS (and --prompts): PNG files, a grid, and index.json."""
+    from emu_cli.evaluate.prompts import load_prompts
     from emu_cli.generate import generate as run_generate
 
+    listed = list(prompts)
+    if prompt_set is not None:
+        listed += [p.text for p in _run(lambda: load_prompts(prompt_set))]
+    if not listed:
+        raise click.UsageError("no prompts: give PROMPTS, --prompts FILE|builtin:NAME or both")
     written = _run(
         lambda: run_generate(
             model_path,
-            list(prompts),
+            listed,
             num_images=num_images,
             steps=steps,
             guidance=guidance,

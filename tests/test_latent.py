@@ -43,7 +43,11 @@ def test_generate_writes_images_and_same_seed_gives_same_images(tiny_latent, tmp
         "cpu",
     ]
     emu(*args, "--out", tmp_path / "a")
-    emu(*args, "--out", tmp_path / "b")
+    # the second prompt from a prompt file (--prompts), after the one given: the same images
+    listed = tmp_path / "prompts.txt"
+    listed.write_text("a blue circle over sand\n")
+    without = [a for a in args if a != "a blue circle over sand"]
+    emu(*without, "--prompts", listed, "--out", tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").glob("0*.png"))
     assert files == ["000-00.png", "000-01.png", "001-00.png", "001-01.png"]
     for name in files:
