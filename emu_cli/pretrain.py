@@ -156,7 +156,7 @@ def pretrain(
         if resume is not None:
             resume_from = checkpoints.latest_checkpoint(folder / "checkpoints")
             if resume not in ("latest", None):
-                resume_from = Path(resume)
+                resume_from = _checkpoint_of(Path(resume), name)
         model = _starting_model(
             backend, preset, options or {}, out, resume_from, name, recipe, index
         )
@@ -213,6 +213,23 @@ def _monitor(
     if stage != backend.generator_stage():
         return None
     return validation.monitor(backend, CurveOnly(), folder, seed=seed)
+
+
+def _checkpoint_of(path: Path, stage: str) -> Path:
+    """``--resume PATH``: a training checkpoint (``stages/STAGE/checkpoints/step-N``) of
+    ``stage``; its optimizer state belongs to that stage's parameters only."""
+    if not (path / "model" / PROVENANCE).is_file():
+        raise click.ClickException(
+            f"--resume '{path}' is not a training checkpoint (a folder "
+            "stages/STAGE/checkpoints/step-N of a run, or 'latest')"
+        )
+    saved = read_provenance(path / "model").get("stage")
+    if saved != stage:
+        raise click.ClickException(
+            f"--resume '{path}' is a checkpoint of stage '{saved}', not of '{stage}', the "
+            "stage to train next (--stage names the stages to train)"
+        )
+    return path
 
 
 # Recipe fields a resumed stage may change: they decide what is written and how the arithmetic

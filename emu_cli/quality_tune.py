@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from emu_cli.checkpoint import PROVENANCE, load_checkpoint, save_checkpoint
+from emu_cli.checkpoint import PROVENANCE, load_checkpoint, read_provenance, save_checkpoint
 from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training import state as checkpoints
@@ -154,6 +154,16 @@ def quality_tune(
         resume_from = checkpoints.latest_checkpoint(folder / "checkpoints")
         if resume != "latest":
             resume_from = Path(resume)
+            saved = resume_from / "model"
+            tuning = (saved / PROVENANCE).is_file() and STAGE_FOLDER in read_provenance(saved).get(
+                "recipes", {}
+            )
+            if not tuning:  # e.g. a pre-training checkpoint: another stage's optimizer state
+                raise click.ClickException(
+                    f"--resume '{resume}' is not a quality-tuning checkpoint (a folder "
+                    f"stages/{STAGE_FOLDER}/checkpoints/step-N of a quality-tuning run, or "
+                    "'latest')"
+                )
     if resume_from is not None:
         refuse_changed_settings(resume_from / "model", preset, {}, STAGE_FOLDER, recipe, index)
         click.echo(f"resuming quality-tuning from {resume_from}", err=True)
