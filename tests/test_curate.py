@@ -425,6 +425,20 @@ def test_the_ray_engine_gives_the_same_manifest_as_the_local_one(tmp_path):
         pd.read_parquet(tmp_path / "local" / "manifest.parquet"),
     )
 
+    # a cluster address nothing answers at is said at once (Ray itself retries for minutes)
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    started = time.perf_counter()
+    env = {**env, "RAY_ADDRESS": f"127.0.0.1:{closed}"}
+    result = emu(*_filter_command(data, tmp_path / "nowhere", "--engine", "ray")[3:], env=env,
+                 check=False)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert f"no Ray cluster answers at RAY_ADDRESS=127.0.0.1:{closed}" in result.stderr
+    assert time.perf_counter() - started < 60
+
 
 WORKER_THREADS = """
 {imports}

@@ -9,6 +9,7 @@ loses at most the tasks in flight. One engine serves all phases of a run, so wor
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -72,8 +73,10 @@ class RayEngine:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
+            address = os.environ.get("RAY_ADDRESS") or None
+            _check_reachable(address)
             ray.init(
-                address=os.environ.get("RAY_ADDRESS") or None,
+                address=address,
                 include_dashboard=False,
                 log_to_driver=False,
                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}},
@@ -104,3 +107,22 @@ def open_engine(engine: str, workers: int) -> Iterator[LocalEngine | RayEngine]:
         yield opened
     finally:
         opened.close()
+
+
+def _check_reachable(address: str | None) -> None:
+    """Ray retries an address that does not answer for minutes before it gives up; a cluster's
+    ``HOST:PORT`` is tried here first, for a few seconds. (``auto``, ``local`` and ``ray://``
+    addresses are left to Ray.)"""
+    if not address or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not (host and port.isdigit()):
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"no Ray cluster answers at RAY_ADDRESS={address} ({error}): start one there "
+            "(`ray start --head`), or unset RAY_ADDRESS to run on a local instance"
+        ) from error
