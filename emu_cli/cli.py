@@ -135,6 +135,7 @@ def pretrain(
     from emu_cli.pretrain import pretrain as run_pretrain
     from emu_cli.training.validation import ValidationSettings
 
+    _can_push_after_training(push_to_hub)
     backend = plugins.get_backend(backend_name)
     validation = ValidationSettings(
         judge=judge,
@@ -672,6 +673,8 @@ def quality_tune(
     from emu_cli.quality_tune import EarlyStoppingSettings
     from emu_cli.quality_tune import quality_tune as run
 
+    _can_push_after_training(push_to_hub)
+
     settings = EarlyStoppingSettings(
         enabled=early_stopping,
         judge=judge,
@@ -897,6 +900,14 @@ def push(
         lambda: run(upload, private=private, revision=revision, commit_message=commit_message)
     )
     click.echo(f"pushed {path} to {repo}: {url}")
+
+
+def _can_push_after_training(repo: str | None) -> None:
+    """``--push-to-hub`` fails before training, not hours later, when it cannot work."""
+    if repo:
+        from emu_cli.publish.push import check_can_push
+
+        _run(lambda: check_can_push(repo))
 
 
 def _push_after_training(out: Path, repo: str | None) -> None:

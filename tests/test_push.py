@@ -163,6 +163,18 @@ def test_clear_errors_and_nothing_claimed(checkpoint):
     offline = emu("push", checkpoint, "--repo", "me/x", env={"HF_HUB_OFFLINE": "1"}, check=False)
     assert offline.returncode == 1 and "HF_HUB_OFFLINE" in offline.stderr
 
+    # --push-to-hub that cannot work fails before training, not after it
+    out = checkpoint.parent / "qt"
+    for repo, env, expected in [
+        ("bad repo", {"HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN}, "is not a Hub repo id"),
+        ("me/x", {"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+        ("me/x", {"HF_HUB_OFFLINE": "0", "HF_TOKEN": ""}, "no Hugging Face token"),
+    ]:
+        result = emu("quality-tune", "--model", checkpoint, "--data", checkpoint, "--out", out,
+                     "--push-to-hub", repo, env=env, check=False)  # fmt: skip
+        assert result.returncode == 1 and expected in result.stderr, result.stderr
+        assert not out.exists()
+
 
 def test_dry_run_prints_the_files_and_the_card_without_network(checkpoint):
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "", "HF_HUB_OFFLINE": "1"}

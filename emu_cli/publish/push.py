@@ -155,6 +155,25 @@ def network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def check_can_push(repo: str) -> None:
+    """What a push needs before it reaches the Hub: a valid repo id, the Hub not switched off,
+    a token. ``--push-to-hub`` checks it before training, not after."""
+    from huggingface_hub import constants, get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as error:
+        raise PushError(f"'{repo}' is not a Hub repo id (OWNER/NAME): {error}") from error
+    if constants.HF_HUB_OFFLINE:
+        raise PushError("HF_HUB_OFFLINE is set: unset it to push (nothing was pushed)")
+    if get_token() is None:
+        raise PushError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a write token); "
+            "nothing was pushed"
+        )
+
+
 def push(
     upload: Upload,
     *,
@@ -163,16 +182,10 @@ def push(
     commit_message: str | None = None,
 ) -> str:
     """Create the repo if needed and upload everything in one commit; returns the commit URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    if constants.HF_HUB_OFFLINE:
-        raise PushError("HF_HUB_OFFLINE is set: unset it to push (nothing was pushed)")
-    if get_token() is None:
-        raise PushError(
-            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a write token); "
-            "nothing was pushed"
-        )
+    check_can_push(upload.repo)
     api = HfApi()
     operations = [
         CommitOperationAdd("README.md", str(upload.card).encode("utf-8")),
