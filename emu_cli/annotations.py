@@ -126,9 +126,19 @@ class AnnotationStore:
         """Record (or change) one annotator's decision on one item."""
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, got '{stage}'")
-        if checklist is not None and set(checklist) - set(CHECKLIST):
+        # a web client's "false" is text, and text is true to Python: only booleans are taken
+        if not isinstance(keep, bool):
+            raise ValueError(f"keep must be true or false, got {keep!r}")
+        if checklist is not None:
+            if not isinstance(checklist, dict) or not all(
+                isinstance(v, bool) for v in checklist.values()
+            ):
+                raise ValueError(f"checklist must map items to true or false, got {checklist!r}")
             unknown = ", ".join(sorted(set(checklist) - set(CHECKLIST)))
-            raise ValueError(f"unknown checklist items: {unknown} (known: {', '.join(CHECKLIST)})")
+            if unknown:
+                raise ValueError(
+                    f"unknown checklist items: {unknown} (known: {', '.join(CHECKLIST)})"
+                )
         self.connection.execute(
             "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
             (

@@ -36,6 +36,23 @@ def test_every_request_needs_a_token_and_only_dataset_images_are_served(pool):
         status, error = request(port, "POST", "/api/decide", token, {"item": "../x", "keep": 1})
         assert status == 404 and "no item" in error["error"]
         assert request(port, "POST", "/api/decide", token, {"item": key})[0] == 400
+        # "false" is text, and text is true to Python: only a boolean decides
+        for body, message in (
+            ({"item": key, "keep": "false"}, "keep must be true or false, got 'false'"),
+            ({"item": key, "keep": True, "checklist": ["lighting"]}, "checklist must map"),
+            ({"item": key, "keep": True, "checklist": {"lighting": "yes"}}, "checklist must map"),
+        ):
+            status, error = request(port, "POST", "/api/decide", token, body)
+            assert status == 400 and message in error["error"], error
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.putrequest("POST", "/api/decide")
+        for header, value in (("Authorization", f"Bearer {token}"), ("Content-Length", "lots")):
+            connection.putheader(header, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 400 and b"Content-Length must be" in response.read()
+        connection.close()
+        assert request(port, "GET", "/api/items", token)[1]["items"][0]["decision"] is None
         assert request(port, "POST", "/api/vote", token, {"item": key})[0] == 404
 
 
@@ -100,7 +117,8 @@ def test_a_killed_server_restarts_with_every_decision(pool):
         token = tokens["annotator-1"]
         for i, key in enumerate(keys):
             assert (
-                request(port, "POST", "/api/decide", token, {"item": key, "keep": i % 2})[0] == 200
+                request(port, "POST", "/api/decide", token, {"item": key, "keep": i % 2 == 1})[0]
+                == 200
             )
         assert request(port, "POST", "/api/undo", token, {"item": keys[0]})[0] == 200
     assert process.returncode == -9

@@ -189,7 +189,7 @@ class ReviewApp:
             try:
                 if action == "decide" and stage in ("generalist", "specialist"):
                     checklist = body.get("checklist")
-                    store.decide(stage, item, annotator, bool(body["keep"]), checklist)
+                    store.decide(stage, item, annotator, body["keep"], checklist)
                 elif action == "undo" and stage in ("generalist", "specialist"):
                     store.undo(stage, item, annotator)
                 elif action == "caption" and stage == "caption":
@@ -227,6 +227,10 @@ class ReviewApp:
             }
 
 
+# A vote, a decision or a caption is a few hundred bytes; a caption is at most MAX_CAPTION_CHARS.
+MAX_BODY = 64 * 1024
+
+
 class Handler(BaseHTTPRequestHandler):
     app: ReviewApp
     protocol_version = "HTTP/1.1"
@@ -261,9 +265,12 @@ class Handler(BaseHTTPRequestHandler):
             annotator = self.app.annotator(self._token(query))
             body: dict[str, Any] = {}
             if method == "POST":
-                length = int(self.headers.get("Content-Length") or 0)
+                length = self.headers.get("Content-Length") or "0"
+                if not length.isdigit() or int(length) > MAX_BODY:
+                    message = f"Content-Length must be a count of bytes up to {MAX_BODY}"
+                    raise RequestError(HTTPStatus.BAD_REQUEST, message)
                 try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
+                    body = json.loads(self.rfile.read(int(length)) or b"{}")
                 except json.JSONDecodeError as error:
                     message = f"body is not JSON: {error}"
                     raise RequestError(HTTPStatus.BAD_REQUEST, message) from error
