@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emu_cli.data.sources import MAX_CAPTION_CHARS
+
 STAGES = ("generalist", "specialist")
 PROTOCOLS = {
     # caption hidden, choose the more appealing picture
@@ -173,6 +175,12 @@ class AnnotationStore:
     def write_caption(self, item: str, annotator: str, text: str) -> None:
         if not text.strip():
             raise ValueError(f"the caption of '{item}' is empty")
+        # the exported set's reader drops longer captions as spam: refused here, not lost there
+        if len(text.strip()) > MAX_CAPTION_CHARS:
+            raise ValueError(
+                f"the caption of '{item}' has {len(text.strip())} characters; at most "
+                f"{MAX_CAPTION_CHARS}"
+            )
         self.connection.execute(
             "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)",
             (item, annotator, text.strip(), time.time()),

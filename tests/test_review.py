@@ -164,6 +164,11 @@ def test_stages_chain_and_export_feeds_quality_tuning(pool, tmp_path):
         assert (
             request(port, "POST", "/api/caption", token, {"item": keys[1], "text": " "})[0] == 400
         )
+        # the exported set's reader would drop a caption this long as spam: refused, not lost
+        status, error = request(
+            port, "POST", "/api/caption", token, {"item": keys[1], "text": "word " * 500}
+        )
+        assert status == 400 and "at most 2000" in error["error"]
 
     out = tmp_path / "curated"
     emu("review", pool, "--stage", "caption", "--export", out)
