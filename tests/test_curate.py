@@ -586,6 +586,22 @@ def test_caption_check_ceiling_from_the_worlds_own_judge(curated_world):
     assert swaps == ceiling["recall"]["of"]
 
 
+def test_train_models_keeps_only_parts_made_with_the_same_settings(curated_world):
+    """Run again with the same settings, train-models keeps every part; with others it
+    refuses, not mixing a new CLIP with ratings and a head made for the old one."""
+    pool, clip = curated_world / "pool", curated_world / "clip" / "open_clip_model.safetensors"
+    args = ("filter", "train-models", "--data", pool, "--out", curated_world, "--rated", 600)
+    made = clip.stat().st_mtime_ns
+    emu(*args, "--clip-steps", CLIP_STEPS)
+    assert clip.stat().st_mtime_ns == made
+    refused = emu(*args, "--clip-steps", CLIP_STEPS + 1, check=False)
+    assert refused.returncode == 1
+    assert f"other settings or another pool (clip_steps {CLIP_STEPS} -> {CLIP_STEPS + 1})" in (
+        refused.stderr
+    )
+    assert clip.stat().st_mtime_ns == made
+
+
 def test_the_clip_record_gives_its_passes_over_the_pool(curated_world):
     """Past a few dozen passes the offline CLIP memorizes the pool (docs/curation.md)."""
     record = json.loads((curated_world / "clip" / "emu_clip.json").read_text())

@@ -9,6 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+# What a folder's models were made with, so that a rerun keeps only parts it would remake.
+RECORD = "train-models.json"
+
 
 @dataclass
 class OfflineModels:
@@ -32,12 +35,43 @@ def train_offline_models(
     seed: int = 0,
 ) -> OfflineModels:
     """Train what is missing under ``out`` (``clip/``, ``ratings.jsonl``,
-    ``aesthetic.safetensors``); what a previous run finished is kept."""
+    ``aesthetic.safetensors``); what a previous run with the same settings and pool finished is
+    kept, and a folder made with others is refused (its parts would be mixed with new ones)."""
     from emu_cli.curate.aesthetic import train_aesthetic
     from emu_cli.curate.clip import ClipEncoder, train_clip
+    from emu_cli.data import index_dataset
     from emu_cli.world.annotators import rate_pool
 
+    if clip_steps < 1 or clip_batch_size < 2 or rated < 10:
+        raise ValueError(
+            "train-models needs --clip-steps >= 1, --clip-batch-size >= 2 (a contrastive batch) "
+            f"and --rated >= 10 (the aesthetic head's minimum); got {clip_steps}, "
+            f"{clip_batch_size} and {rated}"
+        )
     out = Path(out)
+    settings = {
+        "pool": str(pool),
+        "pool_fingerprint": index_dataset(pool).fingerprint(),
+        "clip_steps": clip_steps,
+        "clip_batch_size": clip_batch_size,
+        "rated": rated,
+        "seed": seed,
+    }
+    record = out / RECORD
+    if record.is_file():
+        before = json.loads(record.read_text())
+        changed = [
+            f"{key} {before.get(key)!r} -> {value!r}"
+            for key, value in settings.items()
+            if key != "pool" and before.get(key) != value
+        ]
+        if changed:
+            raise ValueError(
+                f"'{out}' holds models made with other settings or another pool "
+                f"({'; '.join(changed)}); choose another --out, or remove it to remake them"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(settings, indent=2))
     models = OfflineModels(out / "clip", out / "ratings.jsonl", out / "aesthetic.safetensors")
     if not (models.clip / "open_clip_config.json").is_file():
         train_clip(pool, models.clip, steps=clip_steps, batch_size=clip_batch_size, seed=seed)
