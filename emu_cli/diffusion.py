@@ -206,11 +206,20 @@ def pipeline_samples(
     pipe: Any, prompts: list[str], seeds: list[int], device: torch.device, **call: Any
 ) -> list[Any]:
     """A diffusers pipeline's images for ``prompts``, 16 at a time, image ``i`` from a generator
-    seeded with ``seeds[i]`` alone, so it does not depend on the other prompts."""
+    seeded with ``seeds[i]`` alone, so it does not depend on the other prompts. A progress bar
+    shows from 64 images on (generation, evaluation), not for a validation's few."""
+    from tqdm.auto import tqdm
+
     images: list[Any] = []
-    with torch.no_grad():
+    with (
+        torch.no_grad(),
+        tqdm(
+            total=len(prompts), desc="sampling", unit="img", disable=len(prompts) < 64, leave=False
+        ) as progress,
+    ):
         for start in range(0, len(prompts), 16):
             chunk = slice(start, start + 16)
             generators = [torch.Generator(device).manual_seed(s) for s in seeds[chunk]]
             images += pipe(prompts[chunk], generator=generators, **call).images
+            progress.update(len(generators))
     return images
