@@ -85,7 +85,8 @@ class PretrainResult:
     stages: list[StageResult] = field(default_factory=list)
 
 
-def _report_index(index: SampleIndex) -> None:
+def report_index(index: SampleIndex) -> None:
+    """Say what indexing passed over (missing files, empty or overlong captions)."""
     if index.rejected:
         named = "; ".join(f"{key} ({reason})" for key, reason in index.rejected[:5])
         click.echo(f"{len(index.rejected)} samples skipped while indexing, e.g. {named}", err=True)
@@ -137,7 +138,7 @@ def pretrain(
     if resume is not None and (out / PROVENANCE).is_file():  # stages it completed are reused
         refuse_changed_settings(out, preset, options or {})
     index = index_dataset(data)
-    _report_index(index)
+    report_index(index)
     accelerator = make_accelerator(device, recipes[names[0]])
 
     completed: list[str] = []

@@ -118,8 +118,13 @@ def quality_tune(
     device: str = "auto",
     resume: str | None = None,
 ) -> QualityTuneResult:
-    from emu_cli.data.dataset import TrainingDataset
-    from emu_cli.pretrain import honour_noise_offset, make_accelerator, refuse_changed_settings
+    from emu_cli.data.dataset import TrainingDataset, count_smaller
+    from emu_cli.pretrain import (
+        honour_noise_offset,
+        make_accelerator,
+        refuse_changed_settings,
+        report_index,
+    )
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
     from emu_cli.training.trainer import Trainer
@@ -149,6 +154,14 @@ def quality_tune(
     )
     recipe = honour_noise_offset(backend, recipe, recipe_overrides or {})
     index = subset(index_dataset(data), subset_size, recipe.seed)
+    report_index(index)
+    upscaled = count_smaller(index, recipe.resolution)
+    if upscaled:  # the recipe's point is sharp, well-made images; an upscaled one is neither
+        click.echo(
+            f"{upscaled} of {len(index)} curated images are smaller than the "
+            f"{recipe.resolution} px the model trains at: they are upscaled",
+            err=True,
+        )
     resume_from = None
     if resume is not None:
         resume_from = checkpoints.latest_checkpoint(folder / "checkpoints")
@@ -196,6 +209,7 @@ def quality_tune(
             "fingerprint": index.fingerprint(),
             "samples": len(index),
             "rejected_while_indexing": len(index.rejected),
+            "upscaled": upscaled,
         },
         "pretraining_data": parent.get("data"),
         "parent": str(model_path),

@@ -119,6 +119,21 @@ def test_transparency_cmyk_and_exif_rotation(tmp_path):
     assert upright.size == (10, 20)
 
 
+def test_images_a_resolution_would_upscale_are_counted_by_their_shorter_side(tmp_path):
+    from emu_cli.data.dataset import count_smaller
+
+    root = _imagefolder(
+        tmp_path / "d",
+        [
+            ("wide.png", _png(size=(64, 20)), "short side 20"),
+            ("big.png", _png(size=(48, 40)), "short side 40"),
+            ("broken.png", b"\x89PNG not really", "unreadable: not counted"),
+        ],
+    )
+    index = index_dataset(root)
+    assert [count_smaller(index, side) for side in (16, 32, 48)] == [0, 1, 2]
+
+
 @pytest.mark.parametrize("make", ["missing", "empty-folder", "no-usable"])
 def test_unusable_dataset_is_a_clear_error(tmp_path, make):
     target = tmp_path / "data"

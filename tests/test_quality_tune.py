@@ -133,12 +133,17 @@ def tuned(tiny_latent, world, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_quality_tune_then_evaluate_through_the_cli(tuned, tiny_latent, tmp_path):
+def test_quality_tune_then_evaluate_through_the_cli(tuned, tiny_latent, world, tmp_path):
     qt, _ = tuned
     provenance = json.loads((qt / "emu.json").read_text())
     tuning = provenance["quality_tuning"]
     assert provenance["parent"] == str(tiny_latent)
     assert provenance["recipes"]["quality-tune"]["noise_offset"] == 0.1
+    # the world's junk holds tiny images, upscaled to the 32 px the model trains at; said
+    from emu_cli.data import index_dataset
+    from emu_cli.data.dataset import count_smaller
+
+    assert provenance["data"]["upscaled"] == count_smaller(index_dataset(world), 32) > 0
     assert tuning["encoder_calls_while_training"] == 0
     points = tuning["curve"]["points"]
     assert [p["step"] for p in points] == [0, 4, 8]
