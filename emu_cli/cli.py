@@ -339,7 +339,7 @@ def rate(data: Path, count: int, out: Path, seed: int) -> None:
     from emu_cli.world.annotators import rate_pool
 
     ratings = _run(lambda: rate_pool(data, count, seed=seed))
-    write_ratings(ratings, out)
+    _run(lambda: write_ratings(ratings, out))
     click.echo(f"wrote {len(ratings)} ratings to {out}")
 
 
@@ -928,6 +928,8 @@ def _run(action):
         return action()
     except (ValueError, TrainingDiverged) as error:  # DatasetError, CheckpointError included
         raise click.ClickException(str(error)) from error
+    except OSError as error:  # a folder that cannot be written, a full disk: the path, not a trace
+        raise click.ClickException(f"{error.strerror or error}: {error.filename or ''}") from error
 
 
 def main() -> None:

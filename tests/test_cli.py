@@ -65,6 +65,14 @@ def test_counts_below_one_are_refused_naming_the_option(world, tmp_path):
         result = emu(*command, check=False)
         assert result.returncode == 1 and "--n must be at least 1" in result.stderr
     assert not (tmp_path / "ratings.jsonl").exists() and not (tmp_path / "pool").exists()
+    # an output that cannot be written is named, not a traceback
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(
+        cli,
+        ["data", "rate", "--data", str(world), "--n", "5", "--out", str(tmp_path / "a-file" / "r")],
+    )
+    assert result.exit_code == 1 and "Error: File exists:" in result.output, result.output
+    assert "a-file" in result.output
 
     # options click checks (the bad one first: click reports the first it meets)
     model, out = tmp_path / "model", tmp_path / "out"
