@@ -72,6 +72,10 @@ def test_simulated_stages_keep_the_most_appealing_and_record_every_decision(worl
     )
     refused = emu("review", tmp_path, "--stage", "generalist", "--export", tmp_path, check=False)
     assert refused.returncode == 1 and "holds the dataset" in refused.stderr
+    # inside it, the export's metadata.jsonl would join the dataset the next time it is read
+    inside = generalist / "curated"
+    refused = emu("review", generalist, "--stage", "specialist", "--export", inside, check=False)
+    assert refused.returncode == 1 and "is inside the dataset it is written from" in refused.stderr
     assert files(generalist) == before
     foreign = tmp_path / "notes"
     foreign.mkdir()

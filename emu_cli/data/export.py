@@ -68,7 +68,8 @@ def write_image_folder(
 
 def refuse_to_replace(target: Path, source: Path | None = None) -> None:
     """Raise ``ValueError`` naming ``target`` unless replacing it loses nothing: it must not be
-    or hold the dataset it is written from, and if it exists and is not empty it must be a
+    or hold the dataset it is written from, nor sit inside it (its metadata.jsonl would join
+    that dataset the next time it is read), and if it exists and is not empty it must be a
     folder emu wrote."""
     if source is not None:
         resolved, origin = target.resolve(), source.resolve()
@@ -76,6 +77,11 @@ def refuse_to_replace(target: Path, source: Path | None = None) -> None:
             raise ValueError(
                 f"'{target}' holds the dataset it would be written from ('{source}'), and it "
                 "is replaced as a whole: choose another output folder"
+            )
+        if origin in resolved.parents:
+            raise ValueError(
+                f"'{target}' is inside the dataset it is written from ('{source}'): the "
+                "dataset would take it in the next time it is read; choose a folder outside"
             )
     if target.is_file() or (
         target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file()
