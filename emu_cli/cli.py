@@ -803,7 +803,13 @@ def evaluate(
     help="compare: DATA is an `emu evaluate --annotators review` folder.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="0 picks a free one.",
+)
 @click.option("--annotators", type=POSITIVE, default=1, show_default=True, help="Tokens to issue.")
 @click.option(
     "--export",
@@ -835,9 +841,17 @@ def review(
     explicit = ctx.get_parameter_source("host") == click.core.ParameterSource.COMMANDLINE
     if not is_loopback(host) and not explicit:
         raise click.UsageError(f"refusing to listen on {host}: give --host explicitly for that")
-    server, tokens = _run(
-        lambda: make_server(data, stage, host=host, port=port, annotators=annotators)
-    )
+    try:
+        server, tokens = _run(
+            lambda: make_server(data, stage, host=host, port=port, annotators=annotators)
+        )
+    except click.ClickException as error:
+        if isinstance(error.__cause__, OSError) and error.__cause__.filename is None:
+            raise click.ClickException(  # the address, not the database, could not be had
+                f"cannot listen on {host}:{port} ({error.__cause__.strerror}): pass another "
+                "--port (0 picks a free one)"
+            ) from error.__cause__
+        raise
     bound = server.server_address[1]
     click.echo(f"emu review ({stage}) serving {data} on http://{host}:{bound}/", err=True)
     for name, token in tokens.items():
@@ -937,7 +951,8 @@ def _run(action):
     except (ValueError, TrainingDiverged) as error:  # DatasetError, CheckpointError included
         raise click.ClickException(str(error)) from error
     except OSError as error:  # a folder that cannot be written, a full disk: the path, not a trace
-        raise click.ClickException(f"{error.strerror or error}: {error.filename or ''}") from error
+        where = f": {error.filename}" if error.filename else ""
+        raise click.ClickException(f"{error.strerror or error}{where}") from error
 
 
 def main() -> None:

@@ -62,6 +62,17 @@ def test_refuses_a_non_loopback_address_unless_given_explicitly(pool, tmp_path):
     result = emu("review", pool, "--stage", "generalist", "--config", config, check=False)
     assert result.returncode == 2 and "give --host explicitly" in result.stderr
 
+    # a port another program holds is said as such, with the way out
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        result = emu("review", pool, "--stage", "generalist", "--port", taken, check=False)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{taken} (Address already in use)" in result.stderr
+
 
 @pytest.mark.slow
 def test_no_vote_is_lost_with_twenty_annotators_at_once(tmp_path):
