@@ -397,7 +397,7 @@ def simulate_review(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_json: bool) -> None:
     """Score IMAGES with the world's pixel judges: appeal per guideline category."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from emu_cli.world.factors import CATEGORIES
     from emu_cli.world.judges import ATTRIBUTES, WorldJudges, parse_caption
@@ -413,7 +413,7 @@ def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_
         try:
             with Image.open(path) as image:
                 pictures.append(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as error:
+        except OSError as error:  # PIL's UnidentifiedImageError included
             raise click.BadParameter(
                 f"'{path}' is not an image: {error}", param_hint="IMAGES"
             ) from error
@@ -841,17 +841,19 @@ def review(
     explicit = ctx.get_parameter_source("host") == click.core.ParameterSource.COMMANDLINE
     if not is_loopback(host) and not explicit:
         raise click.UsageError(f"refusing to listen on {host}: give --host explicitly for that")
-    try:
-        server, tokens = _run(
-            lambda: make_server(data, stage, host=host, port=port, annotators=annotators)
-        )
-    except click.ClickException as error:
-        if isinstance(error.__cause__, OSError) and error.__cause__.filename is None:
-            raise click.ClickException(  # the address, not the database, could not be had
-                f"cannot listen on {host}:{port} ({error.__cause__.strerror}): pass another "
-                "--port (0 picks a free one)"
-            ) from error.__cause__
-        raise
+
+    def listening():
+        try:
+            return make_server(data, stage, host=host, port=port, annotators=annotators)
+        except OSError as error:
+            if error.filename is not None:  # a file (the database), not the address
+                raise
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({error.strerror}): pass another --port "
+                "(0 picks a free one)"
+            ) from error
+
+    server, tokens = _run(listening)
     bound = server.server_address[1]
     click.echo(f"emu review ({stage}) serving {data} on http://{host}:{bound}/", err=True)
     for name, token in tokens.items():

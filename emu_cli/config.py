@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,15 @@ KINDS = (
 def value_kind(value: Any) -> str | None:
     """The kind of a value in words; None for a kind no option is checked against (None)."""
     return next((name for types, name in KINDS if isinstance(value, types)), None)
+
+
+def changes(before: dict[str, Any], now: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    """``key old -> new`` for each of ``keys`` whose value differs: what a run that must keep
+    its settings names when asked to continue with others."""
+    return [f"{key} {_shown(before.get(key))} -> {_shown(now.get(key))}"
+            for key in keys if before.get(key) != now.get(key)]  # fmt: skip
+
+
+def _shown(value: Any) -> str:
+    """A setting as a message shows it: 0.0003, not 0.00030000000000000003."""
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)

@@ -19,6 +19,7 @@ import click
 
 from emu_cli.backend import PRESETS, Backend, Model
 from emu_cli.checkpoint import PROVENANCE, load_checkpoint, read_provenance, save_checkpoint
+from emu_cli.config import changes
 from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training import state as checkpoints
@@ -256,15 +257,16 @@ def _starting_model(
     index: SampleIndex,
 ) -> Model:
     """A new model, or the run's model to continue: its checkpoint mid-stage, or the model of
-    the stages it has completed."""
-    if resume_from is None and not (out / PROVENANCE).is_file():
-        from accelerate.utils import set_seed
+    the stages it has completed (whose settings ``pretrain`` checked before reading data)."""
+    if resume_from is not None:
+        refuse_changed_settings(resume_from / "model", preset, options, stage, recipe, index)
+        return load_checkpoint(resume_from / "model", backend)[1]
+    if (out / PROVENANCE).is_file():
+        return load_checkpoint(out, backend)[1]
+    from accelerate.utils import set_seed
 
-        set_seed(recipe.seed)  # the same --seed builds the same initial weights in every process
-        return backend.build(preset, options)
-    path = resume_from / "model" if resume_from is not None else out
-    refuse_changed_settings(path, preset, options, stage, recipe, index)
-    return load_checkpoint(path, backend)[1]
+    set_seed(recipe.seed)  # the same --seed builds the same initial weights in every process
+    return backend.build(preset, options)
 
 
 def refuse_changed_settings(
@@ -279,23 +281,14 @@ def refuse_changed_settings(
     built with, and the recipe and data of ``stage`` if it stopped half-way. A change would
     give neither run while emu.json recorded the new settings, so it is refused, not ignored."""
     provenance = read_provenance(path)
-    changed = []
-    if provenance.get("preset", preset) != preset:
-        changed.append(f"preset {_shown(provenance['preset'])} -> {_shown(preset)}")
-    built = provenance.get("options", {})
-    changed += [
-        f"{key} {_shown(built[key])} -> {_shown(value)}"
-        for key, value in sorted(options.items())
-        if key in built and built[key] != value
-    ]
+    built = {**provenance.get("options", {}), "preset": provenance.get("preset", preset)}
+    changed = changes(
+        built, {**options, "preset": preset}, ["preset", *sorted(set(options) & set(built))]
+    )
     started = provenance.get("recipes", {}).get(stage)
     if started is not None and recipe is not None and index is not None:  # the stage has begun
         asked = recipe.to_dict()
-        changed += [
-            f"{key} {_shown(started[key])} -> {_shown(asked[key])}"
-            for key in sorted(set(started) & set(asked) - MAY_CHANGE_ON_RESUME)
-            if started[key] != asked[key]
-        ]
+        changed += changes(started, asked, sorted(set(started) & set(asked) - MAY_CHANGE_ON_RESUME))
         data = provenance.get("data") or {}
         if data.get("fingerprint", index.fingerprint()) != index.fingerprint():
             changed.append(f"data {data.get('source')} -> {index.source} (other samples)")
@@ -304,8 +297,3 @@ def refuse_changed_settings(
             f"'{path}' was trained with other settings ({'; '.join(changed)}); continue it "
             "with the settings it started with, or train afresh in another --out"
         )
-
-
-def _shown(value: Any) -> str:
-    """A setting as a message shows it: 0.0003, not 0.00030000000000000003."""
-    return f"{value:.6g}" if isinstance(value, float) else repr(value)

@@ -145,7 +145,7 @@ def test_a_trained_clip_and_its_head_go_up_and_emu_filter_loads_them_by_hub_id(w
         AestheticHead.load("hf-hub:me/pool-clip")
 
 
-def test_clear_errors_and_nothing_claimed(checkpoint):
+def test_clear_errors_and_nothing_claimed(checkpoint, world):
     with FakeHub() as hub:
         for token, expected in [(None, "no Hugging Face token"), ("hf_wrong", "(401)"),
                                 (READ_TOKEN, "(403)")]:  # fmt: skip
@@ -163,15 +163,17 @@ def test_clear_errors_and_nothing_claimed(checkpoint):
     offline = emu("push", checkpoint, "--repo", "me/x", env={"HF_HUB_OFFLINE": "1"}, check=False)
     assert offline.returncode == 1 and "HF_HUB_OFFLINE" in offline.stderr
 
-    # --push-to-hub that cannot work fails before training, not after it
+    # --push-to-hub that cannot work fails before training, not after it: on data it would
+    # tune on, a check after training would leave the run folder behind
     out = checkpoint.parent / "qt"
     for repo, env, expected in [
         ("bad repo", {"HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN}, "is not a Hub repo id"),
         ("me/x", {"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
         ("me/x", {"HF_HUB_OFFLINE": "0", "HF_TOKEN": ""}, "no Hugging Face token"),
     ]:
-        result = emu("quality-tune", "--model", checkpoint, "--data", checkpoint, "--out", out,
-                     "--push-to-hub", repo, env=env, check=False)  # fmt: skip
+        result = emu("quality-tune", "--model", checkpoint, "--data", world, "--out", out,
+                     "--steps", 2, "--no-early-stopping", "--push-to-hub", repo, env=env,
+                     check=False)  # fmt: skip
         assert result.returncode == 1 and expected in result.stderr, result.stderr
         assert not out.exists()
 

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from emu_cli.config import changes
+
 # What a folder's models were made with, so that a rerun keeps only parts it would remake.
 RECORD = "train-models.json"
 
@@ -49,7 +51,7 @@ def train_offline_models(
             f"{clip_batch_size} and {rated}"
         )
     out = Path(out)
-    settings = {
+    settings = {  # the pool's path is a note: its fingerprint decides
         "pool": str(pool),
         "pool_fingerprint": index_dataset(pool).fingerprint(),
         "clip_steps": clip_steps,
@@ -59,12 +61,9 @@ def train_offline_models(
     }
     record = out / RECORD
     if record.is_file():
-        before = json.loads(record.read_text())
-        changed = [
-            f"{key} {before.get(key)!r} -> {value!r}"
-            for key, value in settings.items()
-            if key != "pool" and before.get(key) != value
-        ]
+        changed = changes(
+            json.loads(record.read_text()), settings, [k for k in settings if k != "pool"]
+        )
         if changed:
             raise ValueError(
                 f"'{out}' holds models made with other settings or another pool "

@@ -67,7 +67,7 @@ def read_image(sample: Sample) -> Image.Image:
 
 def count_smaller(index: SampleIndex, side: int) -> int:
     """How many readable images of ``index`` have a shorter side below ``side``: what training
-    at that resolution upscales. Reads headers only."""
+    at that resolution upscales. Decodes headers only."""
     count = 0
     for sample in index.samples:
         try:

@@ -57,7 +57,8 @@ def _listed(folder: Path, skip_training_state: bool) -> list[str]:
     names = []
     for path in folder.rglob("*"):
         relative = path.relative_to(folder)
-        if not path.is_file() or ".incoming" in str(relative):
+        # the half-written and emu's own bookkeeping stay home
+        if not path.is_file() or ".incoming" in str(relative) or relative.name == MARKER:
             continue
         if skip_training_state and relative.parts[0] == "stages":
             continue
@@ -137,8 +138,7 @@ def plan_dataset(folder: Path, repo: str) -> Upload:
     folder = Path(folder)
     if not (folder / "metadata.jsonl").is_file():
         raise PushError(f"'{folder}' is not an image folder: it has no metadata.jsonl")
-    files = [name for name in _listed(folder, False) if name != MARKER]
-    return Upload(repo, "dataset", folder, dataset_card(folder, repo), files)
+    return Upload(repo, "dataset", folder, dataset_card(folder, repo), _listed(folder, False))
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
