@@ -17,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -127,7 +128,6 @@ class Runner:
     def __init__(self, jobs: int, logs: Path):
         self.jobs, self.logs = max(1, jobs), logs
         self.active = 0  # jobs running or ready to run
-        self.durations: dict[str, float] = {}  # seconds each finished job took
         self.lock = threading.Lock()
 
     def emu(self, job: str, *args: object) -> None:
@@ -187,8 +187,6 @@ class Runner:
             return result
         finally:
             elapsed = time.perf_counter() - began
-            with self.lock:
-                self.durations[name] = elapsed
             print(f"[{name}] {outcome} after {elapsed / 60:.1f} min", flush=True)
 
 
@@ -202,12 +200,43 @@ class Job:
     after: tuple[str, ...] = ()
 
 
-def done(path: Path) -> bool:
-    return path.exists()
+class Timings:
+    """Seconds each part of the demo (a folder of OUT: ``pool``, ``masked/pre``, ...) took to
+    make, kept in ``OUT/timings.json`` across invocations: a part reused on a rerun keeps the
+    time it took when made, and a part resumed after a crash adds the time of each try."""
+
+    def __init__(self, path: Path):
+        self.path, self.lock = path, threading.Lock()
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.write_text(json.dumps(self.seconds, indent=2, sort_keys=True))
+
+    def total(self, *names: str) -> float:
+        return sum(self.seconds.get(name, 0.0) for name in names)
 
 
-def curate(runner: Runner, out: Path, scale: dict) -> Path:
+def done(path: Path, after: tuple[Path, ...] = ()) -> bool:
+    """``path`` exists and was written after every file of ``after`` (the inputs it was made
+    from: an evaluation of models tuned again is stale)."""
+    return path.exists() and all(path.stat().st_mtime >= source.stat().st_mtime for source in after)
+
+
+def curate(runner: Runner, timings: Timings, out: Path, scale: dict) -> Path:
     """The automatic stage, then the two human stages; returns the final curated folder."""
+    with timings.part("curation"):
+        return _curate(runner, out, scale)
+
+
+def _curate(runner: Runner, out: Path, scale: dict) -> Path:
     pool, models = out / "pool", out / "curation" / "models"
     clip, head = models / "clip", models / "aesthetic.safetensors"
     if not done(head):
@@ -229,7 +258,7 @@ def curate(runner: Runner, out: Path, scale: dict) -> Path:
     return source
 
 
-def pretrain(runner: Runner, out: Path, name: str, scale: dict) -> Path:
+def pretrain(runner: Runner, timings: Timings, out: Path, name: str, scale: dict) -> Path:
     run = out / name / "pre"
     if done(run / "emu.json") and not (run / "stages").is_dir():
         return run
@@ -245,36 +274,31 @@ def pretrain(runner: Runner, out: Path, name: str, scale: dict) -> Path:
         lines += [f"  {stage}: {json.dumps(fields)}" for stage, fields in stages.items()]
     config.write_text("\n".join(lines) + "\n")
     resume = ["--resume", "latest"] if (run / "stages").is_dir() else []
-    runner.emu(f"{name}-pretrain", "pretrain", "--backend", name, "--preset", scale["preset"],
-               "--data", out / "pool", "--out", run, "--config", config, *resume)  # fmt: skip
+    with timings.part(f"{name}/pre"):
+        runner.emu(f"{name}-pretrain", "pretrain", "--backend", name, "--preset", scale["preset"],
+                   "--data", out / "pool", "--out", run, "--config", config, *resume)  # fmt: skip
     return run
 
 
 def quality_tune(
-    runner: Runner, job: str, pretrained: Path, curated: Path, scale: dict, subset: int | None
+    runner: Runner,
+    timings: Timings,
+    job: str,
+    pretrained: Path,
+    curated: Path,
+    scale: dict,
+    subset: int | None,
 ) -> Path:
     run = pretrained.parent / ("qt" if subset is None else f"qt-{subset}")
     if done(run / "emu.json"):
         return run
     resume = ["--resume", "latest"] if (run / "stages").is_dir() else []
     extra = ["--subset", subset] if subset else []
-    runner.emu(job, "quality-tune", "--model", pretrained, "--data", curated, "--out", run,
-        "--mixed-precision", scale["mixed_precision"], *scale["qt"], *extra, *resume)  # fmt: skip
+    with timings.part(f"{pretrained.parent.name}/{run.name}"):
+        runner.emu(job, "quality-tune", "--model", pretrained, "--data", curated, "--out", run,
+                   "--mixed-precision", scale["mixed_precision"],
+                   *scale["qt"], *extra, *resume)  # fmt: skip
     return run
-
-
-def training_seconds(run: Path) -> float:
-    """Seconds spent training the stages of a run folder, from their summaries (elapsed =
-    images seen / images per second), so that a run resumed across invocations counts once."""
-    total = 0.0
-    for summary_file in (run / "stages").glob("*/summary.json"):
-        summary = json.loads(summary_file.read_text())
-        recipe = json.loads((summary_file.parent.parent.parent / "emu.json").read_text())[
-            "recipes"
-        ][summary_file.parent.name]
-        seen = summary["steps"] * recipe["batch_size"] * summary.get("processes", 1)
-        total += seen / summary["images_per_second"] if summary["images_per_second"] else 0.0
-    return total
 
 
 def row(name: str, qt: Path, evaluation: Path, wall: float) -> dict:
@@ -317,26 +341,27 @@ def print_table(rows: list[dict]) -> None:
 
 def tune_and_evaluate(
     runner: Runner,
+    timings: Timings,
     name: str,
     scale: dict,
     subsets: list[int | None],
-    shared_seconds: Callable[[], float],
+    shared: int,
     curated: Path,
     pretrained: Path,
 ) -> list[dict]:
     """Quality-tune one backend (and on each subset), evaluate against its pre-trained model;
-    return its table rows."""
+    return its table rows. A row's wall time is its pre-training, quality-tuning and
+    evaluation and a 1/``shared`` share of the pool and the curation."""
     rows, job = [], f"{name}-tune"
     for subset in subsets:
-        qt = quality_tune(runner, job, pretrained, curated, scale, subset)
+        qt = quality_tune(runner, timings, job, pretrained, curated, scale, subset)
         evaluation = qt.parent / f"eval-{qt.name}"
-        began = time.perf_counter()
-        runner.emu(job, "evaluate", "--a", qt, "--b", pretrained,
-                   "--prompts", "builtin:world", "--out", evaluation)  # fmt: skip
-        # Training time from the run folders (a run resumed across invocations counts once),
-        # evaluation as timed, and a share of the pool and the curation.
-        trained = training_seconds(pretrained) + training_seconds(qt)
-        wall = trained + time.perf_counter() - began + shared_seconds()
+        if not done(evaluation / "results.json", after=(qt / "emu.json", pretrained / "emu.json")):
+            with timings.part(f"{name}/{evaluation.name}"):
+                runner.emu(job, "evaluate", "--a", qt, "--b", pretrained,
+                           "--prompts", "builtin:world", "--out", evaluation)  # fmt: skip
+        wall = timings.total(f"{name}/pre", f"{name}/{qt.name}", f"{name}/{evaluation.name}")
+        wall += timings.total("pool", "curation") / shared
         rows.append(row(name if subset is None else f"{name}@{subset}", qt, evaluation, wall))
     return rows
 
@@ -367,22 +392,19 @@ def main() -> None:
     runner = Runner(args.jobs or scale["jobs"], out / "logs")
     if runner.jobs > 1:
         print(f"{runner.jobs} jobs side by side; their output: {out / 'logs'}/JOB.log", flush=True)
+    timings = Timings(out / "timings.json")
     if not done(out / "pool" / "metadata.jsonl"):
-        runner.emu("pool", "data", "synth", "--n", scale["pool"], "--size", scale["size"],
-                   "--seed", 0, "--out", out / "pool")  # fmt: skip
-    pool_seconds = time.perf_counter() - started
-
-    def shared_seconds() -> float:
-        """A backend's share of the pool's and the curation's time."""
-        return (pool_seconds + runner.durations.get("curate", 0.0)) / len(backends)
+        with timings.part("pool"):
+            runner.emu("pool", "data", "synth", "--n", scale["pool"], "--size", scale["size"],
+                       "--seed", 0, "--out", out / "pool")  # fmt: skip
 
     subsets = [None] + ([args.qt_subset] if args.qt_subset else [])
-    jobs = {"curate": Job(partial(curate, runner, out, scale))}
+    jobs = {"curate": Job(partial(curate, runner, timings, out, scale))}
     for name in backends:
-        jobs[f"{name}-pretrain"] = Job(partial(pretrain, runner, out, name, scale))
+        jobs[f"{name}-pretrain"] = Job(partial(pretrain, runner, timings, out, name, scale))
     for name in backends:
         jobs[f"{name}-tune"] = Job(
-            partial(tune_and_evaluate, runner, name, scale, subsets, shared_seconds),
+            partial(tune_and_evaluate, runner, timings, name, scale, subsets, len(backends)),
             after=("curate", f"{name}-pretrain"),
         )
     try:

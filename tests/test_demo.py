@@ -1,11 +1,13 @@
-"""The demo's job runner: dependencies, jobs side by side, failures that keep what is done."""
+"""The demo's job runner: dependencies, jobs side by side, failures that keep what is done;
+the time each part took, kept across reruns."""
 
+import os
 import threading
 import time
 
 import pytest
 
-from emu_cli.demo import Job, JobFailed, Runner
+from emu_cli.demo import Job, JobFailed, Runner, Timings, done
 
 
 def test_jobs_run_side_by_side_after_what_they_need(tmp_path):
@@ -35,7 +37,6 @@ def test_jobs_run_side_by_side_after_what_they_need(tmp_path):
     assert most[0] == 2  # never more than two at a time, and two did run together
     assert order.index("d") == 3
     assert active["a"] == 2 and active["d"] == 1  # the last job left gets every core
-    assert set(runner.durations) == {"a", "b", "c", "d"}
 
 
 def test_a_failed_job_lets_the_running_one_finish_and_starts_no_more(tmp_path):
@@ -70,3 +71,32 @@ def test_a_failing_command_names_its_log(tmp_path):
 def test_a_job_waiting_on_a_missing_job_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"\['b'\] wait on jobs that never run"):
         Runner(2, tmp_path).run({"a": Job(lambda: 1), "b": Job(lambda x: x, after=("nope",))})
+
+
+def test_a_part_keeps_its_time_on_a_rerun_and_a_resumed_part_adds_each_try(tmp_path):
+    path = tmp_path / "out" / "timings.json"
+    first = Timings(path)
+    with first.part("masked/pre"):
+        time.sleep(0.05)
+    with pytest.raises(KeyboardInterrupt), first.part("masked/qt"):
+        time.sleep(0.05)
+        raise KeyboardInterrupt  # killed halfway
+    again = Timings(path)  # the next invocation reuses the pre-trained model, resumes the tuning
+    with again.part("masked/qt"):
+        time.sleep(0.05)
+    assert again.total("masked/pre") == first.seconds["masked/pre"] >= 0.05
+    assert again.total("masked/qt") >= 0.1
+    assert again.total("masked/pre", "masked/qt", "never-run") == pytest.approx(
+        first.seconds["masked/pre"] + again.seconds["masked/qt"]
+    )
+
+
+def test_an_output_older_than_what_it_was_made_from_is_not_done(tmp_path):
+    model, results = tmp_path / "emu.json", tmp_path / "results.json"
+    model.write_text("{}")
+    assert not done(results, after=(model,))
+    results.write_text("{}")
+    os.utime(model, (time.time() - 60,) * 2)
+    assert done(results, after=(model,))
+    os.utime(model, (time.time() + 60,) * 2)  # tuned again after the evaluation
+    assert not done(results, after=(model,)) and done(results)
