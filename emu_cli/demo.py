@@ -203,7 +203,8 @@ class Job:
 class Timings:
     """Seconds each part of the demo (a folder of OUT: ``pool``, ``masked/pre``, ...) took to
     make, kept in ``OUT/timings.json`` across invocations: a part reused on a rerun keeps the
-    time it took when made, and a part resumed after a crash adds the time of each try."""
+    time it took when made, a part resumed after a crash adds the time of each try, and a part
+    whose folder is gone (moved aside to make it again) starts from zero."""
 
     def __init__(self, path: Path):
         self.path, self.lock = path, threading.Lock()
@@ -211,6 +212,9 @@ class Timings:
 
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
+        if not (self.path.parent / name).exists():
+            with self.lock:
+                self.seconds.pop(name, None)
         began = time.perf_counter()
         try:
             yield

@@ -77,8 +77,10 @@ def test_a_part_keeps_its_time_on_a_rerun_and_a_resumed_part_adds_each_try(tmp_p
     path = tmp_path / "out" / "timings.json"
     first = Timings(path)
     with first.part("masked/pre"):
+        (path.parent / "masked" / "pre").mkdir(parents=True)
         time.sleep(0.05)
     with pytest.raises(KeyboardInterrupt), first.part("masked/qt"):
+        (path.parent / "masked" / "qt").mkdir()
         time.sleep(0.05)
         raise KeyboardInterrupt  # killed halfway
     again = Timings(path)  # the next invocation reuses the pre-trained model, resumes the tuning
@@ -89,6 +91,11 @@ def test_a_part_keeps_its_time_on_a_rerun_and_a_resumed_part_adds_each_try(tmp_p
     assert again.total("masked/pre", "masked/qt", "never-run") == pytest.approx(
         first.seconds["masked/pre"] + again.seconds["masked/qt"]
     )
+    (path.parent / "masked" / "qt").rmdir()  # moved aside: tuned again from nothing
+    with again.part("masked/qt"):
+        pass
+    assert again.total("masked/qt") < 0.05
+    assert Timings(path).total("masked/qt") == again.total("masked/qt")
 
 
 def test_an_output_older_than_what_it_was_made_from_is_not_done(tmp_path):
