@@ -263,9 +263,14 @@ def _curate(runner: Runner, out: Path, scale: dict) -> Path:
 
 
 def pretrain(runner: Runner, timings: Timings, out: Path, name: str, scale: dict) -> Path:
+    from emu_cli.plugins import get_backend
+
     run = out / name / "pre"
-    if done(run / "emu.json") and not (run / "stages").is_dir():
-        return run
+    if done(run / "emu.json"):  # written at each stage's end: done when it lists every stage
+        saved = json.loads((run / "emu.json").read_text())
+        wanted = get_backend(name).default_stages(scale["preset"], {})  # the demo sets none
+        if set(wanted) <= set(saved.get("stages_completed", [])):
+            return run
     config = out / name / "pretrain.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     lines = ["checkpoint_every: 100", "preview_every: 200"]

@@ -1,13 +1,14 @@
 """The demo's job runner: dependencies, jobs side by side, failures that keep what is done;
 the time each part took, kept across reruns."""
 
+import json
 import os
 import threading
 import time
 
 import pytest
 
-from emu_cli.demo import Job, JobFailed, Runner, Timings, done
+from emu_cli.demo import SCALES, Job, JobFailed, Runner, Timings, done, pretrain
 
 
 def test_jobs_run_side_by_side_after_what_they_need(tmp_path):
@@ -107,3 +108,16 @@ def test_an_output_older_than_what_it_was_made_from_is_not_done(tmp_path):
     assert done(results, after=(model,))
     os.utime(model, (time.time() + 60,) * 2)  # tuned again after the evaluation
     assert not done(results, after=(model,)) and done(results)
+
+
+def test_a_finished_pretraining_is_reused_and_an_unfinished_one_resumed(tmp_path):
+    run, logs = tmp_path / "masked" / "pre", tmp_path / "logs"
+    timings = Timings(tmp_path / "timings.json")
+    (run / "stages").mkdir(parents=True)  # a finished run keeps its stages' logs here
+    (run / "emu.json").write_text(json.dumps({"stages_completed": ["tokenizer", "transformer"]}))
+    assert pretrain(Runner(2, logs), timings, tmp_path, "masked", SCALES["quick"]) == run
+    assert not logs.exists() and timings.seconds == {}  # no command ran, no time counted
+    (run / "emu.json").write_text(json.dumps({"stages_completed": ["tokenizer"]}))
+    with pytest.raises(JobFailed):  # there is no pool here, but the command was the right one
+        pretrain(Runner(2, logs), timings, tmp_path, "masked", SCALES["quick"])
+    assert "--resume latest" in (logs / "masked-pretrain.log").read_text()
