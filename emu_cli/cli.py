@@ -39,6 +39,14 @@ def device_option(function):
     )(function)
 
 
+def resume_option(function):
+    return click.option(
+        "--resume",
+        help="'latest' to continue the run in --out, or a checkpoint folder "
+        "(stages/STAGE/checkpoints/step-N); with the settings the run started with.",
+    )(function)
+
+
 def mixed_precision_option(function):
     return click.option(
         "--mixed-precision",
@@ -103,11 +111,7 @@ def validation_options(function):
     help="Backend option KEY=VALUE (repeatable), e.g. superres_factor=2; see docs/backends.md.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--resume",
-    help="'latest' to continue the run in --out, or a checkpoint folder "
-    "(stages/STAGE/checkpoints/step-N); with the settings the run started with.",
-)
+@resume_option
 @click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
 @device_option
 @config_option(extra_keys=Recipe.field_names() | {"stages_recipe", "model_options"})
@@ -650,11 +654,7 @@ def train_aesthetic(
 @click.option("--patience", type=POSITIVE, default=3, show_default=True)
 @click.option("--faithfulness-margin", type=click.FloatRange(min=0), default=0.1, show_default=True)
 @device_option
-@click.option(
-    "--resume",
-    help="'latest' to continue the run in --out, or a checkpoint folder "
-    "(stages/STAGE/checkpoints/step-N); with the settings the run started with.",
-)
+@resume_option
 @click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
 @config_option(extra_keys=Recipe.field_names())
 @click.pass_context

@@ -237,39 +237,35 @@ def done(path: Path, after: tuple[Path, ...] = ()) -> bool:
 def curate(runner: Runner, timings: Timings, out: Path, scale: dict) -> Path:
     """The automatic stage, then the two human stages; returns the final curated folder."""
     with timings.part("curation"):
-        return _curate(runner, out, scale)
-
-
-def _curate(runner: Runner, out: Path, scale: dict) -> Path:
-    pool, models = out / "pool", out / "curation" / "models"
-    clip, head = models / "clip", models / "aesthetic.safetensors"
-    if not done(head):
-        runner.emu("curate", "filter", "train-models", "--data", pool, "--out", models,
-            "--clip-steps", scale["clip_steps"], "--rated", scale["ratings"])  # fmt: skip
-    automatic = out / "curation" / "automatic"
-    if not done(automatic / "kept" / "metadata.jsonl"):
-        config = CONFIGS / "filters-demo.yaml"
-        runner.emu("curate", "filter", "--data", pool, "--out", automatic, "--clip-model", clip,
-            "--config", config, "--set", f"aesthetic.weights={head}")  # fmt: skip
-    source = automatic / "kept"
-    for stage, keep_rate in zip(("generalist", "specialist"), scale["keep_rates"], strict=True):
-        target = out / "curation" / stage
-        if not done(target / "metadata.jsonl"):
-            runner.emu("curate", "data", "simulate-review", "--data", source, "--stage", stage,
-                "--keep-rate", keep_rate, "--out", target,
-                "--store", out / "curation" / "annotations.sqlite")  # fmt: skip
-        source = target
-    return source
+        pool, models = out / "pool", out / "curation" / "models"
+        clip, head = models / "clip", models / "aesthetic.safetensors"
+        if not done(head):
+            runner.emu("curate", "filter", "train-models", "--data", pool, "--out", models,
+                "--clip-steps", scale["clip_steps"], "--rated", scale["ratings"])  # fmt: skip
+        automatic = out / "curation" / "automatic"
+        if not done(automatic / "kept" / "metadata.jsonl"):
+            config = CONFIGS / "filters-demo.yaml"
+            runner.emu("curate", "filter", "--data", pool, "--out", automatic, "--clip-model", clip,
+                "--config", config, "--set", f"aesthetic.weights={head}")  # fmt: skip
+        source = automatic / "kept"
+        for stage, keep_rate in zip(("generalist", "specialist"), scale["keep_rates"], strict=True):
+            target = out / "curation" / stage
+            if not done(target / "metadata.jsonl"):
+                runner.emu("curate", "data", "simulate-review", "--data", source, "--stage", stage,
+                    "--keep-rate", keep_rate, "--out", target,
+                    "--store", out / "curation" / "annotations.sqlite")  # fmt: skip
+            source = target
+        return source
 
 
 def pretrain(runner: Runner, timings: Timings, out: Path, name: str, scale: dict) -> Path:
+    from emu_cli.checkpoint import PROVENANCE, read_provenance
     from emu_cli.plugins import get_backend
 
     run = out / name / "pre"
-    if done(run / "emu.json"):  # written at each stage's end: done when it lists every stage
-        saved = json.loads((run / "emu.json").read_text())
+    if done(run / PROVENANCE):  # written at each stage's end: done when it lists every stage
         wanted = get_backend(name).default_stages(scale["preset"], {})  # the demo sets none
-        if set(wanted) <= set(saved.get("stages_completed", [])):
+        if set(wanted) <= set(read_provenance(run).get("stages_completed", [])):
             return run
     config = out / name / "pretrain.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)

@@ -114,10 +114,11 @@ def test_a_finished_pretraining_is_reused_and_an_unfinished_one_resumed(tmp_path
     run, logs = tmp_path / "masked" / "pre", tmp_path / "logs"
     timings = Timings(tmp_path / "timings.json")
     (run / "stages").mkdir(parents=True)  # a finished run keeps its stages' logs here
-    (run / "emu.json").write_text(json.dumps({"stages_completed": ["tokenizer", "transformer"]}))
+    provenance = {"backend": "masked", "stages_completed": ["tokenizer", "transformer"]}
+    (run / "emu.json").write_text(json.dumps(provenance))
     assert pretrain(Runner(2, logs), timings, tmp_path, "masked", SCALES["quick"]) == run
     assert not logs.exists() and timings.seconds == {}  # no command ran, no time counted
-    (run / "emu.json").write_text(json.dumps({"stages_completed": ["tokenizer"]}))
+    (run / "emu.json").write_text(json.dumps({**provenance, "stages_completed": ["tokenizer"]}))
     with pytest.raises(JobFailed):  # there is no pool here, but the command was the right one
         pretrain(Runner(2, logs), timings, tmp_path, "masked", SCALES["quick"])
     assert "--resume latest" in (logs / "masked-pretrain.log").read_text()
