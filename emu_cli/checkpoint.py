@@ -2,6 +2,7 @@
 
 ``emu.json`` records provenance: backend, stage(s) trained, steps, recipe, data fingerprint,
 parent checkpoint. Weights are safetensors only: folders holding pickled weights are refused.
+A checkpoint is named by its folder or, once pushed, by its Hub repo (:func:`locate_checkpoint`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,38 @@ PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 class CheckpointError(ValueError):
     """A folder is not a usable emu checkpoint; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a named checkpoint is on disk, and the name to record for it: the folder as given,
+    or ``OWNER/NAME@COMMIT`` for a Hub repo (``repo``), pinned to the commit that was read."""
+
+    path: Path
+    name: str
+    repo: str | None = None
+
+
+def locate_checkpoint(reference: str | Path) -> Located:
+    """A checkpoint folder, or a Hub model repo (``OWNER/NAME[@REVISION]``, also with open_clip's
+    ``hf-hub:`` prefix) downloaded into huggingface_hub's cache. A folder of that name wins, as
+    in diffusers' ``from_pretrained``."""
+    from emu_cli.hub import HUB, HubError, hub_repo, model_snapshot
+
+    text = str(reference)
+    explicit = text.startswith(HUB)
+    if not explicit and Path(text).exists():
+        return Located(Path(text), text)
+    repo = hub_repo(text)
+    if repo is None:  # a path: read_provenance says what is wrong with it
+        return Located(Path(text), text)
+    try:
+        folder = model_snapshot(*repo)
+    except HubError as error:
+        if explicit:
+            raise
+        raise HubError(f"no checkpoint folder '{text}' here, and {error}") from error
+    return Located(folder, f"{repo[0]}@{folder.name}", repo[0])
 
 
 def read_provenance(path: Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ def cli() -> None:
 
 # counts, steps and sizes a command cannot use at zero: refused by click, naming the option
 POSITIVE = click.IntRange(min=1)
+MODEL_HELP = "a folder, or a Hub model repo OWNER/NAME[@REVISION] (downloaded and cached)"
 
 
 def device_option(function):
@@ -194,11 +195,7 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
 
 @cli.command()
 @click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Checkpoint folder.",
+    "--model", "model_path", metavar="MODEL", required=True, help=f"The checkpoint: {MODEL_HELP}."
 )
 @click.argument("prompts", nargs=-1)
 @click.option(
@@ -219,7 +216,7 @@ def _key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
 @device_option
 @config_option()
 def generate(
-    model_path: Path,
+    model_path: str,
     prompts: tuple[str, ...],
     prompt_set: str | None,
     num_images: int,
@@ -626,9 +623,9 @@ def train_aesthetic(
 @click.option(
     "--model",
     "model_path",
-    type=click.Path(path_type=Path),
+    metavar="MODEL",
     required=True,
-    help="The pre-trained checkpoint.",
+    help=f"The pre-trained checkpoint: {MODEL_HELP}.",
 )
 @click.option(
     "--data",
@@ -660,7 +657,7 @@ def train_aesthetic(
 @click.pass_context
 def quality_tune(
     ctx: click.Context,
-    model_path: Path,
+    model_path: str,
     data: Path,
     out: Path,
     subset_size: int | None,
@@ -714,8 +711,8 @@ def quality_tune(
 
 
 @cli.command()
-@click.option("--a", "model_a", type=click.Path(path_type=Path), required=True, help="Model A.")
-@click.option("--b", "model_b", type=click.Path(path_type=Path), required=True, help="Model B.")
+@click.option("--a", "model_a", metavar="MODEL", required=True, help=f"Model A: {MODEL_HELP}.")
+@click.option("--b", "model_b", metavar="MODEL", required=True, help=f"Model B: {MODEL_HELP}.")
 @click.option(
     "--prompts",
     default="builtin:world",
@@ -750,8 +747,8 @@ def quality_tune(
 @device_option
 @config_option()
 def evaluate(
-    model_a: Path,
-    model_b: Path,
+    model_a: str,
+    model_b: str,
     prompts: str,
     out: Path,
     annotators: str,
@@ -875,7 +872,11 @@ def review(
 @click.option("--private", is_flag=True, help="Create the repo private.")
 @click.option("--revision", help="Branch to commit to (created if needed).")
 @click.option("--commit-message", help="Message of the one commit.")
-@click.option("--base-model", help="Hub id of the model this one was tuned from (card).")
+@click.option(
+    "--base-model",
+    help="Hub id of the model this one was tuned from (card) [default: the Hub repo "
+    "`emu quality-tune --model` read it from, if it came from the Hub].",
+)
 @click.option("--card-dataset", "card_datasets", multiple=True, help="Hub id of a dataset used.")
 @click.option(
     "--evaluation",

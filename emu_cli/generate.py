@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from emu_cli.checkpoint import load_checkpoint
+from emu_cli.checkpoint import load_checkpoint, locate_checkpoint
 from emu_cli.images import save_grid
 from emu_cli.runtime import quiet_libraries
 
@@ -28,7 +28,7 @@ def resolve_device(device: str):
 
 
 def generate(
-    model_path: Path,
+    model_path: str | Path,
     prompts: list[str],
     *,
     num_images: int = 4,
@@ -39,13 +39,15 @@ def generate(
     device: str = "auto",
 ) -> Generated:
     """Image ``j`` of prompt ``i`` uses seed ``seed + j``: the same seed gives the same images,
-    and adding prompts does not change the images of the others."""
+    and adding prompts does not change the images of the others. ``model_path``: a checkpoint
+    folder or a Hub model repo (:func:`~emu_cli.checkpoint.locate_checkpoint`)."""
     quiet_libraries()
     if num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {num_images}")
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
-    backend, model, provenance = load_checkpoint(Path(model_path))
+    located = locate_checkpoint(model_path)
+    backend, model, provenance = load_checkpoint(located.path)
     target = resolve_device(device)
     model.to(target)
     guidance = backend.guidance(guidance)
@@ -66,7 +68,7 @@ def generate(
     (out / "index.json").write_text(
         json.dumps(
             {
-                "model": str(model_path),
+                "model": located.name,
                 "backend": backend.name,
                 "steps": steps,
                 "guidance": guidance,

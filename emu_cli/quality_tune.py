@@ -23,7 +23,13 @@ from typing import Any
 
 import click
 
-from emu_cli.checkpoint import PROVENANCE, load_checkpoint, read_provenance, save_checkpoint
+from emu_cli.checkpoint import (
+    PROVENANCE,
+    load_checkpoint,
+    locate_checkpoint,
+    read_provenance,
+    save_checkpoint,
+)
 from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training import state as checkpoints
@@ -108,7 +114,7 @@ def subset(index: SampleIndex, count: int | None, seed: int) -> SampleIndex:
 
 
 def quality_tune(
-    model_path: Path,
+    model_path: str | Path,
     *,
     data: Path,
     out: Path,
@@ -138,7 +144,8 @@ def quality_tune(
             f"'{out}' already holds a run; pass --resume latest to continue it, or choose "
             "another --out"
         )
-    backend, model, parent = load_checkpoint(Path(model_path))
+    located = locate_checkpoint(model_path)  # a folder, or a Hub repo pinned to its commit
+    backend, model, parent = load_checkpoint(located.path)
     stage = backend.generator_stage()
     if stage not in parent.get("stages_completed", []):
         raise click.ClickException(
@@ -212,7 +219,8 @@ def quality_tune(
             "upscaled": upscaled,
         },
         "pretraining_data": parent.get("data"),
-        "parent": str(model_path),
+        "parent": located.name,
+        "parent_repo": located.repo,  # the Hub repo it came from: the card's base_model
         "processes": accelerator.num_processes,
     }
     trainer = Trainer(

@@ -1,7 +1,9 @@
 """A small Hugging Face Hub on 127.0.0.1 for the push tests: the endpoints huggingface_hub's
 ``create_repo``, ``create_branch`` and ``create_commit`` call (read from its source), with
-tokens, repositories of each type, branches and files kept in memory; and the ``resolve``
-endpoint ``hf_hub_download`` reads files back from (public reads, as a public repo's).
+tokens, repositories of each type, branches and files kept in memory; and the ones
+``snapshot_download`` and ``hf_hub_download`` read with (``revision`` info, ``tree`` listing,
+``resolve`` by branch or commit; a private repo answers readers without a token 401).
+A commit's id is the hash of the files it holds, so every branch state has one.
 
 Every file is answered "regular" at preupload, so its bytes arrive base64-encoded inside the
 commit, where the test can compare them with the originals."""
@@ -27,6 +29,23 @@ class Repository:
     private: bool
     branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
     commits: list[dict] = field(default_factory=list)
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit id -> files
+
+    def files_at(self, revision: str) -> dict[str, bytes] | None:
+        """The files of a branch or of a commit."""
+        return self.branches.get(revision, self.snapshots.get(revision))
+
+    def commit(self, branch: str, added: dict[str, bytes]) -> str:
+        files = self.branches[branch]
+        files.update(added)
+        oid = commit_id(files)
+        self.snapshots[oid] = dict(files)
+        return oid
+
+
+def commit_id(files: dict[str, bytes]) -> str:
+    listing = json.dumps({name: hashlib.sha256(v).hexdigest() for name, v in sorted(files.items())})
+    return hashlib.sha1(listing.encode()).hexdigest()
 
 
 class FakeHub:
@@ -59,13 +78,15 @@ class HubHandler(BaseHTTPRequestHandler):
     def log_message(self, *_) -> None:
         return
 
-    def _reply(self, status: int, payload: dict) -> None:
+    def _reply(self, status: int, payload: dict | list, code: str | None = None) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         if status >= 400:
             self.send_header("X-Error-Message", payload.get("error", ""))
+        if code:
+            self.send_header("X-Error-Code", code)
         self.end_headers()
         self.wfile.write(body)
 
@@ -73,28 +94,58 @@ class HubHandler(BaseHTTPRequestHandler):
         self._resolve(with_body=False)
 
     def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0]
+        if path.startswith("/api/"):
+            with self.hub.lock:
+                self.hub.requests.append(("GET", self.path))
+            return self._api_get(path)
         self._resolve(with_body=True)
 
+    def _readable(self, repo: Repository | None) -> bool:
+        """Public repos to anyone; private ones to a known token (as the Hub hides them: 401)."""
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return repo is not None and (not repo.private or token in (WRITE_TOKEN, READ_TOKEN))
+
+    def _api_get(self, path: str) -> None:
+        """``repo_info`` at a revision, and the file listing ``snapshot_download`` fetches."""
+        match = re.fullmatch(r"/api/(model|dataset)s/([^/]+/[^/]+)/(revision|tree)/([^/]+)", path)
+        repo = match and self.hub.repos.get((match[1], match[2]))
+        if not match or not self._readable(repo):
+            return self._reply(401, {"error": "Repository not found"}, code="RepoNotFound")
+        files = repo.files_at(unquote(match[4]))
+        if files is None:
+            return self._reply(404, {"error": "Invalid rev id"}, code="RevisionNotFound")
+        if match[3] == "revision":
+            siblings = [{"rfilename": name} for name in sorted(files)]
+            return self._reply(200, {"id": match[2], "sha": commit_id(files),
+                                     "private": repo.private, "siblings": siblings})  # fmt: skip
+        listing = [
+            {"type": "file", "path": name, "size": len(data),
+             "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
+            for name, data in sorted(files.items())
+        ]  # fmt: skip
+        return self._reply(200, listing)
+
     def _resolve(self, with_body: bool) -> None:
-        """A file of a branch, with the headers ``hf_hub_download`` reads (commit, ETag, size)."""
+        """A file of a branch or commit, with the headers ``hf_hub_download`` reads (commit, ETag,
+        size)."""
         hub = self.hub
         with hub.lock:
             hub.requests.append((self.command, self.path))
         match = re.fullmatch(r"/(?:(datasets)/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)",
                              self.path.split("?")[0])  # fmt: skip
         repo = match and hub.repos.get(("dataset" if match[1] else "model", match[2]))
-        files = repo.branches.get(unquote(match[3])) if repo else None
+        files = repo.files_at(unquote(match[3])) if self._readable(repo) else None
         data = files.get(unquote(match[4])) if files is not None else None
         if data is None:
             error = "EntryNotFound" if files is not None else "RepoNotFound"
-            self.send_response(404)
+            self.send_response(404 if files is not None else 401)
             self.send_header("X-Error-Code", error)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        listing = json.dumps({name: hashlib.sha256(v).hexdigest() for name, v in files.items()})
         self.send_response(200)
-        self.send_header("X-Repo-Commit", hashlib.sha1(listing.encode()).hexdigest())
+        self.send_header("X-Repo-Commit", commit_id(files))
         self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -124,8 +175,9 @@ class HubHandler(BaseHTTPRequestHandler):
             name = f"{request['organization']}/{request['name']}"
             key = (request.get("type") or "model", name)
             with hub.lock:
-                if key in hub.repos:
-                    return self._reply(409, {"error": "You already created this repo"})
+                if key in hub.repos:  # the Hub names the repo: create_repo(exist_ok) reads it
+                    return self._reply(409, {"error": "You already created this repo",
+                                             "url": f"{hub.endpoint}/{name}"})  # fmt: skip
                 private = request.get("visibility") == "private" or bool(request.get("private"))
                 hub.repos[key] = Repository(key[0], private)
             return self._reply(200, {"url": f"{hub.endpoint}/{name}", "name": name})
@@ -161,8 +213,7 @@ class HubHandler(BaseHTTPRequestHandler):
                 elif line["key"] != "header":
                     return self._reply(400, {"error": f"unsupported operation {line['key']}"})
             with hub.lock:
-                repo.branches[revision].update(added)
-                oid = hashlib.sha1(json.dumps(sorted(added)).encode()).hexdigest()
+                oid = repo.commit(revision, added)
                 repo.commits.append({"summary": header["summary"], "files": sorted(added),
                                      "revision": revision})  # fmt: skip
             prefix = "" if repo_type == "model" else f"{repo_type}s/"

@@ -145,6 +145,60 @@ def test_a_trained_clip_and_its_head_go_up_and_emu_filter_loads_them_by_hub_id(w
         AestheticHead.load("hf-hub:me/pool-clip")
 
 
+def test_a_pushed_checkpoint_is_named_by_its_hub_repo_in_every_command(checkpoint, world, tmp_path):
+    """A checkpoint pushed to a private repo is generated from, quality-tuned and evaluated by
+    its Hub name, downloaded by huggingface_hub's own code (with the reader's token) into its
+    cache and recorded pinned to the commit; offline, the cache serves it; what is not there
+    is named with the way out."""
+    from hub_server import commit_id
+
+    def generate(model, out, env) -> bytes:
+        emu("generate", "--model", model, "a red star on a sunset background", "-n", 1,
+            "--steps", 2, "--device", "cpu", "--out", tmp_path / out, env=env)  # fmt: skip
+        return (tmp_path / out / "000-00.png").read_bytes()
+
+    local = generate(checkpoint, "local", {})
+    qt, prompts = tmp_path / "qt", tmp_path / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\n")
+    with FakeHub() as hub:
+        cache = {"HF_HOME": str(tmp_path / "hf-home")}  # an empty download cache
+        emu("push", checkpoint, "--repo", "me/emu-latent", "--private", env=hub_env(hub))
+        main = commit_id(hub.files("me/emu-latent"))
+        reader = hub_env(hub, READ_TOKEN) | cache
+        assert generate("me/emu-latent", "hub", reader) == local
+        emu("quality-tune", "--model", "hf-hub:me/emu-latent", "--data", world, "--out", qt,
+            "--steps", 2, "--no-early-stopping", "--device", "cpu", env=reader)  # fmt: skip
+        emu("push", qt, "--repo", "me/emu-latent", "--revision", "tuned", env=hub_env(hub))
+        tuned = commit_id(hub.files("me/emu-latent", branch="tuned"))
+        emu("evaluate", "--a", "me/emu-latent@tuned", "--b", "me/emu-latent", "--prompts",
+            prompts, "--out", tmp_path / "eval", "--steps", 2, "--device", "cpu",
+            "--resamples", 10, env=reader)  # fmt: skip
+        # (with another empty cache: huggingface_hub serves what it has cached when the Hub
+        # refuses, as when it cannot be reached)
+        empty = {"HF_HOME": str(tmp_path / "other-home")}
+        for model, token, expected in [
+            ("me/emu-latent", None, "private and the token cannot read it"),
+            ("me/emu-latent@nope", READ_TOKEN, "has no such revision"),
+        ]:
+            failed = emu("generate", "--model", model, "a", "--out", tmp_path / "x",
+                         env=hub_env(hub, token) | empty, check=False)  # fmt: skip
+            assert failed.returncode == 1 and expected in failed.stderr, failed.stderr
+    record = json.loads((qt / "emu.json").read_text())
+    assert record["parent"] == f"me/emu-latent@{main}" and record["parent_repo"] == "me/emu-latent"
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert (results["a"], results["b"]) == (f"me/emu-latent@{tuned}", f"me/emu-latent@{main}")
+    card = emu("push", qt, "--repo", "me/emu-latent-qt", "--dry-run").stdout
+    assert "base_model: me/emu-latent" in card, "the card names the Hub model it was tuned from"
+
+    offline = {"HF_HUB_OFFLINE": "1"} | cache  # the Hub is gone: the cache serves what it has
+    assert generate("me/emu-latent", "offline", offline) == local
+    failed = emu("generate", "--model", "me/other", "a", "--out", tmp_path / "x", env=offline,
+                 check=False)  # fmt: skip
+    assert failed.returncode == 1
+    assert "no checkpoint folder 'me/other' here" in failed.stderr
+    assert "not in the Hub download cache and HF_HUB_OFFLINE is set" in failed.stderr
+
+
 def test_clear_errors_and_nothing_claimed(checkpoint, world):
     with FakeHub() as hub:
         for token, expected in [(None, "no Hugging Face token"), ("hf_wrong", "(401)"),

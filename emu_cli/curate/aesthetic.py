@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from emu_cli.curate.clip import ClipEncoder
+from emu_cli.hub import HUB
 
 HIDDEN = (256, 64)
 
@@ -33,7 +34,6 @@ def build_head(embed_dim: int):
 
 
 SAME_MODEL = 0.999  # fingerprint cosine: float rounding on another machine, not another model
-HUB = "hf-hub:"
 HUB_HEAD = "aesthetic.safetensors"  # its name in a CLIP repo that `emu push --aesthetic` made
 
 
@@ -45,6 +45,8 @@ def _from_hub(spec: str) -> Path:
     """``hf-hub:OWNER/NAME/FILE.safetensors``: the head and its record, downloaded (or from
     the download cache), with huggingface_hub's own token, endpoint and offline settings."""
     from huggingface_hub import hf_hub_download
+
+    from emu_cli.hub import HubError, explain
 
     owner, _, rest = spec.removeprefix(HUB).partition("/")
     name, _, filename = rest.partition("/")
@@ -58,7 +60,7 @@ def _from_hub(spec: str) -> Path:
         hf_hub_download(f"{owner}/{name}", str(record_path(filename)))
         return Path(hf_hub_download(f"{owner}/{name}", filename))
     except Exception as error:  # huggingface_hub raises many types: offline, 404, network
-        raise ValueError(f"cannot download aesthetic weights '{spec}': {error}") from error
+        raise HubError(explain(error, f"aesthetic weights '{spec}'")) from error
 
 
 class AestheticHead:

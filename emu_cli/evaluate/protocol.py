@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -24,6 +24,9 @@ from emu_cli.annotations import AnnotationStore
 from emu_cli.evaluate.prompts import Prompt, load_prompts
 from emu_cli.evaluate.winrate import outcomes, win_rate
 from emu_cli.runtime import quiet_libraries
+
+if TYPE_CHECKING:
+    from emu_cli.checkpoint import Located
 
 ANNOTATORS = ("simulated", "review")
 SIDES = ("a", "b")
@@ -52,7 +55,7 @@ class Settings:
 
 
 def _generate(
-    model: Path, items: list[Prompt], settings: Settings, side: str, folder: Path
+    model: Located, items: list[Prompt], settings: Settings, side: str, folder: Path
 ) -> tuple[list[Path], float, bool]:
     """The model's images, one file per (prompt, image), the guidance they were drawn with
     (the side's, the settings' or the backend's default), and whether they were made now: the
@@ -62,7 +65,7 @@ def _generate(
     from emu_cli.generate import resolve_device
     from emu_cli.plugins import get_backend
 
-    provenance = read_provenance(model)
+    provenance = read_provenance(model.path)
     backend = get_backend(provenance["backend"])
     guidance = backend.guidance(settings.requested_guidance(side))
     files = [
@@ -71,7 +74,7 @@ def _generate(
         for j in range(settings.images_per_prompt)
     ]
     record = {
-        "model": str(model),
+        "model": model.name,
         "saved_at": provenance.get("saved_at"),
         "prompts": [p.text for p in items],
         **settings.describe(),
@@ -81,7 +84,7 @@ def _generate(
     fresh = index.is_file() and json.loads(index.read_text()) == record
     if fresh and all(f.is_file() for f in files):
         return files, guidance, False
-    loaded = load_checkpoint(model, backend)[1]
+    loaded = load_checkpoint(model.path, backend)[1]
     device = resolve_device(settings.device)
     loaded.to(device)
     prompts = [p.text for p in items for _ in range(settings.images_per_prompt)]
@@ -100,8 +103,8 @@ def _generate(
 
 
 def evaluate(
-    model_a: Path,
-    model_b: Path,
+    model_a: str | Path,
+    model_b: str | Path,
     prompts: str,
     out: Path,
     *,
@@ -112,7 +115,10 @@ def evaluate(
     clip_pretrained: str | None = None,
     resamples: int = 1000,
 ) -> dict[str, Any]:
-    """Generate, collect votes, and write the results; returns what ``results.json`` holds."""
+    """Generate, collect votes, and write the results; returns what ``results.json`` holds.
+    Each model is a checkpoint folder or a Hub model repo (``locate_checkpoint``)."""
+    from emu_cli.checkpoint import locate_checkpoint
+
     quiet_libraries()
     if annotators not in ANNOTATORS:
         raise ValueError(f"--annotators must be one of {', '.join(ANNOTATORS)}, got {annotators!r}")
@@ -121,7 +127,7 @@ def evaluate(
         raise ValueError(f"--images-per-prompt must be >= 1, got {settings.images_per_prompt}")
     items = load_prompts(prompts)
     out = Path(out)
-    models = {"a": Path(model_a), "b": Path(model_b)}
+    models = {"a": locate_checkpoint(model_a), "b": locate_checkpoint(model_b)}
     made = {
         side: _generate(models[side], items, settings, side, out / "images" / side)
         for side in SIDES
@@ -152,7 +158,7 @@ def evaluate(
             for pair in pairs:
                 store.add_comparison(
                     pair["id"], pair["prompt"], pair["image_a"], pair["image_b"],
-                    str(models["a"]), str(models["b"]), pair["tags"],
+                    models["a"].name, models["b"].name, pair["tags"],
                 )  # fmt: skip
         if annotators == "simulated":
             _simulate(store, pairs, out, settings.seed)
@@ -175,8 +181,8 @@ def evaluate(
             for name, chosen in subsets.items()
         }
     results = {
-        "a": str(models["a"]),
-        "b": str(models["b"]),
+        "a": models["a"].name,
+        "b": models["b"].name,
         "prompts": prompts,
         "annotators": annotators,
         "pairs": len(pairs),

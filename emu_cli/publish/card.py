@@ -66,6 +66,7 @@ def model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     provenance = json.loads((Path(checkpoint) / "emu.json").read_text())
+    base_model = base_model or provenance.get("parent_repo")
     backend = provenance["backend"]
     tuning = provenance.get("quality_tuning")
     tags = ["emu", f"emu-{backend}", "text-to-image"]

@@ -263,7 +263,7 @@ def concept_prompts(subjects: tuple[str, ...], per_subject: int, seed: int = 0) 
 
 
 def validate_generator(
-    model: Path,
+    model: str | Path,
     *,
     subjects: tuple[str, ...] | None = None,
     per_subject: int = 16,
@@ -277,11 +277,12 @@ def validate_generator(
     set keeps), and their mean judged appeal."""
     import torch
 
-    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.checkpoint import load_checkpoint, locate_checkpoint
 
     subjects = subjects or HELD_IN_SUBJECTS
     prompts = concept_prompts(subjects, per_subject, seed)
-    backend, loaded, _ = load_checkpoint(Path(model))
+    located = locate_checkpoint(model)
+    backend, loaded, _ = load_checkpoint(located.path)
     loaded.to(device)
     guidance = backend.guidance(guidance)
     images = backend.sample(
@@ -293,7 +294,7 @@ def validate_generator(
         device=torch.device(device),
     )
     return {
-        "model": str(model),
+        "model": located.name,
         "subjects": list(subjects),
         "steps": steps,
         "guidance": guidance,
