@@ -165,6 +165,15 @@ class Backend(ABC):
         """Read a folder written by :meth:`save`. Raise ``ValueError`` naming the path and
         what is wrong when the folder is not a checkpoint of this backend."""
 
+    def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
+        """For a diffusers folder emu did not write (no ``emu.json``), e.g. a model trained
+        elsewhere and taken from the Hub: the provenance this backend would have recorded for it
+        (``preset``, ``options``, ``stages_completed`` and ``recipes`` with the generator stage's
+        ``resolution``), read from the folder's configs; None when this backend does not load
+        ``pipeline_class``. With it, such a model is generated from, quality-tuned and evaluated
+        like one pre-trained here."""
+        return None
+
     @abstractmethod
     def training_module(self, model: Model, stage: str, recipe: Any) -> torch.nn.Module:
         """A module whose ``forward(batch)`` returns a dict with a scalar ``"loss"`` (and any

@@ -79,6 +79,25 @@ def read_provenance(path: Path) -> dict[str, Any]:
     return data
 
 
+def checkpoint_provenance(path: Path) -> dict[str, Any]:
+    """``emu.json``; for a diffusers folder without one, what the installed backend that loads
+    its pipeline class infers from its configs (:meth:`Backend.adopt`), marked ``adopted``."""
+    from emu_cli.plugins import get_backends
+
+    path = Path(path)
+    if (path / PROVENANCE).is_file() or not (path / "model_index.json").is_file():
+        return read_provenance(path)
+    pipeline = _pipeline_class(path)
+    for backend in get_backends().values():
+        adopted = backend.adopt(path, pipeline)
+        if adopted is not None:
+            return {**adopted, "backend": backend.name, "adopted": pipeline}
+    raise CheckpointError(
+        f"'{path}' is a diffusers {pipeline} folder without {PROVENANCE}, and no installed "
+        f"backend adopts a {pipeline} made elsewhere (`emu backends` lists them)"
+    )
+
+
 def _pipeline_class(path: Path) -> str:
     """The pipeline a diffusers folder names, for messages; "pipeline" where it names none."""
     try:
@@ -151,7 +170,7 @@ def load_checkpoint(path: Path, backend: Backend | None = None) -> tuple[Backend
     from emu_cli.plugins import get_backend
 
     path = Path(path)
-    provenance = read_provenance(path)
+    provenance = checkpoint_provenance(path)
     refuse_pickles(path)
     backend = backend or get_backend(provenance["backend"])
     if backend.name != provenance["backend"]:

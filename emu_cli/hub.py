@@ -75,14 +75,26 @@ def explain(error: BaseException, what: str) -> str:
     return f"downloading {what} from {endpoint} failed: {error}"
 
 
+# What a diffusers folder loads from: configs and tokenizer files, and each component's weights
+# in safetensors inside its folder. Left on the Hub: pickles (refused anyway), the half-precision
+# and non-EMA variants (``NAME.fp16.safetensors``), and the single-file checkpoints at the root
+# that Stable Diffusion repos carry beside the folders (gigabytes each).
+PIPELINE_FILES = ["*.json", "*.txt", "*.model", "*/*.safetensors"]
+VARIANTS = ["*.*.safetensors"]
+
+
 def model_snapshot(repo: str, revision: str | None) -> Path:
-    """The folder of a Hub model repo at ``revision`` (default branch when None), downloaded into
-    huggingface_hub's cache or found there. Its name is the commit it holds (the cache's
-    ``snapshots/COMMIT`` layout), which makes a record of it exact."""
+    """The diffusers folder of a Hub model repo at ``revision`` (default branch when None),
+    downloaded into huggingface_hub's cache or found there (``PIPELINE_FILES``). Its name is the
+    commit it holds (the cache's ``snapshots/COMMIT`` layout), which makes a record of it exact."""
     from huggingface_hub import snapshot_download
 
     what = f"model repo '{repo}'" + (f" at revision '{revision}'" if revision else "")
     try:
-        return Path(snapshot_download(repo, revision=revision))
+        return Path(
+            snapshot_download(
+                repo, revision=revision, allow_patterns=PIPELINE_FILES, ignore_patterns=VARIANTS
+            )
+        )
     except Exception as error:  # huggingface_hub raises many types: offline, 404, network
         raise HubError(explain(error, what)) from error

@@ -1,4 +1,8 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,13 +91,15 @@ def test_checkpoint_errors_name_the_folder_and_the_problem(tiny_latent, tmp_path
         load_checkpoint(tmp_path / "nothing")
     foreign = tmp_path / "foreign"
     shutil.copytree(tiny_latent, foreign, ignore=shutil.ignore_patterns("emu.json", "stages"))
-    with pytest.raises(
-        CheckpointError, match="diffusers StableDiffusionPipeline folder but not an emu"
-    ):
-        load_checkpoint(foreign)
+    # Without emu.json, a StableDiffusionPipeline folder is adopted: its Fourier lift is read
+    # off the autoencoder's input channels.
+    provenance = load_checkpoint(foreign)[2]
+    recorded = json.loads((tiny_latent / "emu.json").read_text())["options"]
+    assert provenance["adopted"] == "StableDiffusionPipeline"
+    assert provenance["options"]["fourier_frequencies"] == recorded["fourier_frequencies"] > 0
     for index in ("{}", "not json"):  # a hand-made folder: no class named, or not JSON at all
         (foreign / "model_index.json").write_text(index)
-        with pytest.raises(CheckpointError, match="diffusers pipeline folder but not an emu"):
+        with pytest.raises(CheckpointError, match="no installed backend adopts a pipeline"):
             load_checkpoint(foreign)
     pickled = tmp_path / "pickled"
     shutil.copytree(tiny_latent, pickled, ignore=shutil.ignore_patterns("stages"))
@@ -101,7 +107,107 @@ def test_checkpoint_errors_name_the_folder_and_the_problem(tiny_latent, tmp_path
     with pytest.raises(CheckpointError, match="pickled weights"):
         load_checkpoint(pickled)
     result = emu("generate", "--model", foreign, "x", check=False)
-    assert result.returncode == 1 and "not an emu checkpoint" in result.stderr
+    assert result.returncode == 1 and "pipeline folder without emu.json" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def stable_diffusion(tmp_path_factory):
+    """A Stable Diffusion folder made with diffusers alone, as a model trained elsewhere is: a
+    plain RGB autoencoder with 4 latent channels, SD's UNet blocks without emu's pooled text
+    embedding, a PNDM scheduler predicting epsilon, safety checker slots; no emu.json."""
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from emu_cli.text import offline_clip_tokenizer
+
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
+                          down_block_types=("DownEncoderBlock2D",) * 2,
+                          up_block_types=("UpDecoderBlock2D",) * 2),
+        text_encoder=CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64,
+                                                  num_hidden_layers=2, num_attention_heads=2)),
+        tokenizer=offline_clip_tokenizer(),
+        unet=UNet2DConditionModel(sample_size=16, block_out_channels=(32, 64),
+                                  layers_per_block=1, cross_attention_dim=32,
+                                  attention_head_dim=4, norm_num_groups=8,
+                                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("elsewhere") / "sd"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_a_stable_diffusion_model_made_elsewhere_is_generated_from_and_quality_tuned(
+    stable_diffusion, world, tmp_path
+):
+    """Adopted as it is (epsilon objective, no SNR weighting, text encoder frozen): generated
+    from at its own size, quality-tuned into an emu checkpoint whose UNet moved and whose
+    autoencoder and text encoder did not; from the Hub, only what the pipeline loads comes
+    down (no pickles, no half-precision copies, no single-file checkpoint)."""
+    from hub_server import WRITE_TOKEN, FakeHub
+    from safetensors.torch import load_file
+
+    from emu_cli.checkpoint import load_checkpoint
+
+    emu("generate", "--model", stable_diffusion, "a red star on a sunset background", "-n", 1,
+        "--steps", 2, "--device", "cpu", "--out", tmp_path / "gen")  # fmt: skip
+    assert Image.open(tmp_path / "gen" / "000-00.png").size == (32, 32)  # 16 latents x 2
+    qt = tmp_path / "qt"
+    emu("quality-tune", "--model", stable_diffusion, "--data", world, "--out", qt,
+        "--steps", 2, "--no-early-stopping", "--device", "cpu")  # fmt: skip
+    record = json.loads((qt / "emu.json").read_text())
+    assert record["parent"] == str(stable_diffusion) and record["preset"] == "tiny"
+    assert record["recipes"]["quality-tune"]["resolution"] == 32
+    options = record["options"]
+    assert (options["prediction_type"], options["snr_weighting"]) == ("epsilon", "none")
+    assert options["fourier_frequencies"] == 0 and options["train_text_encoder"] is False
+    for component, moved in (("unet", True), ("vae", False), ("text_encoder", False)):
+        name = "model" if component == "text_encoder" else "diffusion_pytorch_model"
+        before, after = (load_file(folder / component / f"{name}.safetensors")
+                         for folder in (stable_diffusion, qt))  # fmt: skip
+        changed = any(not torch.equal(before[k], after[k]) for k in before)
+        assert changed == moved, component
+    assert load_checkpoint(qt)[0].name == "latent", "the tuned model is an emu checkpoint"
+
+    repo = tmp_path / "repo"  # the Hub repo as Stable Diffusion's are laid out
+    shutil.copytree(stable_diffusion, repo)
+    (repo / "safety_checker").mkdir()
+    (repo / "safety_checker" / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    (repo / "sd-v1.ckpt").write_bytes(b"\x80\x04")
+    (repo / "sd-v1.safetensors").write_bytes(b"single-file checkpoint")
+    shutil.copy(repo / "unet" / "diffusion_pytorch_model.safetensors",
+                repo / "unet" / "diffusion_pytorch_model.fp16.safetensors")  # fmt: skip
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
+               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
+        upload = ("from huggingface_hub import HfApi; import sys; api = HfApi(); "
+                  "api.create_repo('elsewhere/sd'); "
+                  "api.upload_folder(repo_id='elsewhere/sd', folder_path=sys.argv[1])")  # fmt: skip
+        subprocess.run([sys.executable, "-c", upload, repo], env={**os.environ, **env},
+                       check=True, capture_output=True)  # fmt: skip
+        emu("generate", "--model", "elsewhere/sd", "a red star on a sunset background", "-n", 1,
+            "--steps", 2, "--device", "cpu", "--out", tmp_path / "hub", env=env)  # fmt: skip
+        downloads = [path for method, path in hub.requests if method == "GET"]
+    fetched = {path.split("/resolve/", 1)[1].split("/", 1)[1] for path in downloads
+               if "/resolve/" in path}  # fmt: skip
+    assert (tmp_path / "hub" / "000-00.png").read_bytes() == (
+        tmp_path / "gen" / "000-00.png"
+    ).read_bytes()
+    assert "unet/diffusion_pytorch_model.safetensors" in fetched
+    left = {"safety_checker/pytorch_model.bin", "sd-v1.ckpt", "sd-v1.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors"}  # fmt: skip
+    assert not fetched & left, fetched & left
 
 
 def test_existing_run_is_not_overwritten_without_resume(tiny_latent, world):

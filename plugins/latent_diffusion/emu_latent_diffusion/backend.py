@@ -171,6 +171,48 @@ class LatentDiffusion(Backend):
             components[DISCRIMINATOR] = discriminator
         return Model(self.name, components, {})
 
+    def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
+        """A Stable Diffusion folder made elsewhere (SD 1.x, 2.x: one CLIP text encoder): its
+        objective from the scheduler (epsilon or v, no SNR weighting, as those were trained),
+        its text encoder frozen, the Fourier lift read off the autoencoder's input channels
+        (0 for a plain one), the quality-tuning preset the largest whose resolution it
+        reaches (Stable Diffusion's 512 px: ``base``, the paper's recipe)."""
+        if pipeline_class != "StableDiffusionPipeline":
+            return None
+
+        def config(component: str, name: str = "config.json") -> dict[str, Any]:
+            try:
+                return json.loads((path / component / name).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as error:
+                raise ValueError(f"'{path}': cannot read {component}/{name}: {error}") from error
+
+        vae, unet = config("vae"), config("unet")
+        scheduler = config("scheduler", "scheduler_config.json")
+        lift = int(vae.get("in_channels", 3)) - 3
+        if lift % 6:
+            raise ValueError(
+                f"'{path}': an autoencoder with {lift + 3} input channels is neither RGB nor "
+                "RGB with a Fourier lift (3 + 6 per frequency)"
+            )
+        resolution = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        fitting = [p for p in PRESETS if PRESETS[p]["resolution"] <= resolution]
+        preset = max(fitting, key=lambda p: PRESETS[p]["resolution"]) if fitting else "tiny"
+        options = {
+            **DEFAULT_OPTIONS,
+            "prediction_type": scheduler.get("prediction_type", "epsilon"),
+            "snr_weighting": "none",
+            "train_text_encoder": False,
+            "fourier_frequencies": lift // 6,
+            "adversarial_weight": 0.0,
+            "latent_scale_calibrated": True,  # its scaling factor came with it
+        }
+        return {
+            "preset": preset,
+            "options": options,
+            "stages_completed": [stage.name for stage in self.stages],
+            "recipes": {"denoiser": {"resolution": resolution}},
+        }
+
     # -- training ----------------------------------------------------------------------------
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
         from emu_cli.text import token_ids
