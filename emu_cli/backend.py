@@ -72,6 +72,36 @@ def checked_options(
     return chosen
 
 
+def component_config(folder: Path, component: str, name: str = "config.json") -> dict[str, Any]:
+    """A component's config in a diffusers folder (what :meth:`Backend.adopt` reads)."""
+    import json
+
+    try:
+        return json.loads((Path(folder) / component / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"'{folder}': cannot read {component}/{name}: {error}") from error
+
+
+def adopted_provenance(
+    backend: Backend, presets: dict[str, dict[str, Any]], resolution: int, options: dict[str, Any]
+) -> dict[str, Any]:
+    """What :meth:`Backend.adopt` returns for a complete model that draws at ``resolution``: every
+    stage done, and the preset (which sizes the quality-tuning recipe) the largest whose
+    resolution it reaches."""
+
+    def size(name: str) -> int:
+        return presets[name]["resolution"]
+
+    fitting = [name for name in presets if size(name) <= resolution]
+    preset = max(fitting, key=size) if fitting else min(presets, key=size)
+    return {
+        "preset": preset,
+        "options": options,
+        "stages_completed": [stage.name for stage in backend.stages],
+        "recipes": {backend.generator_stage(): {"resolution": resolution}},
+    }
+
+
 @dataclass
 class Model:
     """A built or loaded model: named components (torch modules, tokenizer, scheduler) and

@@ -70,6 +70,37 @@ def test_pretrain_generate_reload_gives_the_same_images(tiny_masked, tmp_path):
     assert np.array_equal(np.asarray(image), np.asarray(ours))
 
 
+def test_an_amused_folder_made_elsewhere_is_adopted(tiny_masked, world, tmp_path):
+    """An AmusedPipeline folder without emu.json (as amused/amused-256 is) draws what the same
+    weights draw as an emu checkpoint, at the size AmusedPipeline computes, and quality-tunes
+    with its text encoder frozen."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from emu_cli.checkpoint import load_checkpoint
+
+    elsewhere = tmp_path / "amused"
+    shutil.copytree(tiny_masked, elsewhere, ignore=shutil.ignore_patterns("emu.json", "stages"))
+    backend, model, provenance = load_checkpoint(elsewhere)
+    assert provenance["adopted"] == "AmusedPipeline" and provenance["preset"] == "tiny"
+    assert provenance["recipes"] == {"transformer": {"resolution": 16}}
+    _, original, _ = load_checkpoint(tiny_masked)
+    cpu, prompt = torch.device("cpu"), ["a red star on a sunset background"]
+    drawn = [backend.sample(m, prompt, steps=4, guidance=2.0, seeds=[3], device=cpu)[0]
+             for m in (model, original)]  # fmt: skip
+    assert np.array_equal(*map(np.asarray, drawn))
+
+    qt = tmp_path / "qt"
+    emu("quality-tune", "--model", elsewhere, "--data", world, "--out", qt, "--device", "cpu",
+        "--steps", 2, "--no-early-stopping")  # fmt: skip
+    assert json.loads((qt / "emu.json").read_text())["parent"] == str(elsewhere)
+    for component, name, moved in (("transformer", "diffusion_pytorch_model", True),
+                                   ("text_encoder", "model", False)):  # fmt: skip
+        before, after = (load_file(f / component / f"{name}.safetensors") for f in (elsewhere, qt))
+        assert any(not torch.equal(before[k], after[k]) for k in before) == moved, component
+
+
 @pytest.mark.slow
 def test_quality_tuning_uses_the_backends_learning_rate_scale_and_bf16(
     tiny_masked, world, tmp_path

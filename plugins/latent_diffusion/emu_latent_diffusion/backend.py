@@ -8,7 +8,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli.backend import Backend, Model, Stage, checked_options
+from emu_cli.backend import (
+    Backend,
+    Model,
+    Stage,
+    adopted_provenance,
+    checked_options,
+    component_config,
+)
 from emu_latent_diffusion.presets import PRESETS, STAGE_DEFAULTS
 
 if TYPE_CHECKING:
@@ -179,24 +186,14 @@ class LatentDiffusion(Backend):
         reaches (Stable Diffusion's 512 px: ``base``, the paper's recipe)."""
         if pipeline_class != "StableDiffusionPipeline":
             return None
-
-        def config(component: str, name: str = "config.json") -> dict[str, Any]:
-            try:
-                return json.loads((path / component / name).read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as error:
-                raise ValueError(f"'{path}': cannot read {component}/{name}: {error}") from error
-
-        vae, unet = config("vae"), config("unet")
-        scheduler = config("scheduler", "scheduler_config.json")
+        vae, unet = component_config(path, "vae"), component_config(path, "unet")
+        scheduler = component_config(path, "scheduler", "scheduler_config.json")
         lift = int(vae.get("in_channels", 3)) - 3
         if lift % 6:
             raise ValueError(
                 f"'{path}': an autoencoder with {lift + 3} input channels is neither RGB nor "
                 "RGB with a Fourier lift (3 + 6 per frequency)"
             )
-        resolution = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-        fitting = [p for p in PRESETS if PRESETS[p]["resolution"] <= resolution]
-        preset = max(fitting, key=lambda p: PRESETS[p]["resolution"]) if fitting else "tiny"
         options = {
             **DEFAULT_OPTIONS,
             "prediction_type": scheduler.get("prediction_type", "epsilon"),
@@ -206,12 +203,8 @@ class LatentDiffusion(Backend):
             "adversarial_weight": 0.0,
             "latent_scale_calibrated": True,  # its scaling factor came with it
         }
-        return {
-            "preset": preset,
-            "options": options,
-            "stages_completed": [stage.name for stage in self.stages],
-            "recipes": {"denoiser": {"resolution": resolution}},
-        }
+        resolution = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        return adopted_provenance(self, PRESETS, resolution, options)
 
     # -- training ----------------------------------------------------------------------------
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:

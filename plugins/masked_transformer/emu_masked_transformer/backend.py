@@ -9,7 +9,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli.backend import Backend, Model, Stage, checked_options
+from emu_cli.backend import (
+    Backend,
+    Model,
+    Stage,
+    adopted_provenance,
+    checked_options,
+    component_config,
+)
 from emu_masked_transformer.presets import PRESETS, STAGE_DEFAULTS
 
 if TYPE_CHECKING:
@@ -167,6 +174,17 @@ class MaskedTransformer(Backend):
         if discriminator is not None:
             components[DISCRIMINATOR] = discriminator
         return Model(self.name, components, {})
+
+    def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
+        """An aMUSEd folder made elsewhere (``amused/amused-256``, ``-512`` or a fine-tune): its
+        text encoder frozen, no tokenizer discriminator, its size as AmusedPipeline computes it
+        (the transformer's token grid times the tokenizer's downsampling)."""
+        if pipeline_class != PIPELINE_CLASS:
+            return None
+        vq, transformer = component_config(path, "vqvae"), component_config(path, "transformer")
+        options = {**DEFAULT_OPTIONS, "train_text_encoder": False, "adversarial_weight": 0.0}
+        resolution = int(transformer["sample_size"]) * 2 ** (len(vq["block_out_channels"]) - 1)
+        return adopted_provenance(self, PRESETS, resolution, options)
 
     # -- training ----------------------------------------------------------------------------
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
