@@ -179,6 +179,12 @@ def test_a_stable_diffusion_model_made_elsewhere_is_generated_from_and_quality_t
         changed = any(not torch.equal(before[k], after[k]) for k in before)
         assert changed == moved, component
     assert load_checkpoint(qt)[0].name == "latent", "the tuned model is an emu checkpoint"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\n")
+    emu("evaluate", "--a", qt, "--b", stable_diffusion, "--prompts", prompts, "--out",
+        tmp_path / "eval", "--steps", 2, "--device", "cpu", "--resamples", 10)  # fmt: skip
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["b"] == str(stable_diffusion) and results["pairs"] == 1
 
     repo = tmp_path / "repo"  # the Hub repo as Stable Diffusion's are laid out
     shutil.copytree(stable_diffusion, repo)

@@ -61,11 +61,11 @@ def _generate(
     (the side's, the settings' or the backend's default), and whether they were made now: the
     ones the same checkpoint (path and save time) and settings made before are reused, so a
     rerun only recomputes votes and results."""
-    from emu_cli.checkpoint import load_checkpoint, read_provenance
+    from emu_cli.checkpoint import checkpoint_provenance, load_checkpoint
     from emu_cli.generate import resolve_device
     from emu_cli.plugins import get_backend
 
-    provenance = read_provenance(model.path)
+    provenance = checkpoint_provenance(model.path)
     backend = get_backend(provenance["backend"])
     guidance = backend.guidance(settings.requested_guidance(side))
     files = [
