@@ -67,7 +67,7 @@ def read_provenance(path: Path) -> dict[str, Any]:
         if (path / "model_index.json").is_file():
             raise CheckpointError(
                 f"'{path}' is a diffusers {_pipeline_class(path)} folder but not an emu checkpoint "
-                f"(no {PROVENANCE}); emu cannot tell which backend it belongs to"
+                f"(no {PROVENANCE}), which this needs: its record of how the model was made"
             )
         raise CheckpointError(f"'{path}' is not an emu checkpoint (no {PROVENANCE})")
     try:
