@@ -44,11 +44,12 @@ def locate_checkpoint(reference: str | Path) -> Located:
 
     text = str(reference)
     explicit = text.startswith(HUB)
-    if not explicit and Path(text).exists():
-        return Located(Path(text), text)
+    local = Located(Path(text), str(Path(text)))  # "runs/pre/" and "runs/pre" are one folder
+    if not explicit and local.path.exists():
+        return local
     repo = hub_repo(text)
     if repo is None:  # a path: read_provenance says what is wrong with it
-        return Located(Path(text), text)
+        return local
     try:
         folder = model_snapshot(*repo)
     except HubError as error:

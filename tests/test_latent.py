@@ -85,10 +85,12 @@ def test_checkpoint_opens_in_stable_diffusion_pipeline(tiny_latent):
 def test_checkpoint_errors_name_the_folder_and_the_problem(tiny_latent, tmp_path):
     import shutil
 
-    from emu_cli.checkpoint import CheckpointError, load_checkpoint
+    from emu_cli.checkpoint import CheckpointError, load_checkpoint, locate_checkpoint
 
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing")
+    # a folder is recorded under one name however it was typed (runs reuse work by that name)
+    assert locate_checkpoint(f"{tiny_latent}/").name == str(tiny_latent)
     foreign = tmp_path / "foreign"
     shutil.copytree(tiny_latent, foreign, ignore=shutil.ignore_patterns("emu.json", "stages"))
     # Without emu.json, a StableDiffusionPipeline folder is adopted: its Fourier lift is read
