@@ -40,7 +40,7 @@ def locate_checkpoint(reference: str | Path) -> Located:
     """A checkpoint folder, or a Hub model repo (``OWNER/NAME[@REVISION]``, also with open_clip's
     ``hf-hub:`` prefix) downloaded into huggingface_hub's cache. A folder of that name wins, as
     in diffusers' ``from_pretrained``."""
-    from emu_cli.hub import HUB, HubError, hub_repo, model_snapshot
+    from emu_cli.hub import HUB, HubError, hub_repo, snapshot
 
     text = str(reference)
     explicit = text.startswith(HUB)
@@ -51,7 +51,7 @@ def locate_checkpoint(reference: str | Path) -> Located:
     if repo is None:  # a path: read_provenance says what is wrong with it
         return local
     try:
-        folder = model_snapshot(*repo)
+        folder = snapshot(*repo)
     except HubError as error:
         if explicit:
             raise

@@ -15,7 +15,7 @@ class HubError(ValueError):
 
 
 def hub_repo(reference: str) -> tuple[str, str | None] | None:
-    """``(repo id, revision or None)`` when ``reference`` reads as a Hub model repo:
+    """``(repo id, revision or None)`` when ``reference`` reads as a Hub repo:
     ``hf-hub:OWNER/NAME[@REVISION]`` or ``OWNER/NAME[@REVISION]``; None otherwise (a path).
     Whether a local folder of that name wins is the caller's choice."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -83,18 +83,18 @@ PIPELINE_FILES = ["*.json", "*.txt", "*.model", "*/*.safetensors"]
 VARIANTS = ["*.*.safetensors"]
 
 
-def model_snapshot(repo: str, revision: str | None) -> Path:
-    """The diffusers folder of a Hub model repo at ``revision`` (default branch when None),
-    downloaded into huggingface_hub's cache or found there (``PIPELINE_FILES``). Its name is the
-    commit it holds (the cache's ``snapshots/COMMIT`` layout), which makes a record of it exact."""
+def snapshot(repo: str, revision: str | None, kind: str = "model") -> Path:
+    """A Hub repo's folder at ``revision`` (default branch when None), downloaded into
+    huggingface_hub's cache or found there: of a model repo, the diffusers pipeline
+    (``PIPELINE_FILES``); of a dataset repo, every file. Its name is the commit it holds (the
+    cache's ``snapshots/COMMIT`` layout), which makes a record of it exact."""
     from huggingface_hub import snapshot_download
 
-    what = f"model repo '{repo}'" + (f" at revision '{revision}'" if revision else "")
+    what = f"{kind} repo '{repo}'" + (f" at revision '{revision}'" if revision else "")
+    only: dict[str, list[str]] = {}
+    if kind == "model":
+        only = {"allow_patterns": PIPELINE_FILES, "ignore_patterns": VARIANTS}
     try:
-        return Path(
-            snapshot_download(
-                repo, revision=revision, allow_patterns=PIPELINE_FILES, ignore_patterns=VARIANTS
-            )
-        )
+        return Path(snapshot_download(repo, repo_type=kind, revision=revision, **only))
     except Exception as error:  # huggingface_hub raises many types: offline, 404, network
         raise HubError(explain(error, what)) from error

@@ -67,11 +67,21 @@ def test_a_checkpoint_arrives_byte_identical_with_a_card(checkpoint, tmp_path):
 def test_a_curated_set_becomes_a_dataset_repo_that_datasets_reads(world, tmp_path):
     from datasets import load_dataset
 
+    rate = ("data", "rate", "--n", 5, "--out")
+    emu(*rate, tmp_path / "local.jsonl", "--data", world)
     with FakeHub() as hub:
         emu("push", world, "--dataset", "--repo", "me/curated", "--private", "--revision",
             "v1", env=hub_env(hub))  # fmt: skip
         repo = hub.repos[("dataset", "me/curated")]
         files = hub.files("me/curated", "dataset", "v1")
+        # Any command's --data names it by its repo too: downloaded with the reader's token.
+        reader = hub_env(hub, READ_TOKEN) | {"HF_HOME": str(tmp_path / "hf-home")}
+        emu(*rate, tmp_path / "hub.jsonl", "--data", "me/curated@v1", env=reader)
+        missing = emu(*rate, tmp_path / "x.jsonl", "--data", "me/nothing", env=reader,
+                      check=False)  # fmt: skip
+    assert (tmp_path / "hub.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
+    assert missing.returncode == 1
+    assert "dataset 'me/nothing' is not a folder here, and the Hub at" in missing.stderr
     assert repo.private and repo.commits[0]["revision"] == "v1"
     for name, data in files.items():
         if name != "README.md":

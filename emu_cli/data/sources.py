@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,12 +95,10 @@ def _index_imagefolder(root: Path, metadata_files: list[Path]) -> SampleIndex:
             if not isinstance(name, str):
                 index.rejected.append((where, "metadata line has no file_name"))
                 continue
-            image = (folder / name).resolve()
-            key = (
-                str(image.relative_to(root.resolve()))
-                if image.is_relative_to(root.resolve())
-                else None
-            )
+            # Where the name points, by the names alone: "../" must not leave the dataset, but
+            # its files may be links (the Hub's download cache links every file to a blob).
+            image, base = (Path(os.path.abspath(p)) for p in (folder / name, root))
+            key = str(image.relative_to(base)) if image.is_relative_to(base) else None
             if key is None:
                 index.rejected.append((where, f"file_name '{name}' points outside the dataset"))
                 continue
@@ -179,11 +178,26 @@ def _index_shard(shard: Path, index: SampleIndex) -> None:
                 )
 
 
+def _hub_dataset(source: str) -> Path:
+    """The folder of a Hub dataset repo that ``source`` names, downloaded or from the cache;
+    a source that names none does not exist."""
+    from emu_cli.hub import HubError, hub_repo, snapshot
+
+    repo = hub_repo(source)
+    if repo is None:
+        raise DatasetError(f"dataset '{source}' does not exist")
+    try:
+        return snapshot(*repo, kind="dataset")
+    except HubError as error:
+        raise DatasetError(f"dataset '{source}' is not a folder here, and {error}") from error
+
+
 def index_dataset(source: str | Path) -> SampleIndex:
-    """Index an image folder or WebDataset shards (a .tar file or a folder of them)."""
+    """Index an image folder or WebDataset shards (a .tar file or a folder of them), here or in
+    a Hub dataset repo (``OWNER/NAME[@REVISION]``, as ``emu push --dataset`` makes them)."""
     root = Path(source)
     if not root.exists():
-        raise DatasetError(f"dataset '{source}' does not exist")
+        root = _hub_dataset(str(source))
     if root.is_file():
         if root.suffix != ".tar":
             raise DatasetError(f"dataset '{source}' is a file but not a .tar shard")
