@@ -40,23 +40,13 @@ def locate_checkpoint(reference: str | Path) -> Located:
     """A checkpoint folder, or a Hub model repo (``OWNER/NAME[@REVISION]``, also with open_clip's
     ``hf-hub:`` prefix) downloaded into huggingface_hub's cache. A folder of that name wins, as
     in diffusers' ``from_pretrained``."""
-    from emu_cli.hub import HUB, HubError, hub_repo, snapshot
+    from emu_cli.hub import folder_or_repo
 
     text = str(reference)
-    explicit = text.startswith(HUB)
-    local = Located(Path(text), str(Path(text)))  # "runs/pre/" and "runs/pre" are one folder
-    if not explicit and local.path.exists():
-        return local
-    repo = hub_repo(text)
-    if repo is None:  # a path: read_provenance says what is wrong with it
-        return local
-    try:
-        folder = snapshot(*repo)
-    except HubError as error:
-        if explicit:
-            raise
-        raise HubError(f"no checkpoint folder '{text}' here, and {error}") from error
-    return Located(folder, f"{repo[0]}@{folder.name}", repo[0])
+    folder, repo = folder_or_repo(text, "model", f"no checkpoint folder '{text}' here")
+    if repo is None:  # a path ("runs/pre/" and "runs/pre" are one): read_provenance checks it
+        return Located(folder, str(folder))
+    return Located(folder, f"{repo}@{folder.name}", repo)
 
 
 def read_provenance(path: Path) -> dict[str, Any]:

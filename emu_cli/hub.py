@@ -98,3 +98,24 @@ def snapshot(repo: str, revision: str | None, kind: str = "model") -> Path:
         return Path(snapshot_download(repo, repo_type=kind, revision=revision, **only))
     except Exception as error:  # huggingface_hub raises many types: offline, 404, network
         raise HubError(explain(error, what)) from error
+
+
+def folder_or_repo(reference: str, kind: str, missing: str) -> tuple[Path, str | None]:
+    """The folder ``reference`` names, and the Hub repo it came from (None for a folder here).
+    A path here wins, as in diffusers' ``from_pretrained``; otherwise ``OWNER/NAME[@REVISION]``
+    (or with ``hf-hub:``) is a Hub repo of ``kind``, fetched by :func:`snapshot`. A reference
+    that names no repo comes back as a path, for the caller to say what is wrong with it.
+    ``missing`` opens the message when a bare name is neither here nor on the Hub, e.g.
+    "no checkpoint folder 'me/x' here"."""
+    explicit = reference.startswith(HUB)
+    if not explicit and Path(reference).exists():
+        return Path(reference), None
+    repo = hub_repo(reference)
+    if repo is None:
+        return Path(reference), None
+    try:
+        return snapshot(*repo, kind=kind), repo[0]
+    except HubError as error:
+        if explicit:  # the Hub was asked for by name: "here" was never in question
+            raise
+        raise HubError(f"{missing}, and {error}") from error

@@ -82,9 +82,9 @@ def test_checkpoint_opens_in_stable_diffusion_pipeline(tiny_latent):
     assert np.isfinite(result.images).all()
 
 
-def test_checkpoint_errors_name_the_folder_and_the_problem(tiny_latent, tmp_path):
-    import shutil
-
+def test_a_folder_without_emu_json_is_adopted_and_errors_name_the_folder_and_the_problem(
+    tiny_latent, tmp_path
+):
     from emu_cli.checkpoint import CheckpointError, load_checkpoint, locate_checkpoint
 
     with pytest.raises(CheckpointError, match="does not exist"):

@@ -178,26 +178,14 @@ def _index_shard(shard: Path, index: SampleIndex) -> None:
                 )
 
 
-def _hub_dataset(source: str) -> Path:
-    """The folder of a Hub dataset repo that ``source`` names, downloaded or from the cache;
-    a source that names none does not exist."""
-    from emu_cli.hub import HubError, hub_repo, snapshot
-
-    repo = hub_repo(source)
-    if repo is None:
-        raise DatasetError(f"dataset '{source}' does not exist")
-    try:
-        return snapshot(*repo, kind="dataset")
-    except HubError as error:
-        raise DatasetError(f"dataset '{source}' is not a folder here, and {error}") from error
-
-
 def index_dataset(source: str | Path) -> SampleIndex:
     """Index an image folder or WebDataset shards (a .tar file or a folder of them), here or in
     a Hub dataset repo (``OWNER/NAME[@REVISION]``, as ``emu push --dataset`` makes them)."""
-    root = Path(source)
+    from emu_cli.hub import folder_or_repo
+
+    root, _ = folder_or_repo(str(source), "dataset", f"dataset '{source}' is not a folder here")
     if not root.exists():
-        root = _hub_dataset(str(source))
+        raise DatasetError(f"dataset '{source}' does not exist")
     if root.is_file():
         if root.suffix != ".tar":
             raise DatasetError(f"dataset '{source}' is a file but not a .tar shard")
