@@ -83,11 +83,18 @@ def component_config(folder: Path, component: str, name: str = "config.json") ->
 
 
 def adopted_provenance(
-    backend: Backend, presets: dict[str, dict[str, Any]], resolution: int, options: dict[str, Any]
+    backend: Backend,
+    presets: dict[str, dict[str, Any]],
+    grid: int,
+    autoencoder: dict[str, Any],
+    options: dict[str, Any],
 ) -> dict[str, Any]:
-    """What :meth:`Backend.adopt` returns for a complete model that draws at ``resolution``: every
-    stage done, and the preset (which sizes the quality-tuning recipe) the largest whose
-    resolution it reaches."""
+    """What :meth:`Backend.adopt` returns for a complete model whose generator works on a
+    ``grid`` x ``grid`` latent or token map that ``autoencoder`` (its config) decodes: every stage
+    done, the size it draws at (the grid, doubled by each autoencoder block after the first, as
+    diffusers' AutoencoderKL and VQModel do), and the preset (which sizes the quality-tuning
+    recipe) the largest whose resolution that reaches."""
+    resolution = int(grid) * 2 ** (len(autoencoder["block_out_channels"]) - 1)
 
     def size(name: str) -> int:
         return presets[name]["resolution"]

@@ -83,7 +83,7 @@ PIPELINE_FILES = ["*.json", "*.txt", "*.model", "*/*.safetensors"]
 VARIANTS = ["*.*.safetensors"]
 
 
-def snapshot(repo: str, revision: str | None, kind: str = "model") -> Path:
+def snapshot(repo: str, revision: str | None, kind: str) -> Path:
     """A Hub repo's folder at ``revision`` (default branch when None), downloaded into
     huggingface_hub's cache or found there: of a model repo, the diffusers pipeline
     (``PIPELINE_FILES``); of a dataset repo, every file. Its name is the commit it holds (the

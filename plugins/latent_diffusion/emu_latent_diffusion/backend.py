@@ -203,8 +203,7 @@ class LatentDiffusion(Backend):
             "adversarial_weight": 0.0,
             "latent_scale_calibrated": True,  # its scaling factor came with it
         }
-        resolution = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-        return adopted_provenance(self, PRESETS, resolution, options)
+        return adopted_provenance(self, PRESETS, unet["sample_size"], vae, options)
 
     # -- training ----------------------------------------------------------------------------
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:

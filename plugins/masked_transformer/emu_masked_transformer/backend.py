@@ -183,8 +183,7 @@ class MaskedTransformer(Backend):
             return None
         vq, transformer = component_config(path, "vqvae"), component_config(path, "transformer")
         options = {**DEFAULT_OPTIONS, "train_text_encoder": False, "adversarial_weight": 0.0}
-        resolution = int(transformer["sample_size"]) * 2 ** (len(vq["block_out_channels"]) - 1)
-        return adopted_provenance(self, PRESETS, resolution, options)
+        return adopted_provenance(self, PRESETS, transformer["sample_size"], vq, options)
 
     # -- training ----------------------------------------------------------------------------
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
