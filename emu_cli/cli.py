@@ -649,6 +649,13 @@ def train_aesthetic(
 @click.option("--validate-every", type=int, help="Steps between validations (default per preset).")
 @validation_options
 @click.option("--patience", type=POSITIVE, default=3, show_default=True)
+@click.option(
+    "--appeal-window",
+    type=POSITIVE,
+    default=2,
+    show_default=True,
+    help="Validations whose mean appeal a step is judged on: one high reading is noise.",
+)
 @click.option("--faithfulness-margin", type=click.FloatRange(min=0), default=0.1, show_default=True)
 @device_option
 @resume_option
@@ -665,6 +672,7 @@ def quality_tune(
     validate_every: int | None,
     validation_steps: int,
     patience: int,
+    appeal_window: int,
     faithfulness_margin: float,
     judge: str,
     validation_prompts: str,
@@ -686,6 +694,7 @@ def quality_tune(
         prompts=validation_prompts,
         validate_every=validate_every,
         patience=patience,
+        window=appeal_window,
         faithfulness_margin=faithfulness_margin,
         sample_steps=validation_steps,
     )

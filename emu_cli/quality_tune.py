@@ -67,6 +67,7 @@ class EarlyStoppingSettings(ValidationSettings):
     patience: int = 3
     min_delta: float = 0.0
     faithfulness_margin: float = 0.1
+    window: int = 2  # validations whose mean appeal a step is judged on
 
 
 @dataclass
@@ -203,7 +204,12 @@ def quality_tune(
 
     monitor = None
     if settings.enabled:
-        rule = EarlyStopping(settings.patience, settings.min_delta, settings.faithfulness_margin)
+        rule = EarlyStopping(
+            settings.patience,
+            settings.min_delta,
+            settings.faithfulness_margin,
+            window=settings.window,
+        )
         monitor = settings.monitor(
             backend, rule, folder, seed=recipe.seed, default_every=VALIDATE_EVERY[preset]
         )

@@ -84,6 +84,7 @@ def test_counts_below_one_are_refused_naming_the_option(world, tmp_path):
         (("generate", "--model", model, "a red star"), ("--num-images", "0")),
         (("quality-tune", *qt), ("--validation-steps", "0")),
         (("quality-tune", *qt), ("--patience", "0")),
+        (("quality-tune", *qt), ("--appeal-window", "0")),
         (("quality-tune", *qt), ("--faithfulness-margin", "-1")),
         (("filter", "--data", world, "--out", out), ("--workers", "0")),
         (("filter", "--data", world, "--out", out), ("--chunk-size", "0")),

@@ -108,6 +108,9 @@ def test_an_output_older_than_what_it_was_made_from_is_not_done(tmp_path):
     assert done(results, after=(model,))
     os.utime(model, (time.time() + 60,) * 2)  # tuned again after the evaluation
     assert not done(results, after=(model,)) and done(results)
+    results.write_text(json.dumps({"images_per_prompt": 1}))
+    assert done(results, recorded={"images_per_prompt": 1})
+    assert not done(results, recorded={"images_per_prompt": 2})  # a smaller evaluation
 
 
 def test_a_finished_pretraining_is_reused_and_an_unfinished_one_resumed(tmp_path):

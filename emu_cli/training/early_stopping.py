@@ -30,11 +30,18 @@ class EarlyStopping:
     """The rule, over a curve of (step, appeal, faithfulness) points; the first point is the
     starting model's.
 
+    A point's appeal is read as the mean of its own and the ``window - 1`` readings before it.
     A point can be the best only if its faithfulness is within ``faithfulness_margin`` of the
-    start's; the best is the one with the highest appeal. Training stops after ``patience``
-    points in a row without an appeal gain above ``min_delta`` over the best, or when
-    faithfulness is more than ``faithfulness_margin`` below the start's at ``fall_confirmations``
-    points in a row.
+    start's; the best is the one with the highest (mean) appeal. Training stops after
+    ``patience`` points in a row without an appeal gain above ``min_delta`` over the best, or
+    when faithfulness is more than ``faithfulness_margin`` below the start's at
+    ``fall_confirmations`` points in a row.
+
+    One high reading is not enough to be the best: on 24 prompts a reading's noise is about
+    0.03. A masked model's curve read 0.467, 0.539, 0.481, 0.510, 0.536, 0.533, 0.528, 0.545,
+    0.539, 0.523 at steps 25-250; one reading at a time chose step 50, which the panel
+    preferred to the untuned model in 63.5 % of 288 pairs; the mean of two chooses step 225,
+    which won 73.3 % (step 150: 69.8 %, step 200: 72.6 %).
 
     One low point is not enough to stop: the judged faithfulness of a small validation set is
     noisy. On the 24 prompts of ``builtin:validation`` a masked model's read 0.42 at the start
@@ -46,10 +53,15 @@ class EarlyStopping:
     min_delta: float = 0.0
     faithfulness_margin: float = 0.1
     fall_confirmations: int = 2
+    window: int = 2
     points: list[ValidationPoint] = field(default_factory=list)
     best_step: int | None = None
     stale: int = 0
     falling: int = 0  # points in a row below the faithfulness margin
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
 
     def update(self, step: int, appeal: float, faithfulness: float) -> Decision:
         point = ValidationPoint(step, float(appeal), float(faithfulness))
@@ -69,22 +81,29 @@ class EarlyStopping:
                 f"{self.falling} validations in a row)",
             )
         best = self.best
-        if faithful and point.appeal > best.appeal + self.min_delta:
+        if faithful and self.mean_appeal(point) > self.mean_appeal(best) + self.min_delta:
             self.best_step, self.stale = step, 0
             return Decision(best=True, stop=False)
         self.stale += 1
         if self.stale >= self.patience:
+            over = f", mean of {self.window} readings" if self.window > 1 else ""
             return Decision(
                 best=False,
                 stop=True,
-                reason=f"appeal did not rise above {best.appeal:.3f} (step {best.step}) "
-                f"in {self.patience} validations",
+                reason=f"appeal did not rise above {self.mean_appeal(best):.3f} (step "
+                f"{best.step}{over}) in {self.patience} validations",
             )
         return Decision(best=False, stop=False)
 
     @property
     def best(self) -> ValidationPoint:
         return next(p for p in self.points if p.step == self.best_step)
+
+    def mean_appeal(self, point: ValidationPoint) -> float:
+        """The mean appeal of ``point`` and the ``window - 1`` readings before it."""
+        at = self.points.index(point)
+        recent = self.points[max(0, at - self.window + 1) : at + 1]
+        return sum(p.appeal for p in recent) / len(recent)
 
     def restore(self, points: list[ValidationPoint]) -> None:
         """Replay a curve recorded before a crash, so a resumed run decides as this one would."""
@@ -98,6 +117,7 @@ class EarlyStopping:
             "min_delta": self.min_delta,
             "faithfulness_margin": self.faithfulness_margin,
             "fall_confirmations": self.fall_confirmations,
+            "window": self.window,
             "best_step": self.best_step,
             "points": [asdict(p) for p in self.points],
         }

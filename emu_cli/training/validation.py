@@ -148,6 +148,9 @@ def plot_curve(rule: Rule, path: Path) -> None:
     steps = [p.step for p in rule.points]
     figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
     axis.plot(steps, [p.appeal for p in rule.points], marker="o", label="appeal")
+    if isinstance(rule, EarlyStopping) and rule.window > 1:  # what the best step is chosen on
+        means = [rule.mean_appeal(p) for p in rule.points]
+        axis.plot(steps, means, linestyle=":", label=f"appeal, mean of {rule.window}")
     axis.plot(steps, [p.faithfulness for p in rule.points], marker="s", label="faithfulness")
     if rule.best_step is not None:
         axis.axvline(rule.best_step, color="gray", linestyle="--", label="chosen step")
