@@ -27,7 +27,7 @@ from typing import Any
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SCALES = {
-    # quick: 2 CPU cores in 38-43 minutes by machine (41-48 before bf16 training used the math
+    # quick: 2 CPU cores in 38-44 minutes by machine (41-48 before bf16 training used the math
     # attention kernel; the aim is 45: docs/results.md). Images are drawn at 64 px (the filters
     # read text and shapes there) and every model trains and generates at 32 px.
     "quick": {
