@@ -240,8 +240,8 @@ class Timings:
 
 def done(path: Path, after: tuple[Path, ...] = (), recorded: dict | None = None) -> bool:
     """``path`` exists and was written after every file of ``after`` (the inputs it was made
-    from: an evaluation of models tuned again is stale) and, a JSON file, records each of
-    ``recorded``'s keys with its value (an evaluation of another size is stale too)."""
+    from: an evaluation of models tuned again is stale) and, being a JSON file, records each
+    of ``recorded``'s keys with its value (an evaluation of another size is stale too)."""
     if not path.exists():
         return False
     if any(path.stat().st_mtime < source.stat().st_mtime for source in after):

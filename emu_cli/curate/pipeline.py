@@ -31,6 +31,7 @@ from emu_cli.curate.filter import PHASES, Batch, Filter, Item
 from emu_cli.curate.resources import Resources
 from emu_cli.data.export import refuse_to_replace, write_image_folder
 from emu_cli.data.sources import Sample, SampleIndex, index_dataset
+from emu_cli.files import write_atomic
 
 WORK = ".work"
 INPUT = "input"  # the reject reason of samples that cannot be read at all
@@ -191,7 +192,7 @@ class FilterRun:
                 f"({changed}); use another --out, or delete it to start over"
             )
         self.work.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, text.encode())
+        write_atomic(path, text)
 
     def _phase(self, engine, name: str, function, samples: list[Sample]) -> pd.DataFrame:
         """Run a phase chunk by chunk, skipping chunks a previous run finished."""
@@ -210,9 +211,7 @@ class FilterRun:
             disable=not self.progress,
         )
         for number, table in engine.run(function, todo):
-            temporary = path[number].with_suffix(".partial")
-            table.to_parquet(temporary, index=False)
-            os.replace(temporary, path[number])
+            _write_atomic_table(table, path[number])
             bar.update(len(chunks[number]))
         bar.close()
         tables = [pd.read_parquet(path[n]) for n in chunks]
@@ -328,12 +327,6 @@ def _plain(value: Any) -> Any:
     if value is None or (isinstance(value, float) and value != value):
         return None
     return value.item() if hasattr(value, "item") else value
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_suffix(path.suffix + ".partial")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def _write_atomic_table(table: pd.DataFrame, path: Path) -> None:

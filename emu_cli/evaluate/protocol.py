@@ -23,6 +23,7 @@ from PIL import Image
 from emu_cli.annotations import AnnotationStore
 from emu_cli.evaluate.prompts import Prompt, load_prompts
 from emu_cli.evaluate.winrate import outcomes, win_rate
+from emu_cli.files import write_atomic
 from emu_cli.runtime import quiet_libraries
 
 if TYPE_CHECKING:
@@ -192,7 +193,8 @@ def evaluate(
         "protocols": protocols,
         "proxies": _proxies(pairs, out, subsets, judge, clip_model, clip_pretrained),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    # atomic: a results.json is what tells a rerun of the demo that this evaluation is done
+    write_atomic(out / "results.json", json.dumps(results, indent=2))
     from emu_cli.evaluate.report import write_report
 
     write_report(results, pairs, out)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from emu_cli.data.export import MARKER
+from emu_cli.files import write_atomic
 from emu_cli.publish.card import SAMPLES, clip_card, dataset_card, model_card
 
 RETRIES = 3
@@ -244,6 +245,4 @@ def _explain(error: Any, upload: Upload) -> str:
 def _record(record_file: Path, repo: str, revision: str | None, url: str) -> None:
     record = json.loads(record_file.read_text())
     pushes = [*record.get("pushes", []), {"repo": repo, "revision": revision, "commit": url}]
-    temporary = record_file.with_suffix(".tmp")
-    temporary.write_text(json.dumps({**record, "pushes": pushes}, indent=2))
-    temporary.replace(record_file)
+    write_atomic(record_file, json.dumps({**record, "pushes": pushes}, indent=2))

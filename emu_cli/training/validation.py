@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emu_cli.backend import Backend, Model
+from emu_cli.files import write_atomic
 from emu_cli.images import save_grid
 from emu_cli.training.early_stopping import CurveOnly, Decision, EarlyStopping, read_curve
 
@@ -133,9 +134,7 @@ class GenerationMonitor:
             "guidance": self.guidance,  # the backend's default unless the settings named one
             **self.rule.to_dict(),
         }
-        temporary = self.curve_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record, indent=2))
-        temporary.replace(self.curve_path)
+        write_atomic(self.curve_path, json.dumps(record, indent=2))
         plot_curve(self.rule, self.folder / "curve.png")
 
 

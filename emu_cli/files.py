@@ -1,0 +1,17 @@
+"""Writing a file so that a reader, or a run resumed after a kill, finds the old content or the
+new, never half of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to a file beside ``path``, then rename it over ``path``."""
+    temporary = path.with_suffix(path.suffix + ".partial")
+    if isinstance(data, str):
+        temporary.write_text(data, encoding="utf-8")
+    else:
+        temporary.write_bytes(data)
+    os.replace(temporary, path)
