@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to a file beside ``path``, then rename it over ``path``."""
-    temporary = path.with_suffix(path.suffix + ".partial")
+    """Write ``data`` to a file beside ``path``, then rename it over ``path``. The file beside
+    is named by the process, so that processes writing the same path never share one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     if isinstance(data, str):
         temporary.write_text(data, encoding="utf-8")
     else:

@@ -211,7 +211,7 @@ class FilterRun:
             disable=not self.progress,
         )
         for number, table in engine.run(function, todo):
-            _write_atomic_table(table, path[number])
+            write_atomic(path[number], table.to_parquet(index=False))
             bar.update(len(chunks[number]))
         bar.close()
         tables = [pd.read_parquet(path[n]) for n in chunks]
@@ -238,7 +238,7 @@ class FilterRun:
         # Columns named _like_this are filters' working data (thumbnails), not results.
         table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
         table.insert(2, "status", table["reason"].isna().map({True: "kept", False: "rejected"}))
-        _write_atomic_table(table, self.out / MANIFEST)
+        write_atomic(self.out / MANIFEST, table.to_parquet(index=False))
         self._write_kept(table[table["status"] == "kept"], by_key, order)
         from emu_cli.curate.report import write_report
 
@@ -327,9 +327,3 @@ def _plain(value: Any) -> Any:
     if value is None or (isinstance(value, float) and value != value):
         return None
     return value.item() if hasattr(value, "item") else value
-
-
-def _write_atomic_table(table: pd.DataFrame, path: Path) -> None:
-    temporary = path.with_suffix(".partial")
-    table.to_parquet(temporary, index=False)
-    os.replace(temporary, path)

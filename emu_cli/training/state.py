@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from emu_cli.files import write_atomic
+
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
 LATEST = "latest"
@@ -110,9 +112,7 @@ def write_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(temporary, final)
-    pointer = folder / f".{LATEST}.tmp{os.getpid()}"
-    pointer.write_text(final.name, encoding="utf-8")
-    os.replace(pointer, folder / LATEST)
+    write_atomic(folder / LATEST, final.name)
     for old in sorted(folder.glob("step-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
