@@ -170,9 +170,11 @@ class TextConditionedDenoising(nn.Module):
         train_text_encoder: bool,
         snr_weighting: str = "none",
         snr_gamma: float = 5.0,
+        text_encoder_lr_scale: float = 1.0,
     ):
         super().__init__()
         self.unet, self.text_encoder = unet, text_encoder
+        self.learning_rate_scales = {"text_encoder": text_encoder_lr_scale}
         self.scheduler, self.key = scheduler, key
         self.noise_offset, self.train_text_encoder = noise_offset, train_text_encoder
         self.snr_weighting, self.snr_gamma = snr_weighting, snr_gamma

@@ -4,8 +4,12 @@ CLIP text encoders built from a config or loaded by hub name or local path."""
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from emu_cli.backend import Model
 
 # open_clip's vocabulary: 256 byte symbols, the same with an end-of-word mark, the merges, and
 # two special tokens. Its ids are CLIP's ids, so the tokenizer written here matches open_clip's.
@@ -127,3 +131,19 @@ def token_ids(tokenizer: Any, captions: list[str], device: Any) -> Any:
         truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
+
+
+def text_encoder_training(model: Model) -> tuple[bool, float]:
+    """Whether a stage trains ``model``'s text encoder (option ``train_text_encoder``), and at
+    what fraction of the stage's learning rate (option ``text_encoder_lr_scale``); sets its
+    ``requires_grad`` to match."""
+    train = bool(model.options.get("train_text_encoder", False))
+    scale = model.options.get("text_encoder_lr_scale", 1.0)
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, int | float)
+        or not (math.isfinite(scale) and scale > 0)
+    ):
+        raise ValueError(f"option text_encoder_lr_scale must be a number > 0, got {scale!r}")
+    model["text_encoder"].requires_grad_(train)
+    return train, float(scale)

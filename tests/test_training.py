@@ -208,6 +208,40 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
     assert constant(100) == 1.0
 
 
+@pytest.mark.parametrize("backend", sorted(RUN_CONFIGS))
+def test_a_text_encoder_trained_from_scratch_learns_at_its_own_rate(backend):
+    from emu_cli.plugins import get_backend
+    from emu_cli.training.recipe import Recipe
+    from emu_cli.training.trainer import parameter_groups
+
+    plugin = get_backend(backend)
+    stage = plugin.generator_stage()
+    model = plugin.build("tiny", {"text_encoder_lr_scale": 0.1})
+    module = plugin.training_module(model, stage, Recipe())
+    text = {id(p) for p in model["text_encoder"].parameters()}
+    before = {id(p): p.detach().clone() for p in module.parameters() if p.requires_grad}
+    assert text <= before.keys(), "built here, the text encoder trains"
+
+    # One Adam step on a gradient of ones moves every weight by its group's rate.
+    optimizer = torch.optim.AdamW(parameter_groups(module, 1e-3), weight_decay=0.0)
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            parameter.grad = torch.ones_like(parameter)
+    optimizer.step()
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            moved = (before[id(parameter)] - parameter.detach()).abs().max().item()
+            rate = 1e-4 if id(parameter) in text else 1e-3
+            assert moved == pytest.approx(rate, rel=1e-3)
+
+    for bad in (0, -1.0, "fast"):
+        model.options["text_encoder_lr_scale"] = bad
+        with pytest.raises(
+            ValueError, match=f"text_encoder_lr_scale must be a number > 0, got {bad!r}"
+        ):
+            plugin.training_module(model, stage, Recipe())
+
+
 def test_progressive_resolution_schedule_feeds_each_phase_its_resolution(world, tmp_path):
     from emu_cli.plugins import get_backend
     from emu_cli.training.recipe import Recipe

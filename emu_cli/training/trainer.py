@@ -57,6 +57,22 @@ def step_seed(seed: int, stage: str, step: int, rank: int, micro: int = 0) -> in
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def parameter_groups(module: torch.nn.Module, learning_rate: float) -> list[dict[str, Any]]:
+    """The parameters ``module`` trains, as optimizer groups. A training module may name
+    submodules that learn at a fraction of the stage's rate in ``learning_rate_scales``
+    (submodule name -> factor); the rest learn at ``learning_rate``."""
+    scales: dict[str, float] = getattr(module, "learning_rate_scales", {})
+    grouped: dict[float, list[torch.nn.Parameter]] = {}
+    for name, parameter in module.named_parameters():
+        if parameter.requires_grad:
+            scale = scales.get(name.split(".", 1)[0], 1.0)
+            grouped.setdefault(scale, []).append(parameter)
+    return [
+        {"params": params, "lr": learning_rate * scale}
+        for scale, params in sorted(grouped.items(), reverse=True)
+    ]
+
+
 def learning_rate_factor(recipe: Recipe) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < recipe.warmup_steps:
@@ -217,11 +233,12 @@ class Trainer:
         if resume_from is None:
             self._prepare(accelerator.device)
         module = backend.training_module(self.model, self.stage, recipe)
-        parameters = [p for p in module.parameters() if p.requires_grad]
+        groups = parameter_groups(module, recipe.learning_rate)
+        parameters = [p for group in groups for p in group["params"]]
         if not parameters:
             raise ValueError(f"stage '{self.stage}' of backend '{backend.name}' trains nothing")
         optimizer = torch.optim.AdamW(
-            parameters,
+            groups,
             lr=recipe.learning_rate,
             betas=(recipe.adam_beta1, recipe.adam_beta2),
             weight_decay=recipe.weight_decay,

@@ -32,6 +32,7 @@ DISCRIMINATOR = "discriminator"
 DEFAULT_OPTIONS: dict[str, Any] = {
     "text_encoder": None,  # a pretrained CLIP text model: hub name or folder
     "train_text_encoder": None,  # default: trained when built here, frozen when pretrained
+    "text_encoder_lr_scale": 1.0,  # the trained text encoder's rate, relative to the stage's
     "prediction_type": "v_prediction",
     "snr_weighting": "soft-min",
     "snr_gamma": 5.0,
@@ -246,6 +247,7 @@ class LatentDiffusion(Backend):
         from diffusers import DDPMScheduler
 
         from emu_cli.diffusion import TextConditionedDenoising
+        from emu_cli.text import text_encoder_training
         from emu_latent_diffusion.autoencoder import AutoencoderTraining
 
         for component in ("vae", "unet", "text_encoder"):
@@ -261,8 +263,7 @@ class LatentDiffusion(Backend):
             )
         if stage == "denoiser":
             model["unet"].requires_grad_(True)
-            train_text = bool(model.options.get("train_text_encoder", False))
-            model["text_encoder"].requires_grad_(train_text)
+            train_text, text_rate = text_encoder_training(model)
             noise_schedule = DDPMScheduler.from_config(model["scheduler"].config)
             return TextConditionedDenoising(
                 model["unet"],
@@ -271,6 +272,7 @@ class LatentDiffusion(Backend):
                 key="latents",
                 noise_offset=recipe.noise_offset,
                 train_text_encoder=train_text,
+                text_encoder_lr_scale=text_rate,
                 snr_weighting=model.options.get("snr_weighting", "none"),
                 snr_gamma=float(model.options.get("snr_gamma", 5.0)),
             )

@@ -29,6 +29,7 @@ DISCRIMINATOR = "discriminator"
 DEFAULT_OPTIONS: dict[str, Any] = {
     "text_encoder": None,  # a pretrained CLIP model with its text projection: hub name or folder
     "train_text_encoder": None,  # default: trained when built here, frozen when pretrained
+    "text_encoder_lr_scale": 1.0,  # the trained text encoder's rate, relative to the stage's
     "adversarial_weight": None,  # default: the preset's (0 on CPU presets)
     "label_smoothing": 0.1,
 }
@@ -198,6 +199,7 @@ class MaskedTransformer(Backend):
         }
 
     def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
+        from emu_cli.text import text_encoder_training
         from emu_masked_transformer.tokenizer import TokenizerTraining
         from emu_masked_transformer.transformer import MaskedTokenTraining
 
@@ -213,8 +215,7 @@ class MaskedTransformer(Backend):
             )
         if stage == "transformer":
             model["transformer"].requires_grad_(True)
-            train_text = bool(options.get("train_text_encoder", False))
-            model["text_encoder"].requires_grad_(train_text)
+            train_text, text_rate = text_encoder_training(model)
             vq = model["vqvae"]
             return MaskedTokenTraining(
                 model["transformer"],
@@ -222,6 +223,7 @@ class MaskedTransformer(Backend):
                 mask_token_id=model["scheduler"].config.mask_token_id,
                 image_size=vq.config.sample_size,
                 train_text_encoder=train_text,
+                text_encoder_lr_scale=text_rate,
                 label_smoothing=float(options.get("label_smoothing", 0.1)),
             )
         raise ValueError(f"backend 'masked' has no stage '{stage}'")

@@ -47,10 +47,12 @@ class MaskedTokenTraining(nn.Module):
         mask_token_id: int,
         image_size: int,
         train_text_encoder: bool,
+        text_encoder_lr_scale: float = 1.0,
         label_smoothing: float = 0.1,
     ):
         super().__init__()
         self.transformer, self.text_encoder = transformer, text_encoder
+        self.learning_rate_scales = {"text_encoder": text_encoder_lr_scale}
         self.mask_token_id, self.image_size = mask_token_id, image_size
         self.train_text_encoder, self.label_smoothing = train_text_encoder, label_smoothing
 

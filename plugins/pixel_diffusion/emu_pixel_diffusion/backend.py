@@ -23,6 +23,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "text_encoder": None,  # a pretrained CLIP text model or T5 encoder: hub name or folder
     "text_encoder_kind": "clip",  # built from config when no text_encoder is given: clip or t5
     "train_text_encoder": None,  # default: trained when built here, frozen when pretrained
+    # A text encoder trained from scratch at the UNet's rate learns to drop what the UNet does
+    # not use yet (the subject, drawn small) and the UNet then cannot learn it: at a tenth of
+    # the rate the small preset named twice the subjects on the world's clean renders (0.39-0.44
+    # against 0.21-0.22), color and background unchanged (docs/benchmarks.md).
+    "text_encoder_lr_scale": 0.1,  # the trained text encoder's rate, relative to the stage's
     "prediction_type": "v_prediction",
     "snr_weighting": "soft-min",
     "snr_gamma": 5.0,
@@ -182,17 +187,18 @@ class PixelDiffusion(Backend):
         from diffusers import DDPMScheduler
 
         from emu_cli.diffusion import TextConditionedDenoising
+        from emu_cli.text import text_encoder_training
         from emu_pixel_diffusion.superres import SuperResolutionDenoising
 
         options = model.options
-        for name in ("unet", "sr_unet", "text_encoder"):
+        for name in ("unet", "sr_unet"):
             if name in model.components:
                 model[name].requires_grad_(False)
-        train_text = bool(options.get("train_text_encoder", False))
-        model["text_encoder"].requires_grad_(train_text)
+        train_text, text_rate = text_encoder_training(model)
         common = {
             "noise_offset": recipe.noise_offset,
             "train_text_encoder": train_text,
+            "text_encoder_lr_scale": text_rate,
             "snr_weighting": options.get("snr_weighting", "none"),
             "snr_gamma": float(options.get("snr_gamma", 5.0)),
         }
