@@ -23,11 +23,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "text_encoder": None,  # a pretrained CLIP text model or T5 encoder: hub name or folder
     "text_encoder_kind": "clip",  # built from config when no text_encoder is given: clip or t5
     "train_text_encoder": None,  # default: trained when built here, frozen when pretrained
-    # A text encoder trained from scratch at the UNet's rate learns to drop what the UNet does
-    # not use yet (the subject, drawn small) and the UNet then cannot learn it: at a tenth of
-    # the rate the small preset named twice the subjects on the world's clean renders (0.39-0.44
-    # against 0.21-0.22), color and background unchanged (docs/benchmarks.md).
-    "text_encoder_lr_scale": 0.1,  # the trained text encoder's rate, relative to the stage's
+    "text_encoder_lr_scale": 1.0,  # the trained text encoder's rate, relative to the stage's
     "prediction_type": "v_prediction",
     "snr_weighting": "soft-min",
     "snr_gamma": 5.0,
