@@ -11,8 +11,9 @@ Earlier stages (the masked tokenizer, the latent autoencoder) keep their preset'
         --run pixel:pool5k:1500:256 --run pixel:pool20k:1500:256 --run pixel:pool20k:3000:256
 
 ``--pool NAME=N`` draws N world images at 64 px (seed 0, so a smaller pool is the start of a
-larger one) into OUT/NAME unless it is there; ``--run BACKEND:POOL:STEPS:BATCH[:LR]`` names a
-pool by NAME or path (LR, the generator stage's learning rate, defaults to the preset's). The
+larger one) into OUT/NAME unless it is there; ``--run BACKEND:POOL:STEPS:BATCH[:LR][:K=V...]``
+names a pool by NAME or path (LR, the generator stage's learning rate, defaults to the
+preset's; each K=V is a backend option, ``--option K=V``, e.g. text_encoder_lr_scale=0.1). The
 table and ``OUT/scaling.json`` grow as runs finish, so a run cut short still leaves the figures
 of those done. ``--validate-every N`` also records each run's judged curve as it trains (``emu
 pretrain --validate-every``: appeal and faithfulness of the validation prompts every N steps),
@@ -47,11 +48,14 @@ class Run:
     steps: int
     batch_size: int
     learning_rate: float | None = None  # None: the preset's
+    options: tuple[str, ...] = ()  # backend options, KEY=VALUE
 
     @property
     def name(self) -> str:
         name = f"{self.backend}-{self.pool.name}-{self.steps}x{self.batch_size}"
-        return name if self.learning_rate is None else f"{name}-lr{self.learning_rate:g}"
+        if self.learning_rate is not None:
+            name += f"-lr{self.learning_rate:g}"
+        return "-".join([name, *(option.replace("=", "") for option in self.options)])
 
 
 def parse_pool(spec: str) -> tuple[str, int]:
@@ -63,9 +67,12 @@ def parse_pool(spec: str) -> tuple[str, int]:
 
 def parse_run(spec: str, pools: dict[str, Path]) -> Run:
     parts = spec.split(":")
+    options = tuple(part for part in parts[4:] if "=" in part)
+    parts = [part for part in parts if part not in options]
     if len(parts) not in (4, 5) or not parts[2].isdigit() or not parts[3].isdigit():
         raise SystemExit(
-            f"--run '{spec}': expected BACKEND:POOL:STEPS:BATCH[:LR] (pixel:p:1500:256:2e-3)"
+            f"--run '{spec}': expected BACKEND:POOL:STEPS:BATCH[:LR][:KEY=VALUE...] "
+            "(pixel:p:1500:256:2e-3:text_encoder_lr_scale=0.1)"
         )
     backend, pool, steps, batch = parts[:4]
     learning_rate = None
@@ -80,7 +87,7 @@ def parse_run(spec: str, pools: dict[str, Path]) -> Run:
     path = pools.get(pool, Path(pool))
     if pool not in pools and not (path / "metadata.jsonl").is_file():
         raise SystemExit(f"--run '{spec}': '{pool}' is neither a --pool name nor a pool folder")
-    return Run(backend, path, int(steps), int(batch), learning_rate)
+    return Run(backend, path, int(steps), int(batch), learning_rate, options)
 
 
 def run_config(run: Run) -> dict:
@@ -112,6 +119,8 @@ def start(run: Run, args: argparse.Namespace) -> subprocess.Popen:
                "--config", str(config), "--device", args.device]  # fmt: skip
     if args.validate_every:
         command += ["--validate-every", str(args.validate_every)]
+    for option in run.options:
+        command += ["--option", option]
     with (out / f"{run.name}.log").open("w") as log:  # the child keeps its own handle
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -132,6 +141,7 @@ def judged(run: Run, args: argparse.Namespace, seconds: float) -> dict:
         "steps": run.steps,
         "batch_size": run.batch_size,
         "learning_rate": read_provenance(folder)["recipes"][stage]["learning_rate"],
+        "options": list(run.options),
         "images_seen": run.steps * run.batch_size,
         "images_per_second": round(summary["images_per_second"], 1),
         "final_loss": summary["final_loss"],
@@ -159,7 +169,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("gpu-scaling"))
     parser.add_argument("--pool", action="append", default=[], help="NAME=N (repeatable)")
-    parser.add_argument("--run", action="append", required=True, help="BACKEND:POOL:STEPS:BATCH")
+    parser.add_argument(
+        "--run", action="append", required=True, help="BACKEND:POOL:STEPS:BATCH[:LR][:K=V...]"
+    )
     parser.add_argument("--preset", default="small")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--per-subject", type=int, default=16)
