@@ -68,7 +68,7 @@ def parse_pool(spec: str) -> tuple[str, int]:
 def parse_run(spec: str, pools: dict[str, Path]) -> Run:
     parts = spec.split(":")
     options = tuple(part for part in parts[4:] if "=" in part)
-    parts = [part for part in parts if part not in options]
+    parts = parts[:4] + [part for part in parts[4:] if "=" not in part]
     if len(parts) not in (4, 5) or not parts[2].isdigit() or not parts[3].isdigit():
         raise SystemExit(
             f"--run '{spec}': expected BACKEND:POOL:STEPS:BATCH[:LR][:KEY=VALUE...] "

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from emu_cli.runtime import quiet_libraries
+from emu_cli.text import token_ids
 from emu_cli.world.concepts import BACKGROUNDS, COLORS, SUBJECTS, caption
 
 ATTRIBUTES = {"subject": SUBJECTS, "color": tuple(COLORS), "background": tuple(BACKGROUNDS)}
@@ -27,7 +28,7 @@ TEMPLATES = 6
 
 
 @torch.no_grad()
-def separation(tokenizer, encoder, max_tokens: int) -> dict[str, float]:
+def separation(tokenizer, encoder) -> dict[str, float]:
     """Per attribute, the mean distance between the token states of captions that name
     different values of it and the same values of the others."""
     encoder.eval()
@@ -38,13 +39,7 @@ def separation(tokenizer, encoder, max_tokens: int) -> dict[str, float]:
             captions = [
                 caption(**{**HELD, attribute: value}, template=template) for value in values
             ]
-            ids = tokenizer(
-                captions,
-                padding="max_length",
-                max_length=max_tokens,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids
+            ids = token_ids(tokenizer, captions, encoder.device)
             states = encoder(ids).last_hidden_state.flatten(1)
             pairs = len(values) * (len(values) - 1)
             distances.append(torch.cdist(states, states).sum().item() / pairs)
@@ -62,15 +57,11 @@ def main() -> None:
     from emu_cli.checkpoint import load_checkpoint
 
     backend, model, _ = load_checkpoint(args.model)
-    tokenizer, encoder = model["tokenizer"], model["text_encoder"]
-    max_tokens = tokenizer.model_max_length
-    rows = {"model": separation(tokenizer, encoder, max_tokens)}
+    rows = {"model": separation(model["tokenizer"], model["text_encoder"])}
     if args.random:
         torch.manual_seed(0)
         built = backend.build(args.random, {})
-        rows[f"as built ({args.random})"] = separation(
-            built["tokenizer"], built["text_encoder"], max_tokens
-        )
+        rows[f"as built ({args.random})"] = separation(built["tokenizer"], built["text_encoder"])
     print(f"{'text encoder':<22}" + "".join(f"{name:>12}" for name in ATTRIBUTES))
     for label, figures in rows.items():
         print(f"{label:<22}" + "".join(f"{figures[name]:>12.2f}" for name in ATTRIBUTES))

@@ -67,10 +67,7 @@ def parameter_groups(module: torch.nn.Module, learning_rate: float) -> list[dict
         if parameter.requires_grad:
             scale = scales.get(name.split(".", 1)[0], 1.0)
             grouped.setdefault(scale, []).append(parameter)
-    return [
-        {"params": params, "lr": learning_rate * scale}
-        for scale, params in sorted(grouped.items(), reverse=True)
-    ]
+    return [{"params": params, "lr": learning_rate * scale} for scale, params in grouped.items()]
 
 
 def learning_rate_factor(recipe: Recipe) -> Callable[[int], float]:
