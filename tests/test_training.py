@@ -59,6 +59,9 @@ def _pretrain_args(world: Path, out: Path, config: Path, backend: str = "latent"
         "4",
         "--validation-steps",
         "2",
+        # two optimizer groups (the text encoder's at half the rate) must resume, each its own
+        "--option",
+        "text_encoder_lr_scale=0.5",
     ]
 
 
@@ -103,6 +106,9 @@ def test_killed_run_resumes_to_the_same_weights(world, tmp_path, backend):
         json.loads(line) for line in (killed / f"stages/{last}/log.jsonl").read_text().splitlines()
     ]
     assert [r["step"] for r in log if "loss" in r] == list(range(1, 13)), "no step logged twice"
+    checkpoints = sorted((killed / "stages" / last / "checkpoints").glob("step-*"))
+    state = json.loads((checkpoints[-1] / "state.json").read_text())
+    assert state["scheduler"]["base_lrs"] == pytest.approx([1e-3, 5e-4]), "the encoder's own rate"
 
     generator = get_backend(backend).generator_stage()
     steps = 12 if generator == last else 4
