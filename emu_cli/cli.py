@@ -304,12 +304,24 @@ def data() -> None:
     show_default=True,
 )
 @click.option("--workers", type=POSITIVE, help="Processes drawing images (default: all cores).")
-def synth(count: int, out: Path, seed: int, size: int, format_: str, workers: int | None) -> None:
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="No junk and only well-made pictures (large, sharp subject): what a generator can "
+    "learn without the pool's noise.",
+)
+def synth(
+    count: int, out: Path, seed: int, size: int, format_: str, workers: int | None, clean: bool
+) -> None:
     """Write the built-in world's image-caption pairs (deterministic for a seed)."""
     from emu_cli.world.synth import synthesize
 
-    _run(lambda: synthesize(count, out, seed=seed, size=size, format=format_, workers=workers))
-    click.echo(f"wrote {count} samples to {out} ({format_})")
+    _run(
+        lambda: synthesize(
+            count, out, seed=seed, size=size, format=format_, workers=workers, clean=clean
+        )
+    )
+    click.echo(f"wrote {count} {'clean ' if clean else ''}samples to {out} ({format_})")
 
 
 @data.command(name="train-judges")

@@ -66,6 +66,34 @@ def test_both_formats_load_through_the_core_reader_and_datasets(tmp_path):
     assert (folder / "contact_sheet.png").is_file() and (folder / "stats.md").is_file()
 
 
+def test_a_clean_set_shows_every_caption_plainly(judges, pool, tmp_path):
+    from click.testing import CliRunner
+
+    from emu_cli.cli import cli
+
+    out = tmp_path / "clean"
+    result = CliRunner().invoke(
+        cli,
+        ["data", "synth", "--n", "200", "--size", "32", "--seed", "3", "--clean"]
+        + ["--workers", "1", "--out", str(out)],
+    )
+    assert result.exit_code == 0 and "wrote 200 clean samples" in result.output, result.output
+    rows = _rows(out)
+    assert not any(r["junk"] for r in rows)
+    assert all(r["caption_attributes"]["subject"] == r["subject"] for r in rows)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["clean"] and set(stats["junk_rates_documented"].values()) == {0.0}
+
+    def subjects_named(folder, rows):
+        images = [Image.open(folder / r["file_name"]) for r in rows]
+        named = judges.judge(images).attributes["subject"]
+        return np.mean([n == r["subject"] for n, r in zip(named, rows, strict=True)])
+
+    # the judge names the clean set's subjects, which the pool shows small, blurred and noisy
+    plain = [r for r in _rows(pool) if not r["junk"]][:200]
+    assert subjects_named(out, rows) >= 0.95 > 0.6 > subjects_named(pool, plain)
+
+
 def test_junk_and_needle_rates_match_their_documentation(pool):
     rows = _rows(pool)
     stats = json.loads((pool / "stats.json").read_text())
