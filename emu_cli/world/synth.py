@@ -256,7 +256,7 @@ def synthesize(
         raise ValueError(f"--size must be at least 16 pixels, got {size}")
     out = Path(out)
     workers = workers or min(os.cpu_count() or 1, 8)
-    statistics = Statistics()
+    statistics = Statistics(clean)
     with replacing(out) as folder:
         progress = tqdm(total=n, desc="synth", unit="img", disable=n < 500)
         if format == "imagefolder":
@@ -279,14 +279,15 @@ def synthesize(
                     pending = []
         progress.close()
         if report:
-            statistics.write(folder, seed=seed, size=size, clean=clean)
+            statistics.write(folder, seed=seed, size=size)
     return out
 
 
 class Statistics:
     """Counts and a contact sheet of a generated set, for people and programs."""
 
-    def __init__(self, sheet_samples: int = 64):
+    def __init__(self, clean: bool = False, sheet_samples: int = 64):
+        self.clean = clean  # a clean set documents no junk
         self.count = 0
         self.junk: Counter[str] = Counter()
         self.concepts: Counter[str] = Counter()
@@ -304,15 +305,15 @@ class Statistics:
         if len(self.sheet) < self.sheet_samples:
             self.sheet.append(drawn)
 
-    def table(self, clean: bool = False) -> dict[str, Any]:
+    def table(self) -> dict[str, Any]:
         appeals = np.array(self.appeals)
         return {
             "samples": self.count,
-            "clean": clean,
+            "clean": self.clean,
             "needles": self.needles,
             "needle_rate": round(self.needles / self.count, 4),
             "junk_rates": {k: round(self.junk[k] / self.count, 4) for k in JUNK_RATES},
-            "junk_rates_documented": dict.fromkeys(JUNK_RATES, 0.0) if clean else JUNK_RATES,
+            "junk_rates_documented": dict.fromkeys(JUNK_RATES, 0.0) if self.clean else JUNK_RATES,
             "appeal": {
                 "mean": round(float(appeals.mean()), 4),
                 "quartiles": [round(float(q), 4) for q in np.quantile(appeals, [0.25, 0.5, 0.75])],
@@ -320,21 +321,21 @@ class Statistics:
             "subjects": dict(sorted(self.concepts.items())),
         }
 
-    def write(self, out: Path, *, seed: int, size: int, clean: bool = False) -> None:
+    def write(self, out: Path, *, seed: int, size: int) -> None:
         from PIL import Image
 
         from emu_cli.images import make_grid
 
-        table = {"seed": seed, "size": size, **self.table(clean)}
+        table = {"seed": seed, "size": size, **self.table()}
         (out / "stats.json").write_text(json.dumps(table, indent=2))
         lines = [
-            f"# {'Clean set' if clean else 'Synthetic pool'}: {self.count} samples, seed {seed}, "
-            f"{size} px",
+            f"# {'Clean set' if self.clean else 'Synthetic pool'}: {self.count} samples, "
+            f"seed {seed}, {size} px",
             "",
             "| measure | value | documented |",
             "|---|---|---|",
             f"| needles (appeal >= {NEEDLE_APPEAL}, no junk) | {table['needle_rate']:.2%} "
-            f"| {'-' if clean else 'about 1.6%'} |",
+            f"| {'-' if self.clean else 'about 1.6%'} |",
         ]
         lines += [
             f"| {k} | {table['junk_rates'][k]:.2%} | {v:.0%} |"
