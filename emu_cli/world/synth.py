@@ -256,7 +256,7 @@ def synthesize(
         raise ValueError(f"--size must be at least 16 pixels, got {size}")
     out = Path(out)
     workers = workers or min(os.cpu_count() or 1, 8)
-    statistics = Statistics(clean)
+    statistics = Statistics(clean=clean)
     with replacing(out) as folder:
         progress = tqdm(total=n, desc="synth", unit="img", disable=n < 500)
         if format == "imagefolder":
@@ -286,7 +286,7 @@ def synthesize(
 class Statistics:
     """Counts and a contact sheet of a generated set, for people and programs."""
 
-    def __init__(self, clean: bool = False, sheet_samples: int = 64):
+    def __init__(self, *, clean: bool, sheet_samples: int = 64):
         self.clean = clean  # a clean set documents no junk
         self.count = 0
         self.junk: Counter[str] = Counter()
