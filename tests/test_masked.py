@@ -51,8 +51,9 @@ def test_pretrain_generate_reload_gives_the_same_images(tiny_masked, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
     assert not np.array_equal(runs[0][0], runs[0][1]), "different seeds, different images"
 
-    # The checkpoint is an AmusedPipeline folder: diffusers opens it without emu and draws the
-    # image emu draws for that seed (one image each: a batch's arithmetic can move a last bit).
+    # The checkpoint is an AmusedPipeline folder: diffusers opens it (emu_masked_transformer.uvit
+    # imported, for the transformer's class) and draws the image emu draws for that seed (one
+    # image each: a batch's arithmetic can move a last bit).
     from diffusers import AmusedPipeline
 
     from emu_cli.checkpoint import load_checkpoint
@@ -162,6 +163,63 @@ def test_the_nearest_code_search_stays_float32_under_bf16_autocast():
         )
     assert seen == [torch.float32]
     assert torch.isfinite(outputs["loss"])
+
+
+def _logits_with_every_token_masked(model, transformer) -> torch.Tensor:
+    """(positions, codebook): what the transformer predicts at each position of an all-masked
+    grid, the first step of decoding."""
+    from emu_masked_transformer.transformer import micro_conditions, text_conditions
+
+    from emu_cli.text import token_ids
+
+    cpu = torch.device("cpu")
+    pooled, states = text_conditions(
+        model["text_encoder"], token_ids(model["tokenizer"], ["a red star"], cpu)
+    )
+    side = transformer.config.sample_size
+    grid = torch.full((1, side, side), model["scheduler"].config.mask_token_id)
+    with torch.no_grad():
+        logits = transformer(grid, micro_conds=micro_conditions(1, 16, cpu),
+                             pooled_text_emb=pooled, encoder_hidden_states=states)  # fmt: skip
+    return logits[0].flatten(1).T
+
+
+def test_the_transformer_knows_where_each_masked_token_is(tmp_path):
+    """UVit2D has no position embedding: with every token masked it predicts the same away from
+    the grid's edge, so a captioned subject has no place to go. The sine table makes every
+    position's prediction its own, survives a checkpoint, and holds no weights: a folder naming
+    diffusers' own UVit2DModel (aMUSEd's) loads the same state dict and draws as it was trained."""
+    import shutil
+
+    from diffusers import UVit2DModel
+    from emu_masked_transformer.uvit import PositionalUVit2DModel
+
+    from emu_cli.plugins import get_backend
+
+    backend = get_backend("masked")
+    backend.save(backend.build("tiny", {}), tmp_path / "ours")
+    index = json.loads((tmp_path / "ours" / "model_index.json").read_text())
+    assert index["transformer"] == ["emu_masked_transformer.uvit", "PositionalUVit2DModel"]
+    ours = backend.load(tmp_path / "ours")
+    assert type(ours["transformer"]) is PositionalUVit2DModel
+    positions = _logits_with_every_token_masked(ours, ours["transformer"])
+    assert len(positions.unique(dim=0)) == len(positions) == 64
+
+    stock = tmp_path / "stock"
+    shutil.copytree(tmp_path / "ours", stock)
+    renamed = {"model_index.json": ("transformer", ["diffusers", "UVit2DModel"]),
+               "transformer/config.json": ("_class_name", "UVit2DModel")}  # fmt: skip
+    for name, (key, value) in renamed.items():
+        config = json.loads((stock / name).read_text())
+        (stock / name).write_text(json.dumps({**config, key: value}))
+    theirs = backend.load(stock)
+    assert type(theirs["transformer"]) is UVit2DModel
+    weights = theirs["transformer"].state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in ours["transformer"].state_dict().items())
+    plain = _logits_with_every_token_masked(theirs, theirs["transformer"]).view(8, 8, -1)
+    inner = plain[2:6, 2:6].flatten(0, 1)  # beyond the convolutions' reach of the edge
+    assert torch.allclose(inner, inner[:1].expand_as(inner), atol=1e-5)
+    assert not torch.allclose(plain[0, 0], plain[3, 3], atol=1e-5)
 
 
 def test_cosine_masking_schedule():

@@ -18,7 +18,8 @@ from emu_pixel_diffusion import PixelDiffusionPipeline  # pip install emu-pixel-
 
 pipe = PixelDiffusionPipeline.from_pretrained("{repo}")
 image = pipe(["{prompt}"], generator=[torch.Generator().manual_seed(0)]).images[0]""",
-    "masked": """import torch
+    "masked": """import emu_masked_transformer.uvit  # pip install emu-masked-transformer
+import torch
 from diffusers import AmusedPipeline
 
 pipe = AmusedPipeline.from_pretrained("{repo}")

@@ -48,7 +48,10 @@ _QUIET = _AmusedDeprecationNotice()
 
 class MaskedTransformer(Backend):
     name = "masked"
-    description = "Masked generative transformer (Muse-like): VQModel tokenizer + UVit2DModel"
+    description = (
+        "Masked generative transformer (Muse-like): VQModel tokenizer + UVit2DModel with a "
+        "position table"
+    )
     stages = (
         Stage(
             "tokenizer",
@@ -90,10 +93,11 @@ class MaskedTransformer(Backend):
 
     # -- building, saving, loading ---------------------------------------------------------
     def build(self, preset: str, options: dict[str, Any]) -> Model:
-        from diffusers import AmusedScheduler, UVit2DModel, VQModel
+        from diffusers import AmusedScheduler, VQModel
 
         from emu_cli.reconstruction import PatchDiscriminator
         from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
+        from emu_masked_transformer.uvit import PositionalUVit2DModel
 
         chosen = self._options(preset, options)
         spec = PRESETS[preset]
@@ -115,7 +119,7 @@ class MaskedTransformer(Backend):
         codebook = vq_spec["num_vq_embeddings"]
         transformer_spec = dict(spec["transformer"])
         encode_dim = transformer_spec.pop("micro_cond_encode_dim")
-        transformer = UVit2DModel(
+        transformer = PositionalUVit2DModel(
             codebook_size=codebook,
             vocab_size=codebook + 1,  # the last id is the mask token
             sample_size=spec["resolution"] // 2 ** (depth - 1),
@@ -158,6 +162,9 @@ class MaskedTransformer(Backend):
     def load(self, path: Path) -> Model:
         from diffusers import AmusedPipeline
 
+        # A folder built here names its transformer emu_masked_transformer.uvit's class, which
+        # diffusers resolves only from modules already imported.
+        import emu_masked_transformer.uvit  # noqa: F401
         from emu_cli.reconstruction import PatchDiscriminator
 
         logging.getLogger("diffusers.pipelines.pipeline_utils").addFilter(_QUIET)
