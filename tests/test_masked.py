@@ -165,9 +165,9 @@ def test_the_nearest_code_search_stays_float32_under_bf16_autocast():
     assert torch.isfinite(outputs["loss"])
 
 
-def _logits_with_every_token_masked(model, transformer) -> torch.Tensor:
-    """(positions, codebook): what the transformer predicts at each position of an all-masked
-    grid, the first step of decoding."""
+def _logits_with_every_token_masked(model) -> torch.Tensor:
+    """(rows, columns, codebook): what the model's transformer predicts at each position of an
+    all-masked grid, the first step of decoding."""
     from emu_masked_transformer.transformer import micro_conditions, text_conditions
 
     from emu_cli.text import token_ids
@@ -176,12 +176,13 @@ def _logits_with_every_token_masked(model, transformer) -> torch.Tensor:
     pooled, states = text_conditions(
         model["text_encoder"], token_ids(model["tokenizer"], ["a red star"], cpu)
     )
-    side = transformer.config.sample_size
+    side = model["transformer"].config.sample_size
     grid = torch.full((1, side, side), model["scheduler"].config.mask_token_id)
+    conditions = micro_conditions(1, model["vqvae"].config.sample_size, cpu)
     with torch.no_grad():
-        logits = transformer(grid, micro_conds=micro_conditions(1, 16, cpu),
-                             pooled_text_emb=pooled, encoder_hidden_states=states)  # fmt: skip
-    return logits[0].flatten(1).T
+        logits = model["transformer"](grid, micro_conds=conditions, pooled_text_emb=pooled,
+                                      encoder_hidden_states=states)  # fmt: skip
+    return logits[0].permute(1, 2, 0)
 
 
 def test_the_transformer_knows_where_each_masked_token_is(tmp_path):
@@ -202,7 +203,7 @@ def test_the_transformer_knows_where_each_masked_token_is(tmp_path):
     assert index["transformer"] == ["emu_masked_transformer.uvit", "PositionalUVit2DModel"]
     ours = backend.load(tmp_path / "ours")
     assert type(ours["transformer"]) is PositionalUVit2DModel
-    positions = _logits_with_every_token_masked(ours, ours["transformer"])
+    positions = _logits_with_every_token_masked(ours).flatten(0, 1)
     assert len(positions.unique(dim=0)) == len(positions) == 64
 
     stock = tmp_path / "stock"
@@ -216,7 +217,7 @@ def test_the_transformer_knows_where_each_masked_token_is(tmp_path):
     assert type(theirs["transformer"]) is UVit2DModel
     weights = theirs["transformer"].state_dict()
     assert all(torch.equal(weights[k], v) for k, v in ours["transformer"].state_dict().items())
-    plain = _logits_with_every_token_masked(theirs, theirs["transformer"]).view(8, 8, -1)
+    plain = _logits_with_every_token_masked(theirs)
     inner = plain[2:6, 2:6].flatten(0, 1)  # beyond the convolutions' reach of the edge
     assert torch.allclose(inner, inner[:1].expand_as(inner), atol=1e-5)
     assert not torch.allclose(plain[0, 0], plain[3, 3], atol=1e-5)
