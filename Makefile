@@ -32,7 +32,7 @@ test: $(STAMP) lint
 		--durations=15
 
 demo: $(STAMP)
-	$(BIN)/python -m emu_cli.demo --out runs/demo
+	$(BIN)/python examples/demo.py --out runs/demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emu_cli.checkpoint import load_checkpoint
+from emu_cli.checkpoint.folder import load_checkpoint
 from emu_cli.data import index_dataset
 from emu_cli.data.dataset import TrainingDataset, to_images
 from emu_cli.data.sources import SampleIndex

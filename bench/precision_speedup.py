@@ -5,7 +5,7 @@ Each stage trains the same freshly built model three times on the same synthesiz
 float32, bf16, float32; the ratio uses the mean of the two float32 runs, so warm-up and drift
 favour neither. The final losses are printed beside the rates: bf16 must not change what is
 learned. On a CPU without native bf16 arithmetic the ratio falls below 1, which is why
-`make demo` asks for bf16 only where the CPU has it (``emu_cli.demo.training_precision``).
+`make demo` asks for bf16 only where the CPU has it (``examples/demo.py, training_precision``).
 
     python bench/precision_speedup.py                      # every stage of every backend
     python bench/precision_speedup.py --backend latent --stage autoencoder

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import yaml
 
-from emu_cli.checkpoint import read_provenance
-from emu_cli.plugins import get_backend
+from emu_cli.checkpoint.folder import read_provenance
+from emu_cli.plugin.registry import get_backend
 from emu_cli.runtime import quiet_libraries
 from emu_cli.world.synth import synthesize
 from emu_cli.world.validation import pool_records, validate_generator

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emu_cli.annotations import AnnotationStore
+from emu_cli.human.store import AnnotationStore
 
 
 def main() -> None:

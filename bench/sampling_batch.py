@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emu_cli.checkpoint import load_checkpoint
+from emu_cli.checkpoint.folder import load_checkpoint
 from emu_cli.evaluate.prompts import load_prompts
 from emu_cli.runtime import quiet_libraries
 

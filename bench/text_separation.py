@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from emu_cli.kit.text import token_ids
 from emu_cli.runtime import quiet_libraries
-from emu_cli.text import token_ids
 from emu_cli.world.concepts import BACKGROUNDS, COLORS, SUBJECTS, caption
 
 ATTRIBUTES = {"subject": SUBJECTS, "color": tuple(COLORS), "background": tuple(BACKGROUNDS)}
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries()
 
-    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.checkpoint.folder import load_checkpoint
 
     backend, model, _ = load_checkpoint(args.model)
     rows = {"model": separation(model["tokenizer"], model["text_encoder"])}

@@ -26,9 +26,9 @@ import torch
 
 from emu_cli.data import index_dataset
 from emu_cli.data.dataset import TrainingDataset, collate
-from emu_cli.plugins import get_backend, get_backends
-from emu_cli.pretrain import make_accelerator
+from emu_cli.plugin.registry import get_backend, get_backends
 from emu_cli.runtime import quiet_libraries
+from emu_cli.training.pretrain import make_accelerator
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.trainer import Trainer, step_seed
 from emu_cli.world.synth import synthesize

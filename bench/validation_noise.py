@@ -17,12 +17,12 @@ from statistics import NormalDist
 
 import numpy as np
 
-from emu_cli import plugins
-from emu_cli.checkpoint import load_checkpoint
+from emu_cli.checkpoint.folder import load_checkpoint
 from emu_cli.evaluate.prompts import load_prompts
-from emu_cli.judging import Judge
-from emu_cli.quality_tune import EarlyStoppingSettings
+from emu_cli.plugin import registry as plugins
+from emu_cli.plugin.judge import Judge
 from emu_cli.runtime import quiet_libraries
+from emu_cli.training.quality_tune import EarlyStoppingSettings
 from emu_cli.training.validation import judged_reading
 
 

@@ -1,3 +1,47 @@
-"""emu: the Emu quality-tuning recipe as a toolkit."""
+"""emu: the Emu quality-tuning recipe as a toolkit.
 
-__version__ = "0.1.0"
+The public API, what a plugin or a script uses (``docs/plugins.md``). Importing it loads no
+torch: the contract modules are light, and a backend imports its models inside its methods.
+"""
+
+from emu_cli.curate.filter import Batch, Filter, Item, Threshold
+from emu_cli.errors import EmuError
+from emu_cli.plugin.backend import (
+    Backend,
+    Model,
+    ScaledLearningRates,
+    Stage,
+    adopted_provenance,
+    checked_options,
+    component_config,
+    stage_defaults,
+)
+from emu_cli.plugin.hookspecs import hookimpl
+from emu_cli.plugin.judge import Judge
+from emu_cli.plugin.panel import FilteringResult, Pair, Panel
+from emu_cli.plugin.prompt_set import Prompt, PromptSet
+from emu_cli.version import __version__
+
+__all__ = [
+    "Backend",
+    "Batch",
+    "EmuError",
+    "Filter",
+    "FilteringResult",
+    "Item",
+    "Judge",
+    "Model",
+    "Pair",
+    "Panel",
+    "Prompt",
+    "PromptSet",
+    "ScaledLearningRates",
+    "Stage",
+    "Threshold",
+    "__version__",
+    "adopted_provenance",
+    "checked_options",
+    "component_config",
+    "hookimpl",
+    "stage_defaults",
+]

@@ -1,8 +1,8 @@
 """Options from a YAML or TOML file, overridden by the command line.
 
 The file's keys are the command's option names (``batch-size`` or ``batch_size``) plus, for
-training commands, any field of :class:`emu_cli.training.recipe.Recipe`. They become click's
-``default_map``, so an option given on the command line always wins.
+training commands, any field of :class:`emu_cli.training.recipe.Recipe`. The CLI makes them
+its commands' defaults, so an option given on the command line always wins.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import click
+from emu_cli.errors import EmuError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,7 +67,7 @@ def load_yaml(text: str) -> Any:
 def read_config(path: Path) -> dict[str, Any]:
     """Read a YAML (.yaml/.yml) or TOML (.toml) mapping; errors name the file and the problem."""
     if not path.is_file():
-        raise click.BadParameter(f"config file '{path}' does not exist", param_hint="--config")
+        raise EmuError(f"config file '{path}' does not exist")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".toml":
@@ -75,51 +75,14 @@ def read_config(path: Path) -> dict[str, Any]:
         elif path.suffix in (".yaml", ".yml"):
             data = load_yaml(text) or {}
         else:
-            raise click.BadParameter(
-                f"config file '{path}' must end in .yaml, .yml or .toml", param_hint="--config"
-            )
+            raise EmuError(f"config file '{path}' must end in .yaml, .yml or .toml")
     except (tomllib.TOMLDecodeError, ValueError) as error:
-        raise click.BadParameter(f"config file '{path}' is not valid: {error}") from error
+        raise EmuError(f"config file '{path}' is not valid: {error}") from error
     except Exception as error:  # yaml.YAMLError and friends
-        raise click.BadParameter(f"config file '{path}' is not valid: {error}") from error
+        raise EmuError(f"config file '{path}' is not valid: {error}") from error
     if not isinstance(data, dict):
-        raise click.BadParameter(f"config file '{path}' must hold a mapping of option names")
+        raise EmuError(f"config file '{path}' must hold a mapping of option names")
     return {str(key).replace("-", "_"): value for key, value in data.items()}
-
-
-def config_option(*, extra_keys: set[str] | None = None) -> Any:
-    """A ``--config FILE`` option that fills the command's defaults from the file.
-
-    Keys naming neither an option of the command nor one of ``extra_keys`` are an error, so a
-    typo in a config file does not pass silently. Extra keys are left in ``ctx.meta["config"]``.
-    """
-
-    def load(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-        if value is None:
-            return None
-        data = read_config(Path(value))
-        options = {p.name for p in ctx.command.params if p.name}
-        unknown = sorted(set(data) - options - (extra_keys or set()))
-        if unknown:
-            raise click.BadParameter(
-                f"config file '{value}' has unknown keys: {', '.join(unknown)}",
-                param_hint="--config",
-            )
-        ctx.default_map = {
-            **(ctx.default_map or {}),
-            **{k: v for k, v in data.items() if k in options},
-        }
-        ctx.meta["config"] = {k: v for k, v in data.items() if k not in options}
-        return value
-
-    return click.option(
-        "--config",
-        type=click.Path(dir_okay=False),
-        is_eager=True,
-        expose_value=False,
-        callback=load,
-        help="YAML or TOML file of options; command-line options override it.",
-    )
 
 
 # The kinds of option values, by the type of an option's default (bool first: a bool is an int).

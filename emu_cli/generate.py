@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from emu_cli.checkpoint import load_checkpoint, locate_checkpoint
+from emu_cli.checkpoint.folder import load_checkpoint, locate_checkpoint
 from emu_cli.images import save_grid
 from emu_cli.runtime import quiet_libraries
 
@@ -40,7 +40,7 @@ def generate(
 ) -> Generated:
     """Image ``j`` of prompt ``i`` uses seed ``seed + j``: the same seed gives the same images,
     and adding prompts does not change the images of the others. ``model_path``: a checkpoint
-    folder or a Hub model repo (:func:`~emu_cli.checkpoint.locate_checkpoint`)."""
+    folder or a Hub model repo (:func:`~emu_cli.checkpoint.folder.locate_checkpoint`)."""
     quiet_libraries()
     if num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {num_images}")

@@ -53,7 +53,7 @@ def invoke(*args: str):
 def train_stage(backend, model, stage: str, data: Path, folder: Path, **recipe_fields):
     """Train one stage in-process with the shared trainer (no CLI), on CPU."""
     from emu_cli.data import index_dataset
-    from emu_cli.pretrain import make_accelerator
+    from emu_cli.training.pretrain import make_accelerator
     from emu_cli.training.recipe import Recipe
     from emu_cli.training.trainer import Trainer
 

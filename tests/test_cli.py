@@ -31,7 +31,7 @@ def test_help_lists_every_command_quickly():
 
 def test_help_and_backends_do_not_import_torch():
     code = (
-        "import sys; from emu_cli.cli import cli; from emu_cli import plugins; "
+        "import sys; from emu_cli.cli import cli; from emu_cli.plugin import registry as plugins; "
         "plugins.get_backends(); print('torch' in sys.modules)"
     )
     assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "False"
@@ -99,7 +99,7 @@ def test_counts_below_one_are_refused_naming_the_option(world, tmp_path):
 
 
 def test_config_file_sets_options_and_command_line_overrides(tmp_path, world):
-    from emu_cli.cli import pretrain
+    from emu_cli.cli.train import pretrain
 
     config = tmp_path / "run.yaml"
     # `no` stays the word (YAML 1.1 would read it as False, not a --mixed-precision choice)

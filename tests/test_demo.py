@@ -3,12 +3,15 @@ the time each part took, kept across reruns."""
 
 import json
 import os
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from emu_cli.demo import SCALES, Job, JobFailed, Runner, Timings, done, pretrain
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+from demo import SCALES, Job, JobFailed, Runner, Timings, done, pretrain  # noqa: E402
 
 
 def test_jobs_run_side_by_side_after_what_they_need(tmp_path):

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from emu_cli.annotations import AnnotationStore
 from emu_cli.evaluate.prompts import load_prompts
 from emu_cli.evaluate.winrate import outcomes, pair_outcome, win_rate
+from emu_cli.human.store import AnnotationStore
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_new_images_are_never_mixed_with_old_votes(tiny_latent, tmp_path):
 def test_each_side_samples_at_its_backends_guidance_or_its_own(tiny_latent, tmp_path):
     from conftest import emu
 
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     def evaluate(out: str, *extra: object) -> dict:
         command = _evaluate_command(tiny_latent, tiny_latent, tmp_path, out, *extra, "--json")

@@ -85,7 +85,7 @@ def test_checkpoint_opens_in_stable_diffusion_pipeline(tiny_latent):
 def test_a_folder_without_emu_json_is_adopted_and_errors_name_the_folder_and_the_problem(
     tiny_latent, tmp_path
 ):
-    from emu_cli.checkpoint import CheckpointError, load_checkpoint, locate_checkpoint
+    from emu_cli.checkpoint.folder import CheckpointError, load_checkpoint, locate_checkpoint
 
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing")
@@ -125,7 +125,7 @@ def stable_diffusion(tmp_path_factory):
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from emu_cli.text import offline_clip_tokenizer
+    from emu_cli.kit.text import offline_clip_tokenizer
 
     torch.manual_seed(0)
     pipe = StableDiffusionPipeline(
@@ -160,7 +160,7 @@ def test_a_stable_diffusion_model_made_elsewhere_is_generated_from_and_quality_t
     from hub_server import WRITE_TOKEN, FakeHub
     from safetensors.torch import load_file
 
-    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.checkpoint.folder import load_checkpoint
 
     emu("generate", "--model", stable_diffusion, "a red star on a sunset background", "-n", 1,
         "--steps", 2, "--device", "cpu", "--out", tmp_path / "gen")  # fmt: skip
@@ -225,7 +225,7 @@ def test_existing_run_is_not_overwritten_without_resume(tiny_latent, world):
 
 def test_autoencoder_fourier_lift_and_adversarial_loss_train(world, tmp_path):
     """The Emu autoencoder options: 8 channels, Fourier lift, adversarial term in one step."""
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     backend = get_backend("latent")
     model = backend.build(
@@ -295,7 +295,7 @@ def test_a_model_generates_at_the_resolution_it_was_trained_at(world, tmp_path):
 def test_diffusion_backends_learn_the_whole_picture_from_the_text(backend_name):
     """The last training timestep leaves no signal, so a sample's overall color comes from the
     prompt, not from the starting noise; and the pooled text reaches the timestep embedding."""
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     model = get_backend(backend_name).build("tiny", {})
     scheduler, unet = model["scheduler"], model["unet"]

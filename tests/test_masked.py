@@ -56,7 +56,7 @@ def test_pretrain_generate_reload_gives_the_same_images(tiny_masked, tmp_path):
     # image each: a batch's arithmetic can move a last bit).
     from diffusers import AmusedPipeline
 
-    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.checkpoint.folder import load_checkpoint
 
     backend, model, _ = load_checkpoint(tiny_masked)
     cpu = torch.device("cpu")
@@ -79,7 +79,7 @@ def test_an_amused_folder_made_elsewhere_is_adopted(tiny_masked, world, tmp_path
 
     from safetensors.torch import load_file
 
-    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.checkpoint.folder import load_checkpoint
 
     elsewhere = tmp_path / "amused"
     shutil.copytree(tiny_masked, elsewhere, ignore=shutil.ignore_patterns("emu.json", "stages"))
@@ -109,7 +109,7 @@ def test_quality_tuning_uses_the_backends_learning_rate_scale_and_bf16(
     from emu_masked_transformer.backend import MaskedTransformer
     from safetensors.torch import load_file
 
-    from emu_cli.quality_tune import QT_PRESETS
+    from emu_cli.training.quality_tune import QT_PRESETS
 
     emu("quality-tune", "--model", tiny_masked, "--data", world, "--out", tmp_path / "qt",
         "--device", "cpu", "--steps", 2, "--no-early-stopping",
@@ -129,7 +129,7 @@ def test_quality_tuning_uses_the_backends_learning_rate_scale_and_bf16(
 def test_dead_codes_are_restarted_onto_the_data():
     from emu_masked_transformer.tokenizer import TokenizerTraining, nearest_codes
 
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     model = get_backend("masked").build("tiny", {})
     vq = model["vqvae"]
@@ -150,7 +150,7 @@ def test_dead_codes_are_restarted_onto_the_data():
 def test_the_nearest_code_search_stays_float32_under_bf16_autocast():
     from emu_masked_transformer.tokenizer import TokenizerTraining
 
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     vq = get_backend("masked").build("tiny", {})["vqvae"]
     seen = []
@@ -170,7 +170,7 @@ def _logits_with_every_token_masked(model) -> torch.Tensor:
     all-masked grid, the first step of decoding."""
     from emu_masked_transformer.transformer import micro_conditions, text_conditions
 
-    from emu_cli.text import token_ids
+    from emu_cli.kit.text import token_ids
 
     cpu = torch.device("cpu")
     pooled, states = text_conditions(
@@ -195,7 +195,7 @@ def test_the_transformer_knows_where_each_masked_token_is(tmp_path):
     from diffusers import UVit2DModel
     from emu_masked_transformer.uvit import PositionalUVit2DModel
 
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     backend = get_backend("masked")
     backend.save(backend.build("tiny", {}), tmp_path / "ours")
@@ -235,7 +235,7 @@ def test_cosine_masking_schedule():
 
 
 def test_unknown_options_are_named():
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     with pytest.raises(ValueError, match="no option temperature"):
         get_backend("masked").build("tiny", {"temperature": 2})

@@ -58,7 +58,7 @@ def test_pretrain_generate_reload_gives_the_same_images(tiny_pixel, tmp_path):
 
 
 def test_options_are_checked_and_a_t5_encoder_trains(world, tmp_path):
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     backend = get_backend("pixel")
     with pytest.raises(ValueError, match="no option colour"):
@@ -96,7 +96,7 @@ def test_pretrain_cli_passes_backend_options(world, tmp_path):
 
 
 def test_snr_weightings():
-    from emu_cli.diffusion import snr_weights
+    from emu_cli.kit.diffusion import snr_weights
 
     ratio = torch.tensor([0.01, 1.0, 5.0, 100.0])
     hard = snr_weights(ratio, "min", 5.0, "epsilon")

@@ -80,6 +80,8 @@ def test_third_party_backend_is_listed_and_runs_pretrain_and_generate(site, tmp_
         "backends": ["toy"],
         "filters": [],
         "judges": [],
+        "panels": [],
+        "prompt_sets": [],
     }
     assert "latent" in listed["backends"], "installing a plugin keeps the others"
 
@@ -193,7 +195,7 @@ def test_broken_plugins_are_named_and_do_not_break_the_rest(site, world, tmp_pat
         {"badreg": "emu_broken_register"},
         {
             "emu_broken_register": (
-                "from emu_cli.hookspecs import hookimpl\n"
+                "from emu_cli.plugin.hookspecs import hookimpl\n"
                 "@hookimpl\n"
                 "def register_backends(register):\n"
                 "    raise RuntimeError('registration exploded')\n"

@@ -10,7 +10,7 @@ from emu_cli.training.early_stopping import EarlyStopping
 
 
 def test_recipe_defaults_are_the_papers_scaled_by_preset():
-    from emu_cli.quality_tune import qt_recipe
+    from emu_cli.training.quality_tune import qt_recipe
 
     pretrained = {"resolution": 64, "resolution_schedule": [[32, 10], [128, 10]], "steps": 20}
     base = qt_recipe("base", pretrained, {})
@@ -30,7 +30,7 @@ def test_recipe_defaults_are_the_papers_scaled_by_preset():
 
 
 def test_a_backends_learning_rate_scale_applies_to_the_default_not_to_the_users_rate():
-    from emu_cli.quality_tune import qt_recipe
+    from emu_cli.training.quality_tune import qt_recipe
 
     shared = qt_recipe("small", {}, {}).learning_rate
     assert qt_recipe("small", {}, {}, lr_scale=5.0).learning_rate == pytest.approx(5 * shared)
@@ -100,11 +100,11 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
 ):
     from emu_latent_diffusion.backend import LatentDiffusion
 
-    from emu_cli.checkpoint import load_checkpoint
+    from emu_cli.checkpoint.folder import load_checkpoint
     from emu_cli.data import index_dataset
     from emu_cli.data.dataset import TrainingDataset, collate
-    from emu_cli.pretrain import make_accelerator
     from emu_cli.training.cache import EncodingCache
+    from emu_cli.training.pretrain import make_accelerator
     from emu_cli.training.recipe import Recipe
     from emu_cli.training.trainer import Trainer
 
@@ -255,8 +255,8 @@ def test_killed_quality_tuning_resumes_to_the_same_result(tuned, tiny_latent, wo
 def test_reconstruct_is_the_round_trip_through_the_stages_below_the_generator(name):
     # What quality-tuning can reach at most (bench/appeal_ceiling.py): a pixel generator draws
     # pixels; the others draw through their first stage, whose preview measures the same trip.
-    from emu_cli.plugins import get_backend
-    from emu_cli.reconstruction import psnr
+    from emu_cli.kit.reconstruction import psnr
+    from emu_cli.plugin.registry import get_backend
 
     backend = get_backend(name)
     torch.manual_seed(0)

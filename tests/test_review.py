@@ -8,8 +8,8 @@ import pytest
 from conftest import emu
 from review_client import request, serve
 
-from emu_cli.annotations import AnnotationStore
 from emu_cli.data import index_dataset
+from emu_cli.human.store import AnnotationStore
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from conftest import ARTIFACTS, emu
 from PIL import Image
 from review_client import serve
 
-from emu_cli.annotations import AnnotationStore
 from emu_cli.data import index_dataset
+from emu_cli.human.store import AnnotationStore
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No sandbox as root; no background traffic, which this machine's closed network would refuse.

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from emu_cli.text import load_text_encoder, offline_clip_tokenizer
+from emu_cli.kit.text import load_text_encoder, offline_clip_tokenizer
 
 TEXTS = [
     "a red star on a sunset background",

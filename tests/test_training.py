@@ -68,7 +68,7 @@ def _pretrain_args(world: Path, out: Path, config: Path, backend: str = "latent"
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", sorted(RUN_CONFIGS))
 def test_killed_run_resumes_to_the_same_weights(world, tmp_path, backend):
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     first, last = RUN_CONFIGS[backend]
     config = tmp_path / "run.yaml"
@@ -216,7 +216,7 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
 
 @pytest.mark.parametrize("backend", sorted(RUN_CONFIGS))
 def test_a_text_encoder_trained_from_scratch_learns_at_its_own_rate(backend):
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
     from emu_cli.training.recipe import Recipe
     from emu_cli.training.trainer import parameter_groups
 
@@ -249,7 +249,7 @@ def test_a_text_encoder_trained_from_scratch_learns_at_its_own_rate(backend):
 
 
 def test_progressive_resolution_schedule_feeds_each_phase_its_resolution(world, tmp_path):
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
     from emu_cli.training.recipe import Recipe
 
     backend = get_backend("latent")

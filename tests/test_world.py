@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emu_cli.annotations import AnnotationStore
 from emu_cli.data import index_dataset
+from emu_cli.human.store import AnnotationStore
 from emu_cli.world.judges import WorldJudges
 from emu_cli.world.synth import JUNK_RATES, NEEDLE_APPEAL, draw_sample, plan_sample, synthesize
 

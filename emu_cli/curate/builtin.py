@@ -11,7 +11,7 @@ from emu_cli.curate.filters.concepts import ConceptBalanceFilter
 from emu_cli.curate.filters.duplicates import DuplicateFilter
 from emu_cli.curate.filters.ocr import OcrFilter
 from emu_cli.curate.filters.size import SizeFilter
-from emu_cli.hookspecs import hookimpl
+from emu_cli.plugin.hookspecs import hookimpl
 
 # The order of a run when the config does not give one: cheap first, models last.
 DEFAULT_ORDER = ("size", "duplicates", "ocr", "clip_score", "aesthetic", "concepts")

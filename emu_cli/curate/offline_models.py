@@ -1,7 +1,7 @@
 """The models ``emu filter`` needs, made offline from the pool itself: a small CLIP trained on
-its pairs, simulated 1-10 ratings of a random subset (as AVA's), and a LAION-style aesthetic
-head trained on those ratings. Where a user has a pretrained CLIP and real ratings, they pass
-those instead; this is the stand-in for everyone else, and for tests and the demo."""
+its pairs, 1-10 ratings of a random subset (as AVA's) by a registered panel, and a LAION-style
+aesthetic head trained on those ratings. Where a user has a pretrained CLIP and real ratings,
+they pass those instead; this is the stand-in for everyone else, and for tests and the demo."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def train_offline_models(
     clip_batch_size: int = 128,
     rated: int = 2000,
     seed: int = 0,
+    panel: str = "world",
 ) -> OfflineModels:
     """Train what is missing under ``out`` (``clip/``, ``ratings.jsonl``,
     ``aesthetic.safetensors``); what a previous run with the same settings and pool finished is
@@ -42,7 +43,7 @@ def train_offline_models(
     from emu_cli.curate.aesthetic import train_aesthetic
     from emu_cli.curate.clip import ClipEncoder, train_clip
     from emu_cli.data import index_dataset
-    from emu_cli.world.annotators import rate_pool
+    from emu_cli.plugin import registry
 
     if clip_steps < 1 or clip_batch_size < 2 or rated < 10:
         raise ValueError(
@@ -75,7 +76,7 @@ def train_offline_models(
     if not (models.clip / "open_clip_config.json").is_file():
         train_clip(pool, models.clip, steps=clip_steps, batch_size=clip_batch_size, seed=seed)
     if not models.ratings.is_file():
-        write_ratings(rate_pool(pool, rated, seed=seed), models.ratings)
+        write_ratings(registry.get_panel(panel).rate(pool, rated, seed=seed), models.ratings)
     if not models.aesthetic.is_file():
         clip = ClipEncoder.load(str(models.clip))
         train_aesthetic(pool, models.ratings, clip, models.aesthetic, seed=seed)

@@ -31,6 +31,7 @@ from emu_cli.curate.filter import PHASES, Batch, Filter, Item
 from emu_cli.curate.resources import Resources
 from emu_cli.data.export import refuse_to_replace, write_image_folder
 from emu_cli.data.sources import Sample, SampleIndex, index_dataset
+from emu_cli.errors import EmuError
 from emu_cli.files import write_atomic
 
 WORK = ".work"
@@ -47,6 +48,35 @@ class FilterSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def choose_filters(
+    configured: Any, names: str | None, assignments: dict[str, Any], clip_model: str | None
+) -> list[FilterSpec]:
+    """Filters to run, in order, with options: a config file's ``filters:`` mapping, then the
+    comma-separated ``names`` and ``NAME.OPTION`` ``assignments``. With neither names nor a
+    config, the default order's filters that can run with what was given (the CLIP-based ones
+    only with a CLIP model; the aesthetic head only when named, since it needs its own file)."""
+    from emu_cli.curate.builtin import DEFAULT_ORDER
+
+    if configured is not None and not isinstance(configured, dict):
+        raise EmuError("`filters:` in the config must map filter names to options")
+    if names:
+        chosen: dict[str, dict[str, Any]] = {n.strip(): {} for n in names.split(",") if n.strip()}
+    elif configured is not None:
+        chosen = {}
+    else:
+        chosen = {n: {} for n in DEFAULT_ORDER if clip_model or n in ("size", "duplicates", "ocr")}
+        chosen.pop("aesthetic", None)
+    for name, options in (configured or {}).items():
+        if not names or name in chosen:
+            chosen[name] = dict(options or {})
+    for target, value in assignments.items():
+        name, dot, option = target.partition(".")
+        if not (dot and name and option):
+            raise EmuError(f"--set '{target}' is not NAME.OPTION")
+        chosen.setdefault(name, {})[option] = value
+    return [FilterSpec(name, options) for name, options in chosen.items()]
+
+
 @dataclass
 class Outcome:
     total: int
@@ -59,7 +89,7 @@ class Outcome:
 
 
 def build_filters(specs: list[FilterSpec]) -> list[Filter]:
-    from emu_cli import plugins
+    from emu_cli.plugin import registry as plugins
 
     available = plugins.get_filters()
     filters = []

@@ -89,12 +89,6 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def to_images(batch: torch.Tensor) -> list[Image.Image]:
-    """Tensors in [-1, 1] (N, 3, H, W) to PIL images."""
-    array = ((batch.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
-    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in array]
-
-
 def sample_generator(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([seed, *keys])
 

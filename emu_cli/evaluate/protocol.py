@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from emu_cli.annotations import AnnotationStore
 from emu_cli.evaluate.prompts import Prompt, load_prompts
 from emu_cli.evaluate.winrate import outcomes, win_rate
 from emu_cli.files import write_atomic
+from emu_cli.human.store import AnnotationStore
+from emu_cli.plugin import registry as plugins
 from emu_cli.runtime import quiet_libraries
 
 if TYPE_CHECKING:
-    from emu_cli.checkpoint import Located
+    from emu_cli.checkpoint.folder import Located
 
 ANNOTATORS = ("simulated", "review")
 SIDES = ("a", "b")
@@ -62,9 +63,9 @@ def _generate(
     (the side's, the settings' or the backend's default), and whether they were made now: the
     ones the same checkpoint (path and save time) and settings made before are reused, so a
     rerun only recomputes votes and results."""
-    from emu_cli.checkpoint import checkpoint_provenance, load_checkpoint
+    from emu_cli.checkpoint.folder import checkpoint_provenance, load_checkpoint
     from emu_cli.generate import resolve_device
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     provenance = checkpoint_provenance(model.path)
     backend = get_backend(provenance["backend"])
@@ -118,7 +119,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Generate, collect votes, and write the results; returns what ``results.json`` holds.
     Each model is a checkpoint folder or a Hub model repo (``locate_checkpoint``)."""
-    from emu_cli.checkpoint import locate_checkpoint
+    from emu_cli.checkpoint.folder import locate_checkpoint
 
     quiet_libraries()
     if annotators not in ANNOTATORS:
@@ -202,19 +203,17 @@ def evaluate(
 
 
 def _simulate(store: AnnotationStore, pairs: list[dict], out: Path, seed: int) -> None:
-    """The world's simulated panel votes on pairs no simulated annotator has voted on yet."""
-    from emu_cli.world.annotators import Pair, simulate_votes
-    from emu_cli.world.judges import WorldJudges
+    """The panel votes on pairs none of its simulated annotators has voted on yet."""
+    from emu_cli.plugin.panel import Pair
 
     voted = {v.comparison for v in store.votes() if v.annotator.startswith("simulated-")}
     todo = [p for p in pairs if p["id"] not in voted]
-    simulate_votes(
+    plugins.get_panel("world").vote(
         store,
         [
             Pair(p["id"], p["prompt"], *(Image.open(out / p[f"image_{s}"]) for s in SIDES))
             for p in todo
         ],
-        WorldJudges.load(),
         seed=seed,
     )
 
@@ -229,8 +228,6 @@ def _proxies(
 ) -> dict[str, Any]:
     """Automatic measures beside the votes: mean judge scores and CLIP score per side."""
     import numpy as np
-
-    from emu_cli import plugins
 
     prompts = [p["prompt"] for p in pairs]
     scores: dict[str, dict[str, np.ndarray]] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emu_cli.annotations import Vote
+from emu_cli.human.store import Vote
 
 OUTCOMES = ("a", "b", "tie")
 TIE_CHOICES = {"tie", "both", "neither"}

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from emu_cli.backend import Backend, Model
+from emu_cli.plugin.backend import Backend, Model
 
 
 def row_key(image: torch.Tensor, caption: str) -> str:

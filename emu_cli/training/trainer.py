@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from emu_cli.backend import Backend, Model
+from emu_cli.checkpoint import state as checkpoints
 from emu_cli.data.dataset import StepBatches, TrainingDataset, collate
 from emu_cli.data.sources import SampleIndex
 from emu_cli.images import save_grid
-from emu_cli.training import state as checkpoints
+from emu_cli.plugin.backend import Backend, Model, ScaledLearningRates
 from emu_cli.training.ema import EMA
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.report import TrainingLog
@@ -58,10 +58,9 @@ def step_seed(seed: int, stage: str, step: int, rank: int, micro: int = 0) -> in
 
 
 def parameter_groups(module: torch.nn.Module, learning_rate: float) -> list[dict[str, Any]]:
-    """The parameters ``module`` trains, as optimizer groups. A training module may name
-    submodules that learn at a fraction of the stage's rate in ``learning_rate_scales``
-    (submodule name -> factor); the rest learn at ``learning_rate``."""
-    scales: dict[str, float] = getattr(module, "learning_rate_scales", {})
+    """The parameters ``module`` trains, as optimizer groups: the submodules a
+    :class:`ScaledLearningRates` module names learn at their fraction of ``learning_rate``."""
+    scales = module.learning_rate_scales if isinstance(module, ScaledLearningRates) else {}
     grouped: dict[float, list[torch.nn.Parameter]] = {}
     for name, parameter in module.named_parameters():
         if parameter.requires_grad:
@@ -155,7 +154,7 @@ class Trainer:
         )
 
     def _save_model(self, path: Path, provenance: dict[str, Any]) -> None:
-        from emu_cli.checkpoint import write_model
+        from emu_cli.checkpoint.folder import write_model
 
         write_model(self.backend, self.model, path, provenance)
 
@@ -195,7 +194,7 @@ class Trainer:
         shared with the others."""
         from accelerate.utils import broadcast_object_list
 
-        from emu_cli.checkpoint import save_checkpoint
+        from emu_cli.checkpoint.folder import save_checkpoint
 
         decision = [None]
         if self.accelerator.is_main_process:

@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from emu_cli.backend import Backend, Model
 from emu_cli.files import write_atomic
 from emu_cli.images import save_grid
+from emu_cli.plugin.backend import Backend, Model
 from emu_cli.training.early_stopping import CurveOnly, Decision, EarlyStopping, read_curve
 
 Rule = EarlyStopping | CurveOnly
@@ -36,8 +36,8 @@ class ValidationSettings:
         seed: int,
         default_every: int | None = None,
     ) -> GenerationMonitor:
-        from emu_cli import plugins
         from emu_cli.evaluate.prompts import load_prompts
+        from emu_cli.plugin import registry as plugins
 
         every = self.validate_every or default_every
         if every is None:

@@ -20,12 +20,12 @@ Every draw is seeded by (seed, annotator, item), so a simulation is reproducible
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from emu_cli.annotations import CHECKLIST, AnnotationStore
+from emu_cli.human.store import CHECKLIST, AnnotationStore
+from emu_cli.plugin.panel import FilteringResult, Pair
 from emu_cli.world.factors import CATEGORIES
 from emu_cli.world.judges import WorldJudges
 
@@ -49,12 +49,6 @@ CHECKLIST_CATEGORY = dict(
 def _rng(seed: int, annotator: str, item: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}/{annotator}/{item}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-@dataclass
-class FilteringResult:
-    seen: int
-    kept: list[str]
 
 
 def simulate_filtering(
@@ -148,14 +142,6 @@ def rate_pool(data, count: int, *, seed: int = 0) -> dict[str, float]:
         except Exception:  # unreadable samples are simply not rated
             continue
     return simulate_ratings(images, WorldJudges.load(), seed=seed)
-
-
-@dataclass(frozen=True)
-class Pair:
-    comparison: str
-    prompt: str
-    image_a: Image.Image
-    image_b: Image.Image
 
 
 def simulate_votes(

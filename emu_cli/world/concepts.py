@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 SUBJECTS = ("circle", "square", "triangle", "star", "heart", "diamond", "cross", "ring")
 COLORS = {
     "red": (220, 40, 40),
@@ -40,3 +42,18 @@ def caption(subject: str, color: str, background: str, template: int = 0) -> str
     return CAPTION_TEMPLATES[template % len(CAPTION_TEMPLATES)].format(
         subject=subject, color=color, background=background
     )
+
+
+def concept_prompts(subjects: tuple[str, ...], per_subject: int, seed: int = 0) -> list[str]:
+    """``per_subject`` captions per subject, colors, backgrounds and templates drawn at random."""
+    rng = np.random.default_rng([seed, 13])
+    return [
+        caption(
+            subject,
+            list(COLORS)[int(rng.integers(len(COLORS)))],
+            list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))],
+            int(rng.integers(1000)),
+        )
+        for subject in subjects
+        for _ in range(per_subject)
+    ]

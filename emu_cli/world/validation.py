@@ -17,7 +17,14 @@ import pandas as pd
 from PIL import Image
 
 from emu_cli.stats import spearman
-from emu_cli.world.concepts import BACKGROUNDS, COLORS, HELD_IN_SUBJECTS, SUBJECTS, caption
+from emu_cli.world.concepts import (
+    BACKGROUNDS,
+    COLORS,
+    HELD_IN_SUBJECTS,
+    SUBJECTS,
+    caption,
+    concept_prompts,
+)
 from emu_cli.world.factors import clean_factors
 from emu_cli.world.judges import WorldJudges
 from emu_cli.world.render import render
@@ -247,21 +254,6 @@ def subject_zero_shot(pool: Path, score: CaptionScorer, samples: slice = slice(N
     }
 
 
-def concept_prompts(subjects: tuple[str, ...], per_subject: int, seed: int = 0) -> list[str]:
-    """``per_subject`` captions per subject, colors, backgrounds and templates drawn at random."""
-    rng = np.random.default_rng([seed, 13])
-    return [
-        caption(
-            subject,
-            list(COLORS)[int(rng.integers(len(COLORS)))],
-            list(BACKGROUNDS)[int(rng.integers(len(BACKGROUNDS)))],
-            int(rng.integers(1000)),
-        )
-        for subject in subjects
-        for _ in range(per_subject)
-    ]
-
-
 def validate_generator(
     model: str | Path,
     *,
@@ -277,7 +269,7 @@ def validate_generator(
     set keeps), and their mean judged appeal."""
     import torch
 
-    from emu_cli.checkpoint import load_checkpoint, locate_checkpoint
+    from emu_cli.checkpoint.folder import load_checkpoint, locate_checkpoint
 
     subjects = subjects or HELD_IN_SUBJECTS
     prompts = concept_prompts(subjects, per_subject, seed)

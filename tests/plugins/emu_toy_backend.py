@@ -16,8 +16,7 @@ from PIL import Image
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from emu_cli.backend import Backend, Model, Stage
-from emu_cli.hookspecs import hookimpl
+from emu_cli import Backend, Model, Stage, hookimpl
 
 BUCKETS = 1024
 

@@ -3,8 +3,8 @@ rejects images darker than a threshold, using only the public filter contract.""
 
 import numpy as np
 
+from emu_cli import hookimpl
 from emu_cli.curate.filter import Filter
-from emu_cli.hookspecs import hookimpl
 
 
 class BrightnessFilter(Filter):

@@ -1,6 +1,6 @@
 """emu's latent-diffusion backend, shipped as a plugin exactly as a third party would ship one."""
 
-from emu_cli.hookspecs import hookimpl
+from emu_cli import hookimpl
 
 
 @hookimpl

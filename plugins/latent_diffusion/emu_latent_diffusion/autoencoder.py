@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emu_cli.reconstruction import adversarial_losses
+from emu_cli.kit.reconstruction import adversarial_losses
 
 
 def fourier_lift(images: torch.Tensor, frequencies: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ class AutoencoderTraining(nn.Module):
     """forward(batch) -> loss: L1 reconstruction + KL, and optionally hinge-GAN terms.
 
     With a discriminator, both players train from one optimizer and one backward pass (see
-    :func:`emu_cli.reconstruction.adversarial_losses`).
+    :func:`emu_cli.kit.reconstruction.adversarial_losses`).
     """
 
     def __init__(

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli.backend import (
+from emu_cli import (
     Backend,
     Model,
     Stage,
@@ -62,9 +62,13 @@ class LatentDiffusion(Backend):
     def build(self, preset: str, options: dict[str, Any]) -> Model:
         from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
-        from emu_cli.diffusion import check_objective, pooled_text_conditioning, scheduler_config
-        from emu_cli.reconstruction import PatchDiscriminator
-        from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
+        from emu_cli.kit.diffusion import (
+            check_objective,
+            pooled_text_conditioning,
+            scheduler_config,
+        )
+        from emu_cli.kit.reconstruction import PatchDiscriminator
+        from emu_cli.kit.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
         from emu_latent_diffusion.autoencoder import lifted_channels
 
         if preset not in PRESETS:
@@ -158,7 +162,7 @@ class LatentDiffusion(Backend):
         )
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from emu_cli.reconstruction import PatchDiscriminator
+        from emu_cli.kit.reconstruction import PatchDiscriminator
 
         path = Path(path)
         index = path / "model_index.json"
@@ -208,7 +212,7 @@ class LatentDiffusion(Backend):
 
     # -- training ----------------------------------------------------------------------------
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
-        from emu_cli.text import token_ids
+        from emu_cli.kit.text import token_ids
         from emu_latent_diffusion.autoencoder import fourier_lift
 
         if stage == "autoencoder":
@@ -246,8 +250,8 @@ class LatentDiffusion(Backend):
     def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
         from diffusers import DDPMScheduler
 
-        from emu_cli.diffusion import TextConditionedDenoising
-        from emu_cli.text import text_encoder_training
+        from emu_cli.kit.diffusion import TextConditionedDenoising
+        from emu_cli.kit.text import text_encoder_training
         from emu_latent_diffusion.autoencoder import AutoencoderTraining
 
         for component in ("vae", "unet", "text_encoder"):
@@ -289,7 +293,7 @@ class LatentDiffusion(Backend):
         seeds: list[int],
         device: torch.device,
     ) -> list[Image.Image]:
-        from emu_cli.diffusion import pipeline_samples
+        from emu_cli.kit.diffusion import pipeline_samples
 
         pipe = self.pipeline(model)
         # A private scheduler copy: DPM-Solver keeps per-call state.
@@ -324,8 +328,7 @@ class LatentDiffusion(Backend):
             return super().preview(model, stage, images, captions, seed)
         import torch
 
-        from emu_cli.data.dataset import to_images
-        from emu_cli.reconstruction import psnr
+        from emu_cli.kit.reconstruction import psnr, to_images
 
         reconstruction = self.reconstruct(model, images)
         value = float(psnr(reconstruction, images).mean())

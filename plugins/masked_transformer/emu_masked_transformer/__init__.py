@@ -1,7 +1,7 @@
 """emu's masked-generative-transformer backend (Muse-like), shipped as a plugin exactly as a third
 party would ship one. Its checkpoints open with diffusers' ``AmusedPipeline``."""
 
-from emu_cli.hookspecs import hookimpl
+from emu_cli import hookimpl
 
 
 @hookimpl

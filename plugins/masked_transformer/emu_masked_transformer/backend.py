@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli.backend import (
+from emu_cli import (
     Backend,
     Model,
     Stage,
@@ -95,8 +95,8 @@ class MaskedTransformer(Backend):
     def build(self, preset: str, options: dict[str, Any]) -> Model:
         from diffusers import AmusedScheduler, VQModel
 
-        from emu_cli.reconstruction import PatchDiscriminator
-        from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
+        from emu_cli.kit.reconstruction import PatchDiscriminator
+        from emu_cli.kit.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
         from emu_masked_transformer.uvit import PositionalUVit2DModel
 
         chosen = self._options(preset, options)
@@ -165,7 +165,7 @@ class MaskedTransformer(Backend):
         # A folder built here names its transformer emu_masked_transformer.uvit's class, which
         # diffusers resolves only from modules already imported.
         import emu_masked_transformer.uvit  # noqa: F401
-        from emu_cli.reconstruction import PatchDiscriminator
+        from emu_cli.kit.reconstruction import PatchDiscriminator
 
         logging.getLogger("diffusers.pipelines.pipeline_utils").addFilter(_QUIET)
         path = Path(path)
@@ -195,7 +195,7 @@ class MaskedTransformer(Backend):
 
     # -- training ----------------------------------------------------------------------------
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
-        from emu_cli.text import token_ids
+        from emu_cli.kit.text import token_ids
         from emu_masked_transformer.tokenizer import tokenize
 
         if stage == "tokenizer":
@@ -206,7 +206,7 @@ class MaskedTransformer(Backend):
         }
 
     def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
-        from emu_cli.text import text_encoder_training
+        from emu_cli.kit.text import text_encoder_training
         from emu_masked_transformer.tokenizer import TokenizerTraining
         from emu_masked_transformer.transformer import MaskedTokenTraining
 
@@ -246,7 +246,7 @@ class MaskedTransformer(Backend):
         seeds: list[int],
         device: torch.device,
     ) -> list[Image.Image]:
-        from emu_cli.diffusion import pipeline_samples
+        from emu_cli.kit.diffusion import pipeline_samples
         from emu_masked_transformer.sampling import PerImageAmusedScheduler
 
         pipe = self.pipeline(model)
@@ -270,8 +270,7 @@ class MaskedTransformer(Backend):
             return super().preview(model, stage, images, captions, seed)
         import torch
 
-        from emu_cli.data.dataset import to_images
-        from emu_cli.reconstruction import psnr
+        from emu_cli.kit.reconstruction import psnr, to_images
         from emu_masked_transformer.tokenizer import detokenize, tokenize
 
         vq = model["vqvae"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu_cli.backend import stage_defaults
+from emu_cli import stage_defaults
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emu_cli.reconstruction import adversarial_losses
+from emu_cli.kit.reconstruction import adversarial_losses
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

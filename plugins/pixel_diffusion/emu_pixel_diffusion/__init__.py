@@ -1,7 +1,7 @@
 """emu's pixel-diffusion backend (Imagen-like), shipped as a plugin exactly as a third party
 would ship one. ``PixelDiffusionPipeline.from_pretrained(folder)`` generates without emu."""
 
-from emu_cli.hookspecs import hookimpl
+from emu_cli import hookimpl
 
 
 @hookimpl

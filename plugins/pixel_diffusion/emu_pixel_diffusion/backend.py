@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli.backend import Backend, Model, Stage, checked_options
+from emu_cli import Backend, Model, Stage, checked_options
 from emu_pixel_diffusion.presets import PRESETS, STAGE_DEFAULTS
 
 if TYPE_CHECKING:
@@ -78,8 +78,12 @@ class PixelDiffusion(Backend):
     def build(self, preset: str, options: dict[str, Any]) -> Model:
         from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
 
-        from emu_cli.diffusion import check_objective, pooled_text_conditioning, scheduler_config
-        from emu_cli.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
+        from emu_cli.kit.diffusion import (
+            check_objective,
+            pooled_text_conditioning,
+            scheduler_config,
+        )
+        from emu_cli.kit.text import build_text_encoder, load_text_encoder, offline_clip_tokenizer
 
         chosen = self._options(preset, options)
         spec = PRESETS[preset]
@@ -160,7 +164,7 @@ class PixelDiffusion(Backend):
             model[unet].register_to_config(sample_size=images.shape[-1])
 
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
-        from emu_cli.text import token_ids
+        from emu_cli.kit.text import token_ids
         from emu_pixel_diffusion.pipeline import low_resolution_view
 
         batch = {
@@ -182,8 +186,8 @@ class PixelDiffusion(Backend):
     def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
         from diffusers import DDPMScheduler
 
-        from emu_cli.diffusion import TextConditionedDenoising
-        from emu_cli.text import text_encoder_training
+        from emu_cli.kit.diffusion import TextConditionedDenoising
+        from emu_cli.kit.text import text_encoder_training
         from emu_pixel_diffusion.superres import SuperResolutionDenoising
 
         options = model.options
@@ -229,7 +233,7 @@ class PixelDiffusion(Backend):
         seeds: list[int],
         device: torch.device,
     ) -> list[Image.Image]:
-        from emu_cli.diffusion import pipeline_samples
+        from emu_cli.kit.diffusion import pipeline_samples
 
         return pipeline_samples(
             self.pipeline(model),

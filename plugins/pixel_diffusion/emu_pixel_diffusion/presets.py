@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu_cli.backend import stage_defaults
+from emu_cli import stage_defaults
 
 # diffusers' UNet2DConditionModel reads ``attention_head_dim`` as the number of heads (a legacy
 # name). Attention at the lower resolutions only, as Imagen's efficient UNet does.

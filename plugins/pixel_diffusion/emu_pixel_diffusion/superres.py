@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from emu_cli.diffusion import TextConditionedDenoising
+from emu_cli.kit.diffusion import TextConditionedDenoising
 from emu_pixel_diffusion.pipeline import noise_augment
 
 

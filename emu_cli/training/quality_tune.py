@@ -17,13 +17,13 @@ checkpoints/, best/).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
-from emu_cli.checkpoint import (
+from emu_cli.checkpoint import state as checkpoints
+from emu_cli.checkpoint.folder import (
     PROVENANCE,
     load_checkpoint,
     locate_checkpoint,
@@ -31,10 +31,12 @@ from emu_cli.checkpoint import (
     save_checkpoint,
 )
 from emu_cli.data.sources import SampleIndex, index_dataset
+from emu_cli.errors import EmuError
 from emu_cli.runtime import quiet_libraries
-from emu_cli.training import state as checkpoints
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.validation import ValidationSettings
+
+log = logging.getLogger("emu")
 
 STAGE_FOLDER = "quality-tune"
 
@@ -89,7 +91,7 @@ def qt_recipe(
     """The quality-tuning recipe: the shared defaults, the preset's (its learning rate times
     the backend's ``quality_tune_lr_scale``), the user's overrides."""
     if preset not in QT_PRESETS:
-        raise click.BadParameter(f"preset must be one of {', '.join(QT_PRESETS)}, got '{preset}'")
+        raise EmuError(f"preset must be one of {', '.join(QT_PRESETS)}, got '{preset}'")
     known = {k: v for k, v in pretrain_recipe.items() if k in Recipe.field_names()}
     pretrained = Recipe().updated(**known)
     defaults = QT_PRESETS[preset]
@@ -107,7 +109,7 @@ def subset(index: SampleIndex, count: int | None, seed: int) -> SampleIndex:
     if count is None or count >= len(index.samples):
         return index
     if count < 1:
-        raise click.BadParameter(f"--subset must be >= 1, got {count}")
+        raise EmuError(f"--subset must be >= 1, got {count}")
     import numpy as np
 
     chosen = sorted(np.random.default_rng([seed, 100]).choice(len(index.samples), count, False))
@@ -126,14 +128,14 @@ def quality_tune(
     resume: str | None = None,
 ) -> QualityTuneResult:
     from emu_cli.data.dataset import TrainingDataset, count_smaller
-    from emu_cli.pretrain import (
+    from emu_cli.training.cache import EncodingCache
+    from emu_cli.training.early_stopping import EarlyStopping
+    from emu_cli.training.pretrain import (
         honour_noise_offset,
         make_accelerator,
         refuse_changed_settings,
         report_index,
     )
-    from emu_cli.training.cache import EncodingCache
-    from emu_cli.training.early_stopping import EarlyStopping
     from emu_cli.training.trainer import Trainer
 
     quiet_libraries()
@@ -141,7 +143,7 @@ def quality_tune(
     out = Path(out)
     folder = out / "stages" / STAGE_FOLDER
     if ((out / PROVENANCE).is_file() or folder.is_dir()) and resume is None:
-        raise click.ClickException(
+        raise EmuError(
             f"'{out}' already holds a run; pass --resume latest to continue it, or choose "
             "another --out"
         )
@@ -149,7 +151,7 @@ def quality_tune(
     backend, model, parent = load_checkpoint(located.path)
     stage = backend.generator_stage()
     if stage not in parent.get("stages_completed", []):
-        raise click.ClickException(
+        raise EmuError(
             f"'{model_path}' has not completed stage '{stage}' of backend '{backend.name}', "
             "the stage quality-tuning fine-tunes; pre-train it first"
         )
@@ -165,10 +167,9 @@ def quality_tune(
     report_index(index)
     upscaled = count_smaller(index, recipe.resolution)
     if upscaled:  # the recipe's point is sharp, well-made images; an upscaled one is neither
-        click.echo(
+        log.info(
             f"{upscaled} of {len(index)} curated images are smaller than the "
-            f"{recipe.resolution} px the model trains at: they are upscaled",
-            err=True,
+            f"{recipe.resolution} px the model trains at: they are upscaled"
         )
     resume_from = None
     if resume is not None:
@@ -180,14 +181,14 @@ def quality_tune(
                 "recipes", {}
             )
             if not tuning:  # e.g. a pre-training checkpoint: another stage's optimizer state
-                raise click.ClickException(
+                raise EmuError(
                     f"--resume '{resume}' is not a quality-tuning checkpoint (a folder "
                     f"stages/{STAGE_FOLDER}/checkpoints/step-N of a quality-tuning run, or "
                     "'latest')"
                 )
     if resume_from is not None:
         refuse_changed_settings(resume_from / "model", preset, {}, STAGE_FOLDER, recipe, index)
-        click.echo(f"resuming quality-tuning from {resume_from}", err=True)
+        log.info(f"resuming quality-tuning from {resume_from}")
         model = load_checkpoint(resume_from / "model", backend)[1]
     accelerator = make_accelerator(device, recipe)
     model.to(accelerator.device)

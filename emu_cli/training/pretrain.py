@@ -11,23 +11,24 @@ Layout of ``--out``::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
-from emu_cli.backend import PRESETS, Backend, Model
-from emu_cli.checkpoint import PROVENANCE, load_checkpoint, read_provenance, save_checkpoint
+from emu_cli.checkpoint import state as checkpoints
+from emu_cli.checkpoint.folder import PROVENANCE, load_checkpoint, read_provenance, save_checkpoint
 from emu_cli.config import changes
 from emu_cli.data.sources import SampleIndex, index_dataset
+from emu_cli.errors import EmuError
+from emu_cli.plugin.backend import PRESETS, Backend, Model
 from emu_cli.runtime import quiet_libraries
-from emu_cli.training import state as checkpoints
 from emu_cli.training.early_stopping import CurveOnly
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.trainer import StageResult, Trainer
 from emu_cli.training.validation import GenerationMonitor, ValidationSettings
 
+log = logging.getLogger("emu")
 
 def make_accelerator(device: str, recipe: Recipe) -> Any:
     """An ``accelerate.Accelerator`` for ``--device auto|cpu|cuda``; under ``accelerate launch``
@@ -36,7 +37,7 @@ def make_accelerator(device: str, recipe: Recipe) -> Any:
     from accelerate import Accelerator
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda was asked for but no CUDA device is available")
+        raise EmuError("--device cuda was asked for but no CUDA device is available")
     return Accelerator(
         cpu=device == "cpu",
         mixed_precision=recipe.mixed_precision,
@@ -52,7 +53,7 @@ def stage_recipe(
     specific = per_stage.get(stage, {}) or {}
     unknown = set(specific) - Recipe.field_names()
     if unknown:
-        raise click.BadParameter(
+        raise EmuError(
             f"stages_recipe.{stage} has unknown recipe keys: {', '.join(sorted(unknown))}"
         )
     recipe = Recipe().updated(**defaults).updated(**overrides).updated(**specific)
@@ -73,7 +74,7 @@ def honour_noise_offset(backend: Backend, recipe: Recipe, asked: dict[str, Any])
     if backend.uses_noise_offset:
         return recipe
     if asked.get("noise_offset"):
-        raise click.BadParameter(
+        raise EmuError(
             f"backend '{backend.name}' adds no Gaussian noise, so it has no noise offset "
             f"(got noise_offset={asked['noise_offset']}); leave it out"
         )
@@ -90,7 +91,7 @@ def report_index(index: SampleIndex) -> None:
     """Say what indexing passed over (missing files, empty or overlong captions)."""
     if index.rejected:
         named = "; ".join(f"{key} ({reason})" for key, reason in index.rejected[:5])
-        click.echo(f"{len(index.rejected)} samples skipped while indexing, e.g. {named}", err=True)
+        log.info(f"{len(index.rejected)} samples skipped while indexing, e.g. {named}")
 
 
 def pretrain(
@@ -111,7 +112,7 @@ def pretrain(
     trains and records the curve; it never stops a stage or picks a step."""
     quiet_libraries()
     if preset not in PRESETS:
-        raise click.BadParameter(f"preset must be one of {', '.join(PRESETS)}, got '{preset}'")
+        raise EmuError(f"preset must be one of {', '.join(PRESETS)}, got '{preset}'")
     recipe_overrides = {k: v for k, v in (recipe_overrides or {}).items() if v is not None}
     per_stage = per_stage or {}
     names = stages or backend.default_stages(preset, options or {})
@@ -120,7 +121,7 @@ def pretrain(
     known = [stage.name for stage in backend.stages]
     strays = sorted(set(per_stage) - set(known))
     if strays:
-        raise click.BadParameter(
+        raise EmuError(
             f"stages_recipe names no stage of backend '{backend.name}': {', '.join(strays)} "
             f"(stages: {', '.join(known)})"
         )
@@ -132,7 +133,7 @@ def pretrain(
     out = Path(out)
     existing = (out / PROVENANCE).is_file() or (out / "stages").is_dir()
     if existing and resume is None:
-        raise click.ClickException(
+        raise EmuError(
             f"'{out}' already holds a run; pass --resume latest to continue it, or choose "
             "another --out"
         )
@@ -152,7 +153,7 @@ def pretrain(
         recipe = recipes[name]
         folder = out / "stages" / name
         if name in completed and resume is not None:
-            click.echo(f"stage '{name}' already completed; reusing it", err=True)
+            log.info(f"stage '{name}' already completed; reusing it")
             continue
         resume_from = None
         if resume is not None:
@@ -176,7 +177,7 @@ def pretrain(
             "processes": accelerator.num_processes,
         }
         if resume_from is not None:
-            click.echo(f"resuming stage '{name}' from {resume_from}", err=True)
+            log.info(f"resuming stage '{name}' from {resume_from}")
         monitor = _monitor(backend, name, validation, folder, recipe.seed)
         trainer = Trainer(backend, model, name, recipe, index, folder, accelerator, monitor=monitor)
         stage_result = trainer.run(resume_from, record)
@@ -221,13 +222,13 @@ def _checkpoint_of(path: Path, stage: str) -> Path:
     """``--resume PATH``: a training checkpoint (``stages/STAGE/checkpoints/step-N``) of
     ``stage``; its optimizer state belongs to that stage's parameters only."""
     if not (path / "model" / PROVENANCE).is_file():
-        raise click.ClickException(
+        raise EmuError(
             f"--resume '{path}' is not a training checkpoint (a folder "
             "stages/STAGE/checkpoints/step-N of a run, or 'latest')"
         )
     saved = read_provenance(path / "model").get("stage")
     if saved != stage:
-        raise click.ClickException(
+        raise EmuError(
             f"--resume '{path}' is a checkpoint of stage '{saved}', not of '{stage}', the "
             "stage to train next (--stage names the stages to train)"
         )
@@ -293,7 +294,7 @@ def refuse_changed_settings(
         if data.get("fingerprint", index.fingerprint()) != index.fingerprint():
             changed.append(f"data {data.get('source')} -> {index.source} (other samples)")
     if changed:
-        raise click.ClickException(
+        raise EmuError(
             f"'{path}' was trained with other settings ({'; '.join(changed)}); continue it "
             "with the settings it started with, or train afresh in another --out"
         )

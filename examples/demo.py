@@ -277,8 +277,8 @@ def curate(runner: Runner, timings: Timings, out: Path, scale: dict) -> Path:
 
 
 def pretrain(runner: Runner, timings: Timings, out: Path, name: str, scale: dict) -> Path:
-    from emu_cli.checkpoint import PROVENANCE, read_provenance
-    from emu_cli.plugins import get_backend
+    from emu_cli.checkpoint.folder import PROVENANCE, read_provenance
+    from emu_cli.plugin.registry import get_backend
 
     run = out / name / "pre"
     if done(run / PROVENANCE):  # written at each stage's end: done when it lists every stage
@@ -409,7 +409,7 @@ def main() -> None:
     args = parser.parse_args()
     scale = dict(SCALES[args.scale])
     scale["mixed_precision"] = training_precision(scale["mixed_precision"])
-    from emu_cli.plugins import get_backends
+    from emu_cli.plugin.registry import get_backends
 
     started = time.perf_counter()
     order = scale["longest_first"]

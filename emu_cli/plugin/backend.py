@@ -11,7 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -109,6 +109,16 @@ def adopted_provenance(
     }
 
 
+@runtime_checkable
+class ScaledLearningRates(Protocol):
+    """What a training module (:meth:`Backend.training_module`) may also have: submodules that
+    learn at a fraction of the stage's rate, by the submodule's attribute name (e.g.
+    ``{"text_encoder": 0.1}``). The trainer gives each its own optimizer group; the rest learn
+    at the recipe's rate."""
+
+    learning_rate_scales: dict[str, float]
+
+
 @dataclass
 class Model:
     """A built or loaded model: named components (torch modules, tokenizer, scheduler) and
@@ -150,14 +160,14 @@ class Backend(ABC):
     description: str = ""
     stages: tuple[Stage, ...]
     # Diffusion backends honour the recipe's noise offset. Others set this False: their recipes
-    # record none and asking for one is an error (``emu_cli.pretrain.honour_noise_offset``).
+    # record none and asking for one is an error.
     uses_noise_offset: bool = True
     # The stage ``emu quality-tune`` fine-tunes: the one that turns text into images. None means
     # the last stage; a backend whose last stage only upscales names its generator instead.
     quality_tune_stage: str | None = None
-    # Multiplies the shared quality-tuning learning rate (``emu_cli.quality_tune``). A family
-    # whose pre-trained model moves too little at the recipe's rate says so here, with the
-    # measurement behind it, instead of keeping a recipe of its own.
+    # Multiplies the shared quality-tuning learning rate. A family whose pre-trained model
+    # moves too little at the recipe's rate says so here, with the measurement behind it,
+    # instead of keeping a recipe of its own.
     quality_tune_lr_scale: float = 1.0
     # The classifier-free guidance scale used wherever a command is not given one (generation,
     # validation during training, evaluation), as each diffusers pipeline has its own default.
@@ -215,7 +225,8 @@ class Backend(ABC):
     def training_module(self, model: Model, stage: str, recipe: Any) -> torch.nn.Module:
         """A module whose ``forward(batch)`` returns a dict with a scalar ``"loss"`` (and any
         other scalars to log). Its parameters with ``requires_grad`` are what the stage
-        trains; it holds references to ``model``'s components, so training updates them.
+        trains; it holds references to ``model``'s components, so training updates them. It
+        may also be :class:`ScaledLearningRates`: some submodules learn at their own rate.
 
         ``batch`` is the output of :meth:`encode` plus ``"generator"``: a ``torch.Generator``
         seeded by the trainer for this step and process, to be used for every random draw

@@ -1,5 +1,6 @@
 """What every image tokenizer or autoencoder stage shares, whatever its bottleneck (a KL latent,
-a VQ codebook): PSNR, and the small patch-GAN loss that sharpens reconstructions."""
+a VQ codebook): PSNR, the small patch-GAN loss that sharpens reconstructions, and tensors back
+to images for previews."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torch.func import functional_call
 
 DISCRIMINATOR = "discriminator"  # its folder in a checkpoint
+
+
+def to_images(batch: torch.Tensor) -> list[Image.Image]:
+    """Tensors in [-1, 1] (N, 3, H, W) to PIL images."""
+    array = ((batch.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in array]
 
 
 def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

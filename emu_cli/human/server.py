@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from emu_cli.annotations import CHECKLIST, AnnotationStore
 from emu_cli.data.sources import Sample
+from emu_cli.human.store import CHECKLIST, AnnotationStore
 
 STAGES = ("generalist", "specialist", "caption", "compare")
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
@@ -256,7 +256,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def _handle(self, method: str) -> None:
-        from emu_cli.review.pages import page
+        from emu_cli.human.pages import page
 
         url = urlparse(self.path)
         query = parse_qs(url.query)

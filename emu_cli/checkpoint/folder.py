@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emu_cli import __version__
-from emu_cli.backend import Backend, Model
+from emu_cli.plugin.backend import Backend, Model
+from emu_cli.version import __version__
 
 PROVENANCE = "emu.json"
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
@@ -73,7 +73,7 @@ def read_provenance(path: Path) -> dict[str, Any]:
 def checkpoint_provenance(path: Path) -> dict[str, Any]:
     """``emu.json``; for a diffusers folder without one, what the installed backend that loads
     its pipeline class infers from its configs (:meth:`Backend.adopt`), marked ``adopted``."""
-    from emu_cli.plugins import get_backends
+    from emu_cli.plugin.registry import get_backends
 
     path = Path(path)
     if (path / PROVENANCE).is_file() or not (path / "model_index.json").is_file():
@@ -158,7 +158,7 @@ def write_model(backend: Backend, model: Model, path: Path, provenance: dict[str
 
 def load_checkpoint(path: Path, backend: Backend | None = None) -> tuple[Backend, Model, dict]:
     """Load a checkpoint with the backend its ``emu.json`` names."""
-    from emu_cli.plugins import get_backend
+    from emu_cli.plugin.registry import get_backend
 
     path = Path(path)
     provenance = checkpoint_provenance(path)

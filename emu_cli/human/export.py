@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emu_cli.annotations import AnnotationStore
-from emu_cli.curate.human import export_kept
 from emu_cli.data import index_dataset
-from emu_cli.review.server import store_path
+from emu_cli.human.server import store_path
+from emu_cli.human.stages import export_kept
+from emu_cli.human.store import AnnotationStore
 
 # Generalists cut for recall: an image any of them kept goes on. Specialists cut for precision:
 # it takes a majority of those who saw it.

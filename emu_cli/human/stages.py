@@ -1,5 +1,6 @@
-"""The paper's two human stages, run by the world's simulated annotators: generalists cut for
-recall, specialists with the guideline checklist cut for precision (200K -> 20K -> 2K).
+"""The paper's two human stages run by a registered panel (the built-in world's simulated
+annotators by default): generalists cut for recall, specialists with the guideline checklist cut
+for precision (200K -> 20K -> 2K).
 
 Their decisions go to the same SQLite store the review app writes, and what they keep is
 exported as an image folder, with the newest hand-written caption where one exists, ready for
@@ -11,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from emu_cli.annotations import AnnotationStore
 from emu_cli.data.dataset import read_image
 from emu_cli.data.export import refuse_to_replace, write_image_folder
 from emu_cli.data.sources import SampleIndex, index_dataset
+from emu_cli.human.store import AnnotationStore
+from emu_cli.plugin import registry
 
 
 @dataclass
@@ -48,10 +50,9 @@ def simulate_stage(
     keep_rate: float,
     annotators: int = 4,
     seed: int = 0,
+    panel: str = "world",
 ) -> StageResult:
-    from emu_cli.world.annotators import simulate_filtering
-    from emu_cli.world.judges import WorldJudges
-
+    annotating = registry.get_panel(panel)
     refuse_to_replace(Path(out), Path(data))  # before the annotators decide, not after
     index = index_dataset(data)
     images, unreadable = {}, 0
@@ -62,10 +63,9 @@ def simulate_stage(
             unreadable += 1
     store = AnnotationStore(store_path)
     try:
-        result = simulate_filtering(
-            store, stage, images, WorldJudges.load(),
-            annotators=annotators, seed=seed, keep_rate=keep_rate,
-        )  # fmt: skip
+        result = annotating.filter(
+            store, stage, images, annotators=annotators, seed=seed, keep_rate=keep_rate
+        )
         kept = export_kept(index, set(result.kept), store, out)
     finally:
         store.close()

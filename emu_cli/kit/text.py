@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from emu_cli.backend import Model
+    from emu_cli.plugin.backend import Model
 
 # open_clip's vocabulary: 256 byte symbols, the same with an end-of-word mark, the merges, and
 # two special tokens. Its ids are CLIP's ids, so the tokenizer written here matches open_clip's.

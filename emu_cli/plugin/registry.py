@@ -13,10 +13,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
 import pluggy
 
-from emu_cli import hookspecs
+from emu_cli.errors import EmuError
+from emu_cli.plugin import hookspecs
 
 ENTRY_POINT_GROUP = "emu"
 ALLOW_LIST_VARIABLE = "EMU_LOAD_PLUGINS"
@@ -34,6 +34,8 @@ class PluginInfo:
     backends: list[str] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)
     judges: list[str] = field(default_factory=list)
+    panels: list[str] = field(default_factory=list)
+    prompt_sets: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,14 @@ def load_plugins() -> pluggy.PluginManager:
     if _loaded:
         return pm
     _loaded = True
-    from emu_cli import builtin
+    from emu_cli.curate import builtin
+    from emu_cli.world import plugin as world
 
-    # The core's own filters and judges are a plugin too (as pytest's features are), always
-    # loaded.
+    # The core's own filters, and the built-in world (its judge, panel and prompt sets), are
+    # plugins too (as pytest's features are), always loaded.
     pm.register(builtin, name="emu")
-    _distributions["emu"] = "emu-cli"
+    pm.register(world, name="world")
+    _distributions["emu"] = _distributions["world"] = "emu-cli"
     allowed = _allow_list()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist.name if entry_point.dist else None
@@ -126,7 +130,7 @@ def _by_name(hook_name: str, kind: str) -> dict[str, Any]:
     for plugin_name, items in _collect(hook_name).items():
         for item in items:
             if item.name in found:
-                raise click.ClickException(
+                raise EmuError(
                     f"{kind} '{item.name}' is registered by both plugin '{owners[item.name]}' "
                     f"and plugin '{plugin_name}'; uninstall one or set {ALLOW_LIST_VARIABLE}"
                 )
@@ -150,20 +154,36 @@ def get_judges() -> dict[str, Any]:
     return _by_name("register_judges", "judge")
 
 
+def get_panels() -> dict[str, Any]:
+    """Every registered annotator panel, by name."""
+    return _by_name("register_panels", "panel")
+
+
+def get_prompt_sets() -> dict[str, Any]:
+    """Every registered prompt set, by name."""
+    return _by_name("register_prompt_sets", "prompt set")
+
+
+def _one(found: dict[str, Any], kind: str, name: str) -> Any:
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise EmuError(f"unknown {kind} '{name}' (registered: {known}); see `emu backends`")
+    return found[name]
+
+
 def get_judge(name: str) -> Any:
-    judges = get_judges()
-    if name not in judges:
-        raise click.ClickException(
-            f"unknown judge '{name}' (registered: {', '.join(sorted(judges)) or 'none'})"
-        )
-    return judges[name]
+    return _one(get_judges(), "judge", name)
+
+
+def get_panel(name: str) -> Any:
+    return _one(get_panels(), "panel", name)
 
 
 def get_backend(name: str) -> Any:
     backends = get_backends()
     if name not in backends:
         known = ", ".join(sorted(backends)) or "none installed"
-        raise click.ClickException(
+        raise EmuError(
             f"unknown backend '{name}' (installed: {known}); see `emu backends`"
         )
     return backends[name]
@@ -174,6 +194,8 @@ def plugin_infos() -> list[PluginInfo]:
     backends = _collect("register_backends")
     filters = _collect("register_filters")
     judges = _collect("register_judges")
+    panels = _collect("register_panels")
+    prompt_sets = _collect("register_prompt_sets")
     infos = []
     for plugin_name, _plugin in pm.list_name_plugin():
         distribution = _distributions.get(plugin_name)
@@ -189,12 +211,14 @@ def plugin_infos() -> list[PluginInfo]:
                 backends=[b.name for b in backends.get(plugin_name, [])],
                 filters=[f.name for f in filters.get(plugin_name, [])],
                 judges=[j.name for j in judges.get(plugin_name, [])],
+                panels=[p.name for p in panels.get(plugin_name, [])],
+                prompt_sets=[p.name for p in prompt_sets.get(plugin_name, [])],
             )
         )
     return infos
 
 
-def register_commands(cli: click.Group) -> None:
+def register_commands(cli: Any) -> None:
     """Let plugins add CLI commands; one that fails is reported, the CLI still works."""
     load_plugins()
     for implementation in pm.hook.register_commands.get_hookimpls():

@@ -1,0 +1,1 @@
+"""Checkpoints: the model folder with its provenance record, and resumable training state."""

@@ -1,0 +1,187 @@
+"""``emu data``: make, rate, review by a panel, and judge datasets of the built-in world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from emu_cli.cli.options import (
+    POSITIVE,
+    run,
+)
+
+
+@click.group()
+def data() -> None:
+    """Make and inspect datasets."""
+
+
+@data.command()
+@click.option("--n", "count", type=int, required=True, help="Number of image-caption pairs.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["imagefolder", "webdataset"]),
+    default="imagefolder",
+    show_default=True,
+)
+@click.option("--workers", type=POSITIVE, help="Processes drawing images (default: all cores).")
+@click.option(
+    "--clean",
+    is_flag=True,
+    help="No junk and only well-made pictures (large, sharp subject): what a generator can "
+    "learn without the pool's noise.",
+)
+def synth(
+    count: int, out: Path, seed: int, size: int, format_: str, workers: int | None, clean: bool
+) -> None:
+    """Write the built-in world's image-caption pairs (deterministic for a seed)."""
+    from emu_cli.world.synth import synthesize
+
+    run(
+        lambda: synthesize(
+            count, out, seed=seed, size=size, format=format_, workers=workers, clean=clean
+        )
+    )
+    click.echo(f"wrote {count} {'clean ' if clean else ''}samples to {out} ({format_})")
+
+
+@data.command(name="train-judges")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Weights file (.safetensors); a .json with its record goes beside it.",
+)
+@click.option("--samples", type=int, default=90_000, show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_judges(out: Path, samples: int, epochs: int, seed: int) -> None:
+    """Train the world's pixel judges (appeal and faithfulness) on rendered scenes.
+
+    Deterministic for a seed. The weights shipped in emu_cli/world/weights/ were made by this
+    command with its defaults."""
+    from emu_cli.world.judges import train_judges
+
+    record = run(lambda: train_judges(out, samples=samples, epochs=epochs, seed=seed))
+    click.echo(f"wrote {out} ({record['seconds']} s)")
+
+
+@data.command(name="rate")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="The pool.")
+@click.option("--n", "count", type=int, default=2000, show_default=True, help="Images to rate.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def rate(data: Path, count: int, out: Path, seed: int) -> None:
+    """Simulated 1-10 ratings of a random subset of a pool, as AVA's (JSON lines)."""
+    from emu_cli.curate.offline_models import write_ratings
+    from emu_cli.world.annotators import rate_pool
+
+    ratings = run(lambda: rate_pool(data, count, seed=seed))
+    run(lambda: write_ratings(ratings, out))
+    click.echo(f"wrote {len(ratings)} ratings to {out}")
+
+
+@data.command(name="simulate-review")
+@click.option(
+    "--data", type=click.Path(path_type=Path), required=True, help="The images to review."
+)
+@click.option(
+    "--stage",
+    type=click.Choice(["generalist", "specialist"]),
+    required=True,
+    help="generalist: recall; specialist: precision with the guideline checklist.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Kept image folder.")
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Annotation database (default: annotations.sqlite beside --out).",
+)
+@click.option("--keep-rate", type=float, default=0.1, show_default=True)
+@click.option("--annotators", type=POSITIVE, default=4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate_review(
+    data: Path,
+    stage: str,
+    out: Path,
+    store: Path | None,
+    keep_rate: float,
+    annotators: int,
+    seed: int,
+) -> None:
+    """One human filtering stage done by the world's simulated annotators; their decisions go
+    to the review app's database and what they keep to an image folder."""
+    from emu_cli.human.stages import simulate_stage
+
+    result = run(
+        lambda: simulate_stage(
+            data, out, stage=stage, store_path=store or out.parent / "annotations.sqlite",
+            keep_rate=keep_rate, annotators=annotators, seed=seed,
+        )
+    )  # fmt: skip
+    click.echo(f"{stage}s kept {result.kept} of {result.seen} images: {out}")
+
+
+@data.command(name="judge")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--caption", help="Also judge whether each image shows what this caption says.")
+@click.option(
+    "--weights", type=click.Path(dir_okay=False), help="Judge weights (default: shipped)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_json: bool) -> None:
+    """Score IMAGES with the world's pixel judges: appeal per guideline category."""
+    from PIL import Image
+
+    from emu_cli.world.factors import CATEGORIES
+    from emu_cli.world.judges import ATTRIBUTES, WorldJudges, parse_caption
+
+    if caption is not None and not any(parse_caption(caption).values()):
+        raise click.BadParameter(
+            f"{caption!r} names no subject, color or background of the world, so nothing "
+            f"can be judged against it (subjects: {', '.join(ATTRIBUTES['subject'])})",
+            param_hint="--caption",
+        )
+    pictures = []
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                pictures.append(image.convert("RGB"))
+        except OSError as error:  # PIL's UnidentifiedImageError included
+            raise click.BadParameter(
+                f"'{path}' is not an image: {error}", param_hint="IMAGES"
+            ) from error
+    judges = WorldJudges.load(Path(weights) if weights else None)
+    judgement = judges.judge(pictures)
+    faithful = judges.faithfulness(pictures, [caption] * len(pictures)) if caption else None
+    rows = []
+    for i, path in enumerate(images):
+        row = {
+            "image": path,
+            "appeal": round(float(judgement.appeal[i]), 3),
+            "categories": {
+                c: round(float(v), 3)
+                for c, v in zip(CATEGORIES, judgement.categories[i], strict=True)
+            },
+            **{k: v[i] for k, v in judgement.attributes.items()},
+        }
+        if faithful is not None:
+            row["faithful"] = {k: bool(v[i]) for k, v in faithful.items()}
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        scores = " ".join(f"{k} {v:.2f}" for k, v in row["categories"].items())
+        seen = f"{row['color']} {row['subject']} on {row['background']}"
+        line = f"{row['image']}: appeal {row['appeal']:.2f} ({scores}); shows a {seen}"
+        if faithful is not None:
+            wrong = [k for k in ATTRIBUTES if not row["faithful"][k]]
+            line += "; " + (f"not the caption's {', '.join(wrong)}" if wrong else "as captioned")
+        click.echo(line)

@@ -1,0 +1,88 @@
+"""``emu review``: the local web app where people make the human stages' decisions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from emu_cli.cli.options import (
+    POSITIVE,
+    config_option,
+    run,
+)
+
+
+@click.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--stage",
+    type=click.Choice(["generalist", "specialist", "caption", "compare"]),
+    required=True,
+    help="compare: DATA is an `emu evaluate --annotators review` folder.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="0 picks a free one.",
+)
+@click.option("--annotators", type=POSITIVE, default=1, show_default=True, help="Tokens to issue.")
+@click.option(
+    "--export",
+    "export_to",
+    type=click.Path(path_type=Path),
+    help="Write what the stage kept (with final captions) to this image folder; no server.",
+)
+@config_option()
+@click.pass_context
+def review(
+    ctx: click.Context,
+    data: Path,
+    stage: str,
+    host: str,
+    port: int,
+    annotators: int,
+    export_to: Path | None,
+) -> None:
+    """Web app for the human stages (generalist, specialist, caption) and side-by-side
+    evaluation (compare), on a SQLite database shared with the simulated annotators."""
+    from emu_cli.human.server import is_loopback, make_server
+
+    if export_to is not None:
+        from emu_cli.human.export import export_stage
+
+        count = run(lambda: export_stage(data, stage, export_to))
+        click.echo(f"exported {count} images to {export_to}")
+        return
+    explicit = ctx.get_parameter_source("host") == click.core.ParameterSource.COMMANDLINE
+    if not is_loopback(host) and not explicit:
+        raise click.UsageError(f"refusing to listen on {host}: give --host explicitly for that")
+
+    def listening():
+        try:
+            return make_server(data, stage, host=host, port=port, annotators=annotators)
+        except OSError as error:
+            if error.filename is not None:  # a file (the database), not the address
+                raise
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({error.strerror}): pass another --port "
+                "(0 picks a free one)"
+            ) from error
+
+    server, tokens = run(listening)
+    bound = server.server_address[1]
+    click.echo(f"emu review ({stage}) serving {data} on http://{host}:{bound}/", err=True)
+    for name, token in tokens.items():
+        click.echo(f"{name}: http://{host}:{bound}/?token={token}")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        server.app.close()

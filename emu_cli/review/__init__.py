@@ -1,1 +1,0 @@
-"""The review app: people's decisions for the human curation stages and side-by-side votes."""
