@@ -1,7 +1,11 @@
 """The plugin contract, exercised the way third parties use it: installed distributions with
-entry points in group `emu`, discovered by importlib.metadata in a fresh process."""
+entry points in group `emu`, discovered by importlib.metadata in a fresh process. The plugin
+guide's example backend (examples/emu-example-backend) is installed with pip and run through
+every command a backend meets."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ from conftest import emu, train_stage
 from PIL import Image
 
 HERE = Path(__file__).parent
+EXAMPLE = HERE.parent / "examples" / "emu-example-backend"
 
 
 def install(
@@ -34,7 +39,13 @@ def install(
 
 @pytest.fixture
 def site(tmp_path) -> Path:
+    """The example backend installed by pip, and a test plugin built on it."""
     site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--no-compile", "--target", str(site), str(EXAMPLE)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )  # fmt: skip
     install(
         site,
         "emu-toy-backend",
@@ -69,15 +80,15 @@ def _red_and_blue(folder: Path) -> Path:
     return folder
 
 
-def test_third_party_backend_is_listed_and_runs_pretrain_and_generate(site, tmp_path):
+def test_the_example_backend_runs_through_every_command(site, tmp_path):
     env = {"PYTHONPATH": str(site)}
     listed = json.loads(emu("backends", "--json", env=env).stdout)
-    toy = next(p for p in listed["plugins"] if p["name"] == "toy")
-    assert toy == {
-        "name": "toy",
-        "distribution": "emu-toy-backend",
-        "version": "0.3.0",
-        "backends": ["toy"],
+    example = next(p for p in listed["plugins"] if p["name"] == "example")
+    assert example == {
+        "name": "example",
+        "distribution": "emu-example-backend",
+        "version": "0.1.0",
+        "backends": ["example"],
         "filters": [],
         "judges": [],
         "panels": [],
@@ -85,12 +96,12 @@ def test_third_party_backend_is_listed_and_runs_pretrain_and_generate(site, tmp_
     }
     assert "latent" in listed["backends"], "installing a plugin keeps the others"
 
-    out = tmp_path / "toy-run"
+    out = tmp_path / "example-run"
     data = _red_and_blue(tmp_path / "red-and-blue")
     emu(
         "pretrain",
         "--backend",
-        "toy",
+        "example",
         "--preset",
         "tiny",
         "--data",
@@ -104,7 +115,7 @@ def test_third_party_backend_is_listed_and_runs_pretrain_and_generate(site, tmp_
         env=env,
     )
     provenance = json.loads((out / "emu.json").read_text())
-    assert provenance["backend"] == "toy" and provenance["steps"] == {"colors": 30}
+    assert provenance["backend"] == "example" and provenance["steps"] == {"colors": 30}
     records = [
         json.loads(line) for line in (out / "stages/colors/log.jsonl").read_text().splitlines()
     ]
@@ -128,25 +139,36 @@ def test_third_party_backend_is_listed_and_runs_pretrain_and_generate(site, tmp_
     blue = np.asarray(Image.open(tmp_path / "g" / "001-00.png"), dtype=float).mean(axis=(0, 1))
     assert red[0] - red[2] > blue[0] - blue[2], "it learned that red captions mean redder images"
 
+    tuned = tmp_path / "example-tuned"
+    emu("quality-tune", "--model", out, "--data", data, "--out", tuned, "--device", "cpu",
+        "--steps", 8, "--validate-every", 4, "--validation-steps", 2, env=env)  # fmt: skip
+    record = json.loads((tuned / "emu.json").read_text())
+    assert record["quality_tuning"]["steps_trained"] == 8
+    assert [point["step"] for point in record["quality_tuning"]["curve"]["points"]] == [0, 4, 8]
+    evaluation = tmp_path / "example-eval"
+    emu("evaluate", "--a", tuned, "--b", out, "--prompts", "builtin:world-small",
+        "--out", evaluation, "--device", "cpu", env=env)  # fmt: skip
+    results = json.loads((evaluation / "results.json").read_text())
+    assert results["pairs"] == 32 and results["votes"] == 32 * 8  # 5 appeal, 3 faithfulness
+
 
 def test_plugins_can_add_commands(site):
     env = {"PYTHONPATH": str(site)}
-    assert "toy-palette" in emu("--help", env=env).stdout
-    buckets = emu("toy-palette", "a red star", env=env).stdout.split()
+    assert "example-palette" in emu("--help", env=env).stdout
+    buckets = emu("example-palette", "a red star", env=env).stdout.split()
     assert len(buckets) == 3 and all(b.isdigit() for b in buckets)
 
 
 def test_gradient_accumulation_matches_one_larger_batch(world, tmp_path):
     """Two micro-batches of 4 take the same step as one batch of 8 (the same 8 samples)."""
-    import sys
-
     import torch
 
-    sys.path.insert(0, str(HERE / "plugins"))
-    from emu_toy_backend import ToyBackend
+    sys.path.insert(0, str(EXAMPLE))
+    from emu_example_backend import ColorBackend
 
-    backend, weights = ToyBackend(), []
+    backend, weights = ColorBackend(), []
     for batch, accumulate in [(8, 1), (4, 2)]:
+        torch.manual_seed(0)  # as `emu pretrain --seed` seeds a build
         model = backend.build("tiny", {})
         train_stage(
             backend,
@@ -166,14 +188,15 @@ def test_gradient_accumulation_matches_one_larger_batch(world, tmp_path):
             preview_every=0,
         )
         weights.append(model["colors"].table.weight.detach().clone())
+    torch.manual_seed(0)
     assert not torch.equal(weights[0], backend.build("tiny", {})["colors"].table.weight)
     assert torch.allclose(weights[0], weights[1], atol=2e-3)
 
 
 def test_allow_list_limits_which_plugins_load(site):
-    env = {"PYTHONPATH": str(site), "EMU_LOAD_PLUGINS": "toy"}
+    env = {"PYTHONPATH": str(site), "EMU_LOAD_PLUGINS": "example"}
     listed = json.loads(emu("backends", "--json", env=env).stdout)
-    assert list(listed["backends"]) == ["toy"]
+    assert list(listed["backends"]) == ["example"]
     env["EMU_LOAD_PLUGINS"] = "emu-latent-diffusion"  # distribution names work too
     assert list(json.loads(emu("backends", "--json", env=env).stdout)["backends"]) == ["latent"]
     env["EMU_LOAD_PLUGINS"] = ""
@@ -209,7 +232,7 @@ def test_broken_plugins_are_named_and_do_not_break_the_rest(site, world, tmp_pat
     assert "needs libfoo" in helped.stderr
 
     listed = json.loads(emu("backends", "--json", env=env).stdout)
-    assert set(listed["backends"]) == {"latent", "masked", "pixel", "toy"}
+    assert set(listed["backends"]) == {"latent", "masked", "pixel", "example", "toy"}
     failures = {f["name"]: f for f in listed["failed"]}
     assert "ImportError: needs libfoo" in failures["broken"]["error"]
     assert failures["badreg"]["distribution"] == "emu-broken-register"
