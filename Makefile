@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml constraints.txt $(foreach p,$(PLUGINS),$(p)/pyproject.t
 
 install: $(STAMP)
 
+# Style, format, and the types of the public plugin contract ([tool.mypy] in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Two pytest workers, one thread each: much of the suite is single-threaded (imports, CLI
 # subprocesses starting, servers answering), so two one-thread workers keep both cores busy

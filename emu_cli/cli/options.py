@@ -50,6 +50,7 @@ def config_option(*, extra_keys: set[str] | None = None) -> Any:
         help="YAML or TOML file of options; command-line options override it.",
     )
 
+
 # counts, steps and sizes a command cannot use at zero: refused by click, naming the option
 POSITIVE = click.IntRange(min=1)
 MODEL_HELP = "a folder, or a Hub model repo OWNER/NAME[@REVISION] (downloaded and cached)"

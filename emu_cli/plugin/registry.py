@@ -183,9 +183,7 @@ def get_backend(name: str) -> Any:
     backends = get_backends()
     if name not in backends:
         known = ", ".join(sorted(backends)) or "none installed"
-        raise EmuError(
-            f"unknown backend '{name}' (installed: {known}); see `emu backends`"
-        )
+        raise EmuError(f"unknown backend '{name}' (installed: {known}); see `emu backends`")
     return backends[name]
 
 

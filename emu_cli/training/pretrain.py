@@ -30,6 +30,7 @@ from emu_cli.training.validation import GenerationMonitor, ValidationSettings
 
 log = logging.getLogger("emu")
 
+
 def make_accelerator(device: str, recipe: Recipe) -> Any:
     """An ``accelerate.Accelerator`` for ``--device auto|cpu|cuda``; under ``accelerate launch``
     or ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPUs)."""
