@@ -140,7 +140,7 @@ def judged(run: Run, args: argparse.Namespace, seconds: float) -> dict:
         "pool_images": len(pool_records(run.pool)),
         "steps": run.steps,
         "batch_size": run.batch_size,
-        "learning_rate": read_provenance(folder)["recipes"][stage]["learning_rate"],
+        "learning_rate": read_provenance(folder).recipes[stage]["learning_rate"],
         "options": list(run.options),
         "images_seen": run.steps * run.batch_size,
         "images_per_second": round(summary["images_per_second"], 1),

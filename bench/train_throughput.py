@@ -28,8 +28,8 @@ from emu_cli.data import index_dataset
 from emu_cli.data.dataset import TrainingDataset, collate
 from emu_cli.plugin.registry import get_backend, get_backends
 from emu_cli.runtime import quiet_libraries
-from emu_cli.training.pretrain import make_accelerator
 from emu_cli.training.recipe import Recipe
+from emu_cli.training.session import make_accelerator
 from emu_cli.training.trainer import Trainer, step_seed
 from emu_cli.world.synth import synthesize
 
@@ -69,7 +69,7 @@ def trainer_steps(folder: Path) -> list[dict]:
 
 def trainer_rate(backend, model, stage, recipe, index, folder: Path, device: str) -> float:
     accelerator = make_accelerator(device, recipe)
-    Trainer(backend, model, stage, recipe, index, folder, accelerator).run(None, {})
+    Trainer(backend, model, stage, recipe, index, folder, accelerator).run(None)
     timed = trainer_steps(folder)
     # The trainer's own clock; like the plain loop, leave out the first two steps.
     first, last = timed[1], timed[-1]

@@ -103,10 +103,10 @@ def value_kind(value: Any) -> str | None:
 def changes(before: dict[str, Any], now: dict[str, Any], keys: Iterable[str]) -> list[str]:
     """``key old -> new`` for each of ``keys`` whose value differs: what a run that must keep
     its settings names when asked to continue with others."""
-    return [f"{key} {_shown(before.get(key))} -> {_shown(now.get(key))}"
+    return [f"{key} {shown(before.get(key))} -> {shown(now.get(key))}"
             for key in keys if before.get(key) != now.get(key)]  # fmt: skip
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A setting as a message shows it: 0.0003, not 0.00030000000000000003."""
     return f"{value:.6g}" if isinstance(value, float) else repr(value)

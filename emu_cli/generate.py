@@ -8,23 +8,13 @@ from pathlib import Path
 
 from emu_cli.checkpoint.folder import load_checkpoint, locate_checkpoint
 from emu_cli.images import save_grid
-from emu_cli.runtime import quiet_libraries
+from emu_cli.runtime import quiet_libraries, resolve_device
 
 
 @dataclass
 class Generated:
     images: list[Path]
     grid: Path
-
-
-def resolve_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(device)
 
 
 def generate(
@@ -73,7 +63,7 @@ def generate(
                 "steps": steps,
                 "guidance": guidance,
                 "images": records,
-                "model_step": provenance.get("step"),
+                "model_step": provenance.step,
             },
             indent=2,
         )

@@ -283,7 +283,7 @@ def pretrain(runner: Runner, timings: Timings, out: Path, name: str, scale: dict
     run = out / name / "pre"
     if done(run / PROVENANCE):  # written at each stage's end: done when it lists every stage
         wanted = get_backend(name).default_stages(scale["preset"], {})  # the demo sets none
-        if set(wanted) <= set(read_provenance(run).get("stages_completed", [])):
+        if set(wanted) <= set(read_provenance(run).stages_completed):
             return run
     config = out / name / "pretrain.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -327,7 +327,9 @@ def quality_tune(
 def row(name: str, qt: Path, evaluation: Path, wall: float) -> dict:
     results = json.loads((evaluation / "results.json").read_text())
     appeal, faith = results["protocols"]["appeal"], results["protocols"]["faithfulness"]
-    tuning = json.loads((qt / "emu.json").read_text())["quality_tuning"]
+    from emu_cli.checkpoint.provenance import Provenance
+
+    tuning = Provenance.read(qt).quality_tuning
     return {
         "backend": name,
         "appeal_qt": appeal["all"]["a"],
@@ -338,7 +340,7 @@ def row(name: str, qt: Path, evaluation: Path, wall: float) -> dict:
         "faith_tie": faith["all"]["tie"],
         "appeal_qt_unseen": appeal.get("unseen", {}).get("a"),
         "appeal_pre_unseen": appeal.get("unseen", {}).get("b"),
-        "qt_steps": tuning["chosen_step"],
+        "qt_steps": tuning.chosen_step if tuning else None,
         "wall_s": round(wall, 1),
         "appeal_qt_interval": appeal["all"]["interval"]["a"],
         "report": str(evaluation / "report.html"),

@@ -231,3 +231,25 @@ def test_backend_options_are_checked_against_their_defaults(tmp_path, world):
         )  # fmt: skip
         assert result.exit_code != 0 and message in result.output, (option, result.output)
         assert not (out / "emu.json").exists()
+
+
+def test_print_recipe_shows_each_fields_value_and_its_layer(tmp_path, world):
+    config = tmp_path / "run.yaml"
+    config.write_text("steps: 40\nwarmup_steps: 3\nstages_recipe:\n  denoiser: {ema_decay: 0.5}\n")
+    result = invoke("pretrain", "--backend", "latent", "--preset", "tiny", "--data", world,
+                    "--out", tmp_path / "run", "--lr", "0.002", "--config", config,
+                    "--print-recipe")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stages = {}
+    for block in result.output.strip().split("\n\n"):
+        title, *lines = block.splitlines()
+        stages[title] = {line.split()[0]: line.split(maxsplit=2)[1:] for line in lines}
+    assert list(stages) == ["stage autoencoder", "stage denoiser"]
+    denoiser = stages["stage denoiser"]
+    assert denoiser["learning_rate"] == ["0.002", "command line"]
+    assert denoiser["steps"] == ["40", "config file"]
+    assert denoiser["ema_decay"] == ["0.5", "stages_recipe.denoiser"]
+    assert denoiser["batch_size"][1] == "preset tiny"
+    assert denoiser["weight_decay"][1] == "default"
+    assert stages["stage autoencoder"]["ema_decay"][1] == "preset tiny"
+    assert not (tmp_path / "run").exists(), "printing the recipe trains nothing"

@@ -9,11 +9,26 @@ from conftest import emu, invoke, kill_after
 from emu_cli.training.early_stopping import EarlyStopping
 
 
-def test_recipe_defaults_are_the_papers_scaled_by_preset():
-    from emu_cli.training.quality_tune import qt_recipe
+class Plain:
+    """A backend's two attributes the quality-tuning recipe reads."""
 
+    name = "plain"
+    uses_noise_offset = True
+
+    def __init__(self, lr_scale=1.0):
+        self.quality_tune_lr_scale = lr_scale
+
+
+def qt_recipe(preset, pretrained, command_line=None, config=None, lr_scale=1.0):
+    from emu_cli.training.resolution import quality_tuning_recipe
+
+    layers = [("config file", config or {}), ("command line", command_line or {})]
+    return quality_tuning_recipe(Plain(lr_scale), preset, pretrained, layers)
+
+
+def test_recipe_defaults_are_the_papers_scaled_by_preset():
     pretrained = {"resolution": 64, "resolution_schedule": [[32, 10], [128, 10]], "steps": 20}
-    base = qt_recipe("base", pretrained, {})
+    base = qt_recipe("base", pretrained).recipe
     assert base.batch_size == 64
     assert base.noise_offset == 0.1
     assert base.steps == 15_000  # the paper's cap
@@ -21,20 +36,33 @@ def test_recipe_defaults_are_the_papers_scaled_by_preset():
     assert base.ema_decay > 0
     assert base.resolution == 128, "tunes at the resolution pre-training ended at"
     assert base.resolution_schedule == []
-    small, tiny = qt_recipe("small", {}, {}), qt_recipe("tiny", {}, {})
+    small, tiny = qt_recipe("small", {}).recipe, qt_recipe("tiny", {}).recipe
     assert tiny.steps < small.steps < base.steps
     assert small.batch_size == 64 and small.noise_offset == 0.1
-    assert qt_recipe("small", {}, {"steps": 7, "noise_offset": 0.05}).steps == 7
+    assert qt_recipe("small", {}, {"steps": 7, "noise_offset": 0.05}).recipe.steps == 7
     with pytest.raises(ValueError, match="unknown recipe fields: bogus"):
         qt_recipe("small", {}, {"bogus": 1})
 
 
-def test_a_backends_learning_rate_scale_applies_to_the_default_not_to_the_users_rate():
-    from emu_cli.training.quality_tune import qt_recipe
+def test_every_field_says_which_layer_it_came_from_and_the_command_line_wins():
+    resolved = qt_recipe("tiny", {"resolution": 48, "seed": 3}, {"steps": 9}, {"steps": 5,
+                         "warmup_steps": 1})  # fmt: skip
+    assert resolved.recipe.steps == 9 and resolved.sources["steps"] == "command line"
+    assert resolved.recipe.warmup_steps == 1 and resolved.sources["warmup_steps"] == "config file"
+    assert resolved.sources["batch_size"] == "quality-tuning preset tiny"
+    assert resolved.sources["lr_schedule"] == "quality-tuning recipe"
+    assert (resolved.recipe.resolution, resolved.sources["resolution"]) == (48, "pre-trained model")
+    assert resolved.sources["weight_decay"] == "default"
+    lines = resolved.table().splitlines()
+    assert len(lines) == len(resolved.sources)
+    assert any(line.split()[:3] == ["steps", "9", "command"] for line in lines)
 
-    shared = qt_recipe("small", {}, {}).learning_rate
-    assert qt_recipe("small", {}, {}, lr_scale=5.0).learning_rate == pytest.approx(5 * shared)
-    chosen = qt_recipe("small", {}, {"learning_rate": 3e-5}, lr_scale=5.0)
+
+def test_a_backends_learning_rate_scale_applies_to_the_default_not_to_the_users_rate():
+    shared = qt_recipe("small", {}).recipe.learning_rate
+    scaled = qt_recipe("small", {}, lr_scale=5.0).recipe.learning_rate
+    assert scaled == pytest.approx(5 * shared)
+    chosen = qt_recipe("small", {}, {"learning_rate": 3e-5}, lr_scale=5.0).recipe
     assert chosen.learning_rate == 3e-5
 
 
@@ -104,8 +132,8 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
     from emu_cli.data import index_dataset
     from emu_cli.data.dataset import TrainingDataset, collate
     from emu_cli.training.cache import EncodingCache
-    from emu_cli.training.pretrain import make_accelerator
     from emu_cli.training.recipe import Recipe
+    from emu_cli.training.session import make_accelerator
     from emu_cli.training.trainer import Trainer
 
     class CountingLatent(LatentDiffusion):
@@ -135,7 +163,7 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
 
     accelerator = make_accelerator("cpu", recipe)
     Trainer(backend, model, "denoiser", recipe, index, tmp_path, accelerator,
-            encode=cache.encode).run(None, {})  # fmt: skip
+            encode=cache.encode).run(None)  # fmt: skip
     assert CountingLatent.calls == warmed, "the encoder ran during quality-tuning steps"
 
 

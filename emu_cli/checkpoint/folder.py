@@ -1,8 +1,7 @@
-"""Model checkpoints: a diffusers-style folder written by the backend, plus ``emu.json``.
-
-``emu.json`` records provenance: backend, stage(s) trained, steps, recipe, data fingerprint,
-parent checkpoint. Weights are safetensors only: folders holding pickled weights are refused.
-A checkpoint is named by its folder or, once pushed, by its Hub repo (:func:`locate_checkpoint`).
+"""Model checkpoints: a diffusers-style folder written by the backend, plus ``emu.json`` (the
+:class:`~emu_cli.checkpoint.provenance.Provenance` record). Weights are safetensors only:
+folders holding pickled weights are refused. A checkpoint is named by its folder or, once
+pushed, by its Hub repo (:func:`locate_checkpoint`).
 """
 
 from __future__ import annotations
@@ -13,17 +12,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from emu_cli.checkpoint.provenance import PROVENANCE, CheckpointError, Provenance
 from emu_cli.plugin.backend import Backend, Model
 from emu_cli.version import __version__
 
-PROVENANCE = "emu.json"
+__all__ = ["PROVENANCE", "CheckpointError", "Provenance", "load_checkpoint", "save_checkpoint"]
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-
-
-class CheckpointError(ValueError):
-    """A folder is not a usable emu checkpoint; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +44,7 @@ def locate_checkpoint(reference: str | Path) -> Located:
     return Located(folder, f"{repo}@{folder.name}", repo)
 
 
-def read_provenance(path: Path) -> dict[str, Any]:
+def read_provenance(path: Path) -> Provenance:
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint '{path}' does not exist or is not a folder")
@@ -61,16 +56,10 @@ def read_provenance(path: Path) -> dict[str, Any]:
                 f"(no {PROVENANCE}), which this needs: its record of how the model was made"
             )
         raise CheckpointError(f"'{path}' is not an emu checkpoint (no {PROVENANCE})")
-    try:
-        data = json.loads(provenance.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"'{provenance}' is not valid JSON: {error}") from error
-    if not isinstance(data, dict) or "backend" not in data:
-        raise CheckpointError(f"'{provenance}' does not name a backend")
-    return data
+    return Provenance.read(path)
 
 
-def checkpoint_provenance(path: Path) -> dict[str, Any]:
+def checkpoint_provenance(path: Path) -> Provenance:
     """``emu.json``; for a diffusers folder without one, what the installed backend that loads
     its pipeline class infers from its configs (:meth:`Backend.adopt`), marked ``adopted``."""
     from emu_cli.plugin.registry import get_backends
@@ -82,7 +71,8 @@ def checkpoint_provenance(path: Path) -> dict[str, Any]:
     for backend in get_backends().values():
         adopted = backend.adopt(path, pipeline)
         if adopted is not None:
-            return {**adopted, "backend": backend.name, "adopted": pipeline}
+            record = {**adopted, "backend": backend.name, "adopted": pipeline}
+            return Provenance.from_dict(record, where=f"what '{backend.name}' adopts of '{path}'")
     raise CheckpointError(
         f"'{path}' is a diffusers {pipeline} folder without {PROVENANCE}, and no installed "
         f"backend adopts a {pipeline} made elsewhere (`emu backends` lists them)"
@@ -107,7 +97,7 @@ def refuse_pickles(path: Path) -> None:
         )
 
 
-def save_checkpoint(backend: Backend, model: Model, path: Path, provenance: dict[str, Any]) -> Path:
+def save_checkpoint(backend: Backend, model: Model, path: Path, provenance: Provenance) -> Path:
     """Write the model and its provenance into folder ``path``, keeping what else is there.
 
     A run folder also holds logs and resumable state (``stages/``), so the model's entries are
@@ -119,7 +109,7 @@ def save_checkpoint(backend: Backend, model: Model, path: Path, provenance: dict
     path.mkdir(parents=True, exist_ok=True)
     previous = set()
     if (path / PROVENANCE).is_file():
-        previous = set(json.loads((path / PROVENANCE).read_text()).get("files", []))
+        previous = set(Provenance.read(path).files)
     incoming = path / f".incoming.tmp{os.getpid()}"
     shutil.rmtree(incoming, ignore_errors=True)
     write_model(backend, model, incoming, provenance)
@@ -142,31 +132,31 @@ def _remove(target: Path) -> None:
         target.unlink()
 
 
-def write_model(backend: Backend, model: Model, path: Path, provenance: dict[str, Any]) -> None:
+def write_model(backend: Backend, model: Model, path: Path, provenance: Provenance) -> None:
     """Write a checkpoint folder in place (callers that need atomicity write to a temp path)."""
     backend.save(model, path)
-    record = {
-        "files": sorted(e.name for e in Path(path).iterdir()),
-        "backend": backend.name,
-        "options": model.options,
-        "emu_version": __version__,
-        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **provenance,
-    }
-    (path / PROVENANCE).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    provenance.with_changes(
+        files=sorted(e.name for e in Path(path).iterdir()),
+        backend=backend.name,
+        options=model.options,
+        emu_version=__version__,
+        saved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    ).write(path)
 
 
-def load_checkpoint(path: Path, backend: Backend | None = None) -> tuple[Backend, Model, dict]:
+def load_checkpoint(
+    path: Path, backend: Backend | None = None
+) -> tuple[Backend, Model, Provenance]:
     """Load a checkpoint with the backend its ``emu.json`` names."""
     from emu_cli.plugin.registry import get_backend
 
     path = Path(path)
     provenance = checkpoint_provenance(path)
     refuse_pickles(path)
-    backend = backend or get_backend(provenance["backend"])
-    if backend.name != provenance["backend"]:
+    backend = backend or get_backend(provenance.backend)
+    if backend.name != provenance.backend:
         raise CheckpointError(
-            f"'{path}' is a '{provenance['backend']}' checkpoint, not a '{backend.name}' one"
+            f"'{path}' is a '{provenance.backend}' checkpoint, not a '{backend.name}' one"
         )
     try:
         model = backend.load(path)
@@ -174,5 +164,5 @@ def load_checkpoint(path: Path, backend: Backend | None = None) -> tuple[Backend
         raise CheckpointError(
             f"'{path}' could not be loaded as a {backend.name} model: {error}"
         ) from error
-    model.options = {**provenance.get("options", {}), **model.options}
+    model.options = {**provenance.options, **model.options}
     return backend, model, provenance

@@ -63,7 +63,7 @@ def filter_group(
     assignments = key_values(settings, "--set")
     configured = ctx.meta.get("config", {}).get("filters")
     specs = run(lambda: choose_filters(configured, names, assignments, clip_model))
-    resources = Resources(clip_model, clip_pretrained, "cpu" if device == "auto" else device)
+    resources = Resources(clip_model, clip_pretrained, device)
     filtering = run(
         lambda: FilterRun(
             data, out, specs, resources, engine=engine, workers=workers, chunk_size=chunk_size

@@ -99,6 +99,29 @@ def validation_options(function):
     )(function)
 
 
+def print_recipe_option(function: Callable) -> Callable:
+    return click.option(
+        "--print-recipe",
+        is_flag=True,
+        help="Print the resolved recipe, each field with where it came from, and exit.",
+    )(function)
+
+
+def recipe_layers(
+    ctx: click.Context, config_only: dict[str, Any], options: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The recipe's config-file and command-line layers (emu_cli.training.resolution):
+    ``config_only`` holds the file's recipe fields no option offers, ``options`` the recipe
+    options' values, each from the file or the command line."""
+    from click.core import ParameterSource
+
+    def given(source: ParameterSource) -> dict[str, Any]:
+        return {k: v for k, v in options.items() if ctx.get_parameter_source(k) == source}
+
+    config = {**config_only, **given(ParameterSource.DEFAULT_MAP)}
+    return [("config file", config), ("command line", given(ParameterSource.COMMANDLINE))]
+
+
 def key_values(pairs: tuple[str, ...], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings to a dict, values read as YAML scalars (2, 0.5, true, text)."""
     result = {}

@@ -14,12 +14,15 @@ from emu_cli.cli.options import (
     device_option,
     key_values,
     mixed_precision_option,
+    print_recipe_option,
     push_after_training,
+    recipe_layers,
     resume_option,
     run,
     validation_options,
 )
 from emu_cli.plugin import registry as plugins
+from emu_cli.plugin.backend import PRESETS
 from emu_cli.training.recipe import Recipe  # dataclasses only: keeps --help fast
 
 
@@ -34,7 +37,7 @@ from emu_cli.training.recipe import Recipe  # dataclasses only: keeps --help fas
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option(
     "--preset",
-    type=click.Choice(["tiny", "small", "base"]),
+    type=click.Choice(PRESETS),
     default="small",
     show_default=True,
     help="Model size: tiny (tests), small (CPU), base (GPU).",
@@ -65,10 +68,12 @@ from emu_cli.training.recipe import Recipe  # dataclasses only: keeps --help fas
 @resume_option
 @click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
 @device_option
+@print_recipe_option
 @config_option(extra_keys=Recipe.field_names() | {"stages_recipe", "model_options"})
 @click.pass_context
 def pretrain(
     ctx: click.Context,
+    print_recipe: bool,
     backend_name: str,
     data: Path,
     out: Path,
@@ -92,21 +97,32 @@ def pretrain(
     can be set in the --config file; a `stages_recipe:` mapping sets them per stage.
     """
     from emu_cli.training.pretrain import pretrain as run_pretrain
+    from emu_cli.training.pretrain import pretraining_recipes
     from emu_cli.training.validation import ValidationSettings
 
-    can_push_after_training(push_to_hub)
     backend = plugins.get_backend(backend_name)
+    extra = dict(ctx.meta.get("config", {}))
+    per_stage = extra.pop("stages_recipe", {}) or {}
+    options = {**(extra.pop("model_options", {}) or {}), **key_values(model_options, "--option")}
+    if text_encoder:
+        options["text_encoder"] = text_encoder
+    layers = recipe_layers(ctx, extra, {**overrides, "seed": seed})
+    if print_recipe:
+        recipes = run(
+            lambda: pretraining_recipes(
+                backend, preset, list(stages) or None, layers, per_stage, options
+            )
+        )
+        for name, resolved in recipes.items():
+            click.echo(f"stage {name}\n{resolved.table()}\n")
+        return
+    can_push_after_training(push_to_hub)
     validation = ValidationSettings(
         judge=judge,
         prompts=validation_prompts,
         validate_every=validate_every,
         sample_steps=validation_steps,
     )
-    extra = dict(ctx.meta.get("config", {}))
-    per_stage = extra.pop("stages_recipe", {}) or {}
-    options = {**(extra.pop("model_options", {}) or {}), **key_values(model_options, "--option")}
-    if text_encoder:
-        options["text_encoder"] = text_encoder
     result = run(
         lambda: run_pretrain(
             backend,
@@ -114,7 +130,7 @@ def pretrain(
             out=out,
             preset=preset,
             stages=list(stages) or None,
-            recipe_overrides={**extra, **overrides, "seed": seed},
+            overrides=layers,
             per_stage=per_stage,
             options=options,
             device=device,
@@ -230,10 +246,12 @@ def generate(
 @device_option
 @resume_option
 @click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
+@print_recipe_option
 @config_option(extra_keys=Recipe.field_names())
 @click.pass_context
 def quality_tune(
     ctx: click.Context,
+    print_recipe: bool,
     model_path: str,
     data: Path,
     out: Path,
@@ -253,8 +271,12 @@ def quality_tune(
 ) -> None:
     """Quality-tune a pre-trained model on a small curated set with the paper's recipe
     (batch 64, noise offset 0.1, constant small learning rate, EMA, early stopping)."""
-    from emu_cli.training.quality_tune import EarlyStoppingSettings, quality_tune
+    from emu_cli.training.quality_tune import EarlyStoppingSettings, quality_tune, tuning_recipe
 
+    layers = recipe_layers(ctx, dict(ctx.meta.get("config", {})), recipe_options)
+    if print_recipe:
+        click.echo(run(lambda: tuning_recipe(model_path, layers)).table())
+        return
     can_push_after_training(push_to_hub)
 
     settings = EarlyStoppingSettings(
@@ -272,7 +294,7 @@ def quality_tune(
             model_path,
             data=data,
             out=out,
-            recipe_overrides={**ctx.meta.get("config", {}), **recipe_options},
+            overrides=layers,
             early_stopping=settings,
             subset_size=subset_size,
             device=device,

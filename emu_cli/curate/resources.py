@@ -12,12 +12,18 @@ class Resources:
 
     ``clip_model`` is an open_clip name (``ViT-L-14`` with ``clip_pretrained="openai"``), an
     ``hf-hub:``/``local-dir:`` identifier, or the folder written by ``emu filter train-clip``.
+    ``device`` is ``--device``: ``auto`` is the CPU here, since every worker process would
+    load its own CLIP onto one GPU.
     """
 
     clip_model: str | None = None
     clip_pretrained: str | None = None
     device: str = "cpu"
     _clip: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.device == "auto":
+            self.device = "cpu"
 
     def clip(self):
         """The shared :class:`emu_cli.curate.clip.ClipEncoder`."""

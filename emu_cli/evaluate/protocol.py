@@ -64,11 +64,11 @@ def _generate(
     ones the same checkpoint (path and save time) and settings made before are reused, so a
     rerun only recomputes votes and results."""
     from emu_cli.checkpoint.folder import checkpoint_provenance, load_checkpoint
-    from emu_cli.generate import resolve_device
     from emu_cli.plugin.registry import get_backend
+    from emu_cli.runtime import resolve_device
 
     provenance = checkpoint_provenance(model.path)
-    backend = get_backend(provenance["backend"])
+    backend = get_backend(provenance.backend)
     guidance = backend.guidance(settings.requested_guidance(side))
     files = [
         folder / f"{i:04d}-{j:02d}.png"
@@ -77,7 +77,7 @@ def _generate(
     ]
     record = {
         "model": model.name,
-        "saved_at": provenance.get("saved_at"),
+        "saved_at": provenance.saved_at,
         "prompts": [p.text for p in items],
         **settings.describe(),
         "guidance": guidance,

@@ -20,7 +20,10 @@ from emu_cli.plugin import registry
 
 
 @dataclass
-class StageResult:
+class ReviewResult:
+    """What one human filtering stage did: images seen, kept, unreadable, and where the kept
+    ones went."""
+
     seen: int
     kept: int
     unreadable: int
@@ -51,7 +54,7 @@ def simulate_stage(
     annotators: int = 4,
     seed: int = 0,
     panel: str = "world",
-) -> StageResult:
+) -> ReviewResult:
     annotating = registry.get_panel(panel)
     refuse_to_replace(Path(out), Path(data))  # before the annotators decide, not after
     index = index_dataset(data)
@@ -69,4 +72,4 @@ def simulate_stage(
         kept = export_kept(index, set(result.kept), store, out)
     finally:
         store.close()
-    return StageResult(result.seen, kept, unreadable, Path(out))
+    return ReviewResult(result.seen, kept, unreadable, Path(out))

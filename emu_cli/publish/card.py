@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from emu_cli.checkpoint.provenance import Provenance
+
 # How to open a checkpoint of each built-in backend without emu; other backends get emu's.
 LOADING = {
     "latent": """from diffusers import StableDiffusionPipeline
@@ -31,10 +33,11 @@ PROMPT = "a red star on a sunset background"
 SAMPLES = "samples.png"
 
 
-def _resolution(provenance: dict[str, Any]) -> int:
-    recipes = provenance.get("recipes", {})
-    stage = provenance.get("quality_tuning", {}).get("stage") or provenance.get("stage")
-    recipe = recipes.get("quality-tune") or recipes.get(stage) or {}
+def _resolution(provenance: Provenance) -> int:
+    recipes = provenance.recipes
+    tuned = provenance.quality_tuning
+    stage = (tuned.stage if tuned else None) or provenance.stage
+    recipe = recipes.get("quality-tune") or recipes.get(stage or "") or {}
     return int(recipe.get("resolution", 64))
 
 
@@ -66,10 +69,10 @@ def model_card(
     """A ``huggingface_hub.ModelCard`` for an emu checkpoint folder."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    provenance = json.loads((Path(checkpoint) / "emu.json").read_text())
-    base_model = base_model or provenance.get("parent_repo")
-    backend = provenance["backend"]
-    tuning = provenance.get("quality_tuning")
+    provenance = Provenance.read(Path(checkpoint))
+    base_model = base_model or provenance.parent_repo
+    backend = provenance.backend
+    tuning = provenance.quality_tuning
     tags = ["emu", f"emu-{backend}", "text-to-image"]
     if tuning:
         tags.append("quality-tuning")
@@ -94,38 +97,42 @@ def model_card(
     if has_samples:
         sections.append(f"![samples]({SAMPLES})")
     sections += ["## How to use", f"```python\n{snippet}\n```"]
-    if tuning:
-        curve = tuning.get("curve") or {}
+    data_record = provenance.data
+    if tuning and data_record:
+        curve = tuning.curve or {}
         sections += [
             "## Quality-tuning",
-            f"Fine-tuned from `{base_model or provenance.get('parent')}` on "
-            f"{provenance['data']['samples']} curated images (data fingerprint "
-            f"`{provenance['data']['fingerprint']}`). It trained {tuning['steps_trained']} "
-            f"steps; the checkpoint is step {tuning['chosen_step']}, chosen by the "
-            f"`{tuning.get('judge')}` judge's appeal with a faithfulness margin of "
+            f"Fine-tuned from `{base_model or provenance.parent}` on "
+            f"{data_record.samples} curated images (data fingerprint "
+            f"`{data_record.fingerprint}`). It trained {tuning.steps_trained} "
+            f"steps; the checkpoint is step {tuning.chosen_step}, chosen by the "
+            f"`{tuning.judge}` judge's appeal with a faithfulness margin of "
             f"{curve.get('faithfulness_margin')}"
-            + (f" (stopped early: {tuning['stopped_early']})." if tuning["stopped_early"] else "."),
+            + (f" (stopped early: {tuning.stopped_early})." if tuning.stopped_early else "."),
         ]
     table = [
         "| stage | steps | batch | learning rate | resolution | noise offset | EMA |",
         "|---|---|---|---|---|---|---|",
     ]
-    for stage, recipe in provenance.get("recipes", {}).items():
+    for stage, recipe in provenance.recipes.items():
         table.append(
             f"| {stage} | {recipe['steps']} | {recipe['batch_size']} | "
             f"{recipe['learning_rate']} | {recipe['resolution']} | {recipe['noise_offset']} | "
             f"{recipe['ema_decay']} |"
         )
     sections += ["## Recipe", "Per stage, as `emu.json` records it:", "\n".join(table)]
-    data_lines = [f"- training data: `{provenance['data']['source']}`, "
-                  f"{provenance['data']['samples']} samples, fingerprint "
-                  f"`{provenance['data']['fingerprint']}`"]  # fmt: skip
-    if provenance.get("pretraining_data"):
-        pre = provenance["pretraining_data"]
+    data_lines = []
+    if data_record:
         data_lines.append(
-            f"- pre-training data: {pre['samples']} samples, fingerprint `{pre['fingerprint']}`"
+            f"- training data: `{data_record.source}`, {data_record.samples} samples, "
+            f"fingerprint `{data_record.fingerprint}`"
         )
-    filters = _filter_thresholds(Path(provenance["data"]["source"]))
+    pre = provenance.pretraining_data
+    if pre:
+        data_lines.append(
+            f"- pre-training data: {pre.samples} samples, fingerprint `{pre.fingerprint}`"
+        )
+    filters = _filter_thresholds(Path(data_record.source)) if data_record else None
     if filters:
         data_lines.append(f"- automatic filters: {filters}")
     sections += ["## Data", "\n".join(data_lines)]
@@ -143,9 +150,10 @@ def model_card(
     )
 
 
-def _provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+def _provenance(provenance: Provenance) -> dict[str, Any]:
     keep = ("backend", "preset", "stages_completed", "steps", "parent", "emu_version", "saved_at")
-    return {k: provenance[k] for k in keep if k in provenance}
+    record = provenance.to_dict()
+    return {k: record[k] for k in keep if k in record}
 
 
 def _filter_thresholds(data: Path) -> str | None:

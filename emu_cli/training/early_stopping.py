@@ -37,16 +37,14 @@ class EarlyStopping:
     when faithfulness is more than ``faithfulness_margin`` below the start's at
     ``fall_confirmations`` points in a row.
 
-    One high reading is not enough to be the best: on 24 prompts a reading's noise is about
-    0.03. A masked model's curve read 0.467, 0.539, 0.481, 0.510, 0.536, 0.533, 0.528, 0.545,
-    0.539, 0.523 at steps 25-250; one reading at a time chose step 50, which the panel
-    preferred to the untuned model in 63.5 % of 288 pairs; the mean of two chooses step 225,
-    which won 73.3 % (step 150: 69.8 %, step 200: 72.6 %).
+    One high reading is not enough to be the best: the judged appeal of a small validation set
+    is noisy, and the mean of ``window`` readings picks a step the panel prefers where a single
+    high reading does not (docs/benchmarks.md, "How noisy one early-stopping validation
+    reading is"; the masked demo's curve is in tests/test_quality_tune.py).
 
     One low point is not enough to stop: the judged faithfulness of a small validation set is
-    noisy. On the 24 prompts of ``builtin:validation`` a masked model's read 0.42 at the start
-    and 0.29 after 25 steps, and the demo stopped there and kept the untuned weights; run on,
-    it read 0.43, 0.31, 0.40, 0.40, 0.51 while its judged appeal stayed within 0.46-0.49.
+    noisy too, and one low reading once stopped the masked demo at its untuned weights
+    (docs/results.md).
     """
 
     patience: int = 3

@@ -10,60 +10,45 @@ The early stopping the paper did by hand is done here by :class:`GenerationMonit
 prompt set is generated and judged every ``validate_every`` steps, the best checkpoint is kept
 and becomes the result, and training stops when appeal stops rising or faithfulness falls.
 
-Layout of ``--out``: the chosen model (diffusers folder + ``emu.json``) and
-``stages/quality-tune/`` (log, loss.png, curve.json, curve.png, validation/step-N.png,
-checkpoints/, best/).
+It runs in one run folder (:class:`~emu_cli.training.session.TrainingSession`): the chosen
+model, and ``stages/quality-tune/`` with the curve, the validations' images and ``best/``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from emu_cli.checkpoint import state as checkpoints
-from emu_cli.checkpoint.folder import (
-    PROVENANCE,
-    load_checkpoint,
-    locate_checkpoint,
-    read_provenance,
-    save_checkpoint,
-)
+from emu_cli.checkpoint.folder import PROVENANCE, Located, load_checkpoint, locate_checkpoint
+from emu_cli.checkpoint.provenance import Provenance, QualityTuningRecord
 from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.errors import EmuError
+from emu_cli.plugin.backend import Backend
 from emu_cli.runtime import quiet_libraries
-from emu_cli.training.recipe import Recipe
+from emu_cli.training.resolution import (
+    QT_PRESETS,
+    Layer,
+    ResolvedRecipe,
+    quality_tuning_recipe,
+)
+from emu_cli.training.session import (
+    TrainingSession,
+    data_record,
+    refuse_changed_settings,
+    report_index,
+)
 from emu_cli.training.validation import ValidationSettings
 
 log = logging.getLogger("emu")
 
 STAGE_FOLDER = "quality-tune"
 
-# The recipe, per preset of the pre-trained model. Shared by every backend; the stage's
-# resolution comes from the model's own pre-training.
-QT_RECIPE: dict[str, Any] = {
-    "batch_size": 64,
-    "noise_offset": 0.1,  # diffusion backends; a masked model has no Gaussian noise to offset
-    "lr_schedule": "constant",
-    "caption_dropout": 0.1,
-    "preview_every": 0,  # the validation grids show what previews would
-    "resolution_schedule": [],
-}
-QT_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"steps": 12, "batch_size": 8, "learning_rate": 1e-4, "warmup_steps": 2,
-             "ema_decay": 0.9, "checkpoint_every": 4},
-    "small": {"steps": 600, "learning_rate": 1e-4, "warmup_steps": 20, "ema_decay": 0.99,
-              "checkpoint_every": 100},
-    "base": {"steps": 15_000, "learning_rate": 1e-5, "warmup_steps": 500, "ema_decay": 0.999,
-             "checkpoint_every": 1000},
-}  # fmt: skip
-VALIDATE_EVERY = {"tiny": 4, "small": 50, "base": 500}
-
 
 @dataclass
 class EarlyStoppingSettings(ValidationSettings):
-    """The validation (``validate_every`` defaults per preset: VALIDATE_EVERY) and the rule."""
+    """The validation (``validate_every`` defaults per preset: ``QT_PRESETS``) and the rule."""
 
     enabled: bool = True
     patience: int = 3
@@ -82,26 +67,28 @@ class QualityTuneResult:
     cached_rows: int
 
 
-def qt_recipe(
-    preset: str,
-    pretrain_recipe: dict[str, Any],
-    overrides: dict[str, Any],
-    lr_scale: float = 1.0,
-) -> Recipe:
-    """The quality-tuning recipe: the shared defaults, the preset's (its learning rate times
-    the backend's ``quality_tune_lr_scale``), the user's overrides."""
-    if preset not in QT_PRESETS:
-        raise EmuError(f"preset must be one of {', '.join(QT_PRESETS)}, got '{preset}'")
-    known = {k: v for k, v in pretrain_recipe.items() if k in Recipe.field_names()}
-    pretrained = Recipe().updated(**known)
-    defaults = QT_PRESETS[preset]
-    return (
-        Recipe(resolution=pretrained.phases()[-1][0], seed=pretrained.seed)
-        .updated(**QT_RECIPE)
-        .updated(**{**defaults, "learning_rate": defaults["learning_rate"] * lr_scale})
-        .updated(**{k: v for k, v in overrides.items() if v is not None})
-        .validate()
-    )
+def tuning_recipe(model_path: str | Path, overrides: Sequence[Layer] = ()) -> ResolvedRecipe:
+    """The quality-tuning recipe for the model at ``model_path`` (``--print-recipe``)."""
+    backend, parent = _parent(locate_checkpoint(model_path), model_path)
+    stage = backend.generator_stage()
+    return quality_tuning_recipe(backend, parent.preset, parent.recipes.get(stage, {}), overrides)
+
+
+def _parent(located: Located, model_path: str | Path) -> tuple[Backend, Provenance]:
+    """The backend and record of the model to tune, which must have pre-trained its
+    generator."""
+    from emu_cli.checkpoint.folder import checkpoint_provenance
+    from emu_cli.plugin.registry import get_backend
+
+    parent = checkpoint_provenance(located.path)
+    backend = get_backend(parent.backend)
+    stage = backend.generator_stage()
+    if stage not in parent.stages_completed:
+        raise EmuError(
+            f"'{model_path}' has not completed stage '{stage}' of backend '{backend.name}', "
+            "the stage quality-tuning fine-tunes; pre-train it first"
+        )
+    return backend, parent
 
 
 def subset(index: SampleIndex, count: int | None, seed: int) -> SampleIndex:
@@ -116,12 +103,23 @@ def subset(index: SampleIndex, count: int | None, seed: int) -> SampleIndex:
     return SampleIndex(index.source, [index.samples[i] for i in chosen], index.rejected)
 
 
+def _not_quality_tuning(saved: Provenance | None) -> str | None:
+    """Why ``--resume PATH`` cannot continue quality-tuning: not a checkpoint of it (e.g. a
+    pre-training checkpoint holds another stage's optimizer state)."""
+    if saved is not None and STAGE_FOLDER in saved.recipes:
+        return None
+    return (
+        f"is not a quality-tuning checkpoint (a folder stages/{STAGE_FOLDER}/checkpoints/step-N "
+        "of a quality-tuning run, or 'latest')"
+    )
+
+
 def quality_tune(
     model_path: str | Path,
     *,
     data: Path,
     out: Path,
-    recipe_overrides: dict[str, Any] | None = None,
+    overrides: Sequence[Layer] = (),
     early_stopping: EarlyStoppingSettings | None = None,
     subset_size: int | None = None,
     device: str = "auto",
@@ -130,39 +128,18 @@ def quality_tune(
     from emu_cli.data.dataset import TrainingDataset, count_smaller
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
-    from emu_cli.training.pretrain import (
-        honour_noise_offset,
-        make_accelerator,
-        refuse_changed_settings,
-        report_index,
-    )
     from emu_cli.training.trainer import Trainer
 
     quiet_libraries()
     settings = early_stopping or EarlyStoppingSettings()
-    out = Path(out)
-    folder = out / "stages" / STAGE_FOLDER
-    if ((out / PROVENANCE).is_file() or folder.is_dir()) and resume is None:
-        raise EmuError(
-            f"'{out}' already holds a run; pass --resume latest to continue it, or choose "
-            "another --out"
-        )
+    session = TrainingSession(out, resume)
+    folder = session.stage_folder(STAGE_FOLDER)
     located = locate_checkpoint(model_path)  # a folder, or a Hub repo pinned to its commit
-    backend, model, parent = load_checkpoint(located.path)
+    backend, parent = _parent(located, model_path)
+    model = load_checkpoint(located.path, backend)[1]
     stage = backend.generator_stage()
-    if stage not in parent.get("stages_completed", []):
-        raise EmuError(
-            f"'{model_path}' has not completed stage '{stage}' of backend '{backend.name}', "
-            "the stage quality-tuning fine-tunes; pre-train it first"
-        )
-    preset = parent.get("preset", "small")
-    recipe = qt_recipe(
-        preset,
-        parent.get("recipes", {}).get(stage, {}),
-        recipe_overrides or {},
-        lr_scale=backend.quality_tune_lr_scale,
-    )
-    recipe = honour_noise_offset(backend, recipe, recipe_overrides or {})
+    preset = parent.preset
+    recipe = quality_tuning_recipe(backend, preset, parent.recipes.get(stage, {}), overrides).recipe
     index = subset(index_dataset(data), subset_size, recipe.seed)
     report_index(index)
     upscaled = count_smaller(index, recipe.resolution)
@@ -171,26 +148,12 @@ def quality_tune(
             f"{upscaled} of {len(index)} curated images are smaller than the "
             f"{recipe.resolution} px the model trains at: they are upscaled"
         )
-    resume_from = None
-    if resume is not None:
-        resume_from = checkpoints.latest_checkpoint(folder / "checkpoints")
-        if resume != "latest":
-            resume_from = Path(resume)
-            saved = resume_from / "model"
-            tuning = (saved / PROVENANCE).is_file() and STAGE_FOLDER in read_provenance(saved).get(
-                "recipes", {}
-            )
-            if not tuning:  # e.g. a pre-training checkpoint: another stage's optimizer state
-                raise EmuError(
-                    f"--resume '{resume}' is not a quality-tuning checkpoint (a folder "
-                    f"stages/{STAGE_FOLDER}/checkpoints/step-N of a quality-tuning run, or "
-                    "'latest')"
-                )
+    resume_from = session.resume_point(STAGE_FOLDER, _not_quality_tuning)
     if resume_from is not None:
         refuse_changed_settings(resume_from / "model", preset, {}, STAGE_FOLDER, recipe, index)
         log.info(f"resuming quality-tuning from {resume_from}")
         model = load_checkpoint(resume_from / "model", backend)[1]
-    accelerator = make_accelerator(device, recipe)
+    accelerator = session.start(device, recipe)
     model.to(accelerator.device)
 
     cache = EncodingCache(backend, batch_size=recipe.batch_size)
@@ -212,24 +175,19 @@ def quality_tune(
             window=settings.window,
         )
         monitor = settings.monitor(
-            backend, rule, folder, seed=recipe.seed, default_every=VALIDATE_EVERY[preset]
+            backend, rule, folder, seed=recipe.seed, default_every=QT_PRESETS[preset].validate_every
         )
-    record = {
-        "preset": preset,
-        "stages_completed": parent.get("stages_completed", []),
-        "recipes": {**parent.get("recipes", {}), STAGE_FOLDER: recipe.to_dict()},
-        "data": {
-            "source": str(data),
-            "fingerprint": index.fingerprint(),
-            "samples": len(index),
-            "rejected_while_indexing": len(index.rejected),
-            "upscaled": upscaled,
-        },
-        "pretraining_data": parent.get("data"),
-        "parent": located.name,
-        "parent_repo": located.repo,  # the Hub repo it came from: the card's base_model
-        "processes": accelerator.num_processes,
-    }
+    record = Provenance(
+        backend=backend.name,
+        preset=preset,
+        stages_completed=parent.stages_completed,
+        recipes={**parent.recipes, STAGE_FOLDER: recipe.to_dict()},
+        data=data_record(index, data, upscaled=upscaled),
+        pretraining_data=parent.data,
+        parent=located.name,
+        parent_repo=located.repo,  # the Hub repo it came from: the card's base_model
+        processes=accelerator.num_processes,
+    )
     trainer = Trainer(
         backend, model, stage, recipe, index, folder, accelerator,
         encode=cache.encode, monitor=monitor,
@@ -243,27 +201,24 @@ def quality_tune(
         chosen_step = monitor.rule.best_step
         if (best / PROVENANCE).is_file():
             model = load_checkpoint(best, backend)[1]
-    provenance = {
-        **record,
-        "stage": STAGE_FOLDER,
-        "steps": {**parent.get("steps", {}), STAGE_FOLDER: chosen_step},
-        "step": chosen_step,
-        "quality_tuning": {
-            "stage": stage,
-            "steps_trained": result.steps,
-            "chosen_step": chosen_step,
-            "stopped_early": result.stopped_early,
-            "judge": settings.judge if monitor else None,
-            "curve": curve,
-            "encoder_calls_while_training": cache.encoder_calls - warm_calls,
-            "cached_rows": len(cache),
-        },
-    }
-    if accelerator.is_main_process:
-        save_checkpoint(backend, model, out, provenance)
-    accelerator.wait_for_everyone()
+    provenance = record.with_changes(
+        stage=STAGE_FOLDER,
+        steps={**parent.steps, STAGE_FOLDER: chosen_step},
+        step=chosen_step,
+        quality_tuning=QualityTuningRecord(
+            stage=stage,
+            steps_trained=result.steps,
+            chosen_step=chosen_step,
+            stopped_early=result.stopped_early,
+            judge=settings.judge if monitor else None,
+            curve=curve,
+            encoder_calls_while_training=cache.encoder_calls - warm_calls,
+            cached_rows=len(cache),
+        ),
+    )
+    session.save(backend, model, provenance)
     return QualityTuneResult(
-        out,
+        session.out,
         result.steps,
         chosen_step,
         result.stopped_early,

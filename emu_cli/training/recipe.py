@@ -41,7 +41,7 @@ class Recipe:
     checkpoint_every: int = 500
     preview_every: int = 500  # 0 disables preview grids
     keep_checkpoints: int = 2
-    num_workers: int = -1  # -1: decode inline on CPU (measured faster on 2 cores), 4 on GPU
+    num_workers: int = -1  # -1: decode inline on CPU (faster on 2 cores), 4 workers on GPU
     seed: int = 0
 
     def phases(self) -> list[tuple[int, int]]:
@@ -105,9 +105,8 @@ class Recipe:
         """The context a training step's forward pass runs in, choosing the attention kernel.
 
         Under bf16 autocast on a CPU torch picks flash attention, whose backward is slow at
-        these models' short sequences (64-256 tokens): with the math kernel the `small`
-        presets' masked transformer trained 1.55x as fast, the pixel denoiser 1.21x and the
-        latent denoiser 1.09x, to the same losses (bench/attention_speedup.py, one thread).
+        these models' short sequences (64-256 tokens); the math kernel trains every `small`
+        preset faster to the same losses (docs/benchmarks.md, "The attention kernel").
         In float32 and on GPUs torch's choice is kept.
         """
         from torch.nn.attention import SDPBackend, sdpa_kernel

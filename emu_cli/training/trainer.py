@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emu_cli.checkpoint import state as checkpoints
+from emu_cli.checkpoint.provenance import Provenance
 from emu_cli.data.dataset import StepBatches, TrainingDataset, collate
 from emu_cli.data.sources import SampleIndex
 from emu_cli.images import save_grid
@@ -153,7 +154,7 @@ class Trainer:
             dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers
         )
 
-    def _save_model(self, path: Path, provenance: dict[str, Any]) -> None:
+    def _save_model(self, path: Path, provenance: Provenance) -> None:
         from emu_cli.checkpoint.folder import write_model
 
         write_model(self.backend, self.model, path, provenance)
@@ -189,7 +190,7 @@ class Trainer:
         images, captions, _ = collate(items)
         self.backend.prepare_stage(self.model, self.stage, images.to(device), captions)
 
-    def _validate(self, step: int, ema: EMA | None, provenance: dict[str, Any]) -> Decision:
+    def _validate(self, step: int, ema: EMA | None, provenance: Provenance) -> Decision:
         """The monitor's decision at ``step``, taken on the averaged weights by process 0 and
         shared with the others."""
         from accelerate.utils import broadcast_object_list
@@ -203,7 +204,7 @@ class Trainer:
             try:
                 decision[0] = self.monitor.check(step, self.model)
                 if decision[0].best:
-                    record = {**provenance, "stage": self.stage, "step": step}
+                    record = provenance.with_changes(stage=self.stage, step=step)
                     save_checkpoint(self.backend, self.model, self.folder / "best", record)
             finally:
                 if ema is not None:
@@ -221,13 +222,44 @@ class Trainer:
         return self.recipe.phases()[-1][0]
 
     # -- the loop -----------------------------------------------------------------------
-    def run(self, resume_from: Path | None, provenance: dict[str, Any]) -> StageResult:
-        recipe, accelerator, backend = self.recipe, self.accelerator, self.backend
+    def run(self, resume_from: Path | None, provenance: Provenance | None = None) -> StageResult:
+        """Train the stage from its start, or from the checkpoint ``resume_from``; checkpoints
+        and the best model carry ``provenance`` with this stage and step."""
+        accelerator = self.accelerator
         self.model.to(accelerator.device)
         # Stages may accumulate differently; the Accelerator is shared by all of them.
-        accelerator.gradient_accumulation_steps = recipe.gradient_accumulation_steps
+        accelerator.gradient_accumulation_steps = self.recipe.gradient_accumulation_steps
         if resume_from is None:
             self._prepare(accelerator.device)
+        run = self._optimization(resume_from, provenance or Provenance(backend=self.backend.name))
+        progress = tqdm(
+            total=self.recipe.steps,
+            initial=run.step,
+            desc=f"{self.backend.name}/{self.stage}",
+            disable=not accelerator.is_main_process,
+            dynamic_ncols=True,
+        )
+        if self.monitor is not None and run.step == 0:
+            self._validate(0, None, run.provenance)  # the starting model: the curve's baseline
+        phase_end = 0
+        for resolution, phase_steps in self.recipe.phases():
+            phase_end += phase_steps
+            if run.step >= phase_end:
+                continue
+            loader = iter(self._loader(resolution, run.step, phase_end - run.step))
+            while run.step < phase_end and run.stop is None:
+                step_started = time.perf_counter()
+                outputs = self._step(run, loader, progress)
+                self._after_step(run, outputs, resolution, step_started, progress)
+            if run.stop is not None:
+                break
+        progress.close()
+        return self._finish(run)
+
+    def _optimization(self, resume_from: Path | None, provenance: Provenance) -> _Run:
+        """The training module, its optimizer, schedule and EMA, restored from ``resume_from``
+        where given (with the random state and the log as they were at that step)."""
+        recipe, backend = self.recipe, self.backend
         module = backend.training_module(self.model, self.stage, recipe)
         groups = parameter_groups(module, recipe.learning_rate)
         parameters = [p for group in groups for p in group["params"]]
@@ -241,7 +273,6 @@ class Trainer:
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe))
         ema = EMA(parameters, recipe.ema_decay) if recipe.ema_decay > 0 else None
-
         start = 0
         if resume_from is not None:
             resumed = checkpoints.read_checkpoint(resume_from)
@@ -255,146 +286,156 @@ class Trainer:
             self.log.truncate_after(start)
         if self.monitor is not None:
             self.monitor.restore(start)
-        prepared, optimizer = accelerator.prepare(module, optimizer)
+        prepared, optimizer = self.accelerator.prepare(module, optimizer)
+        return _Run(prepared, parameters, optimizer, scheduler, ema, provenance, step=start)
 
-        def save(step: int) -> Path | None:
-            if not accelerator.is_main_process:
-                return None
-            meta = {"ema_updates": ema.updates if ema else 0, "skipped": self.skipped[:1000]}
-            tensors = ema.state_tensors() if ema else {}
-            record = {**provenance, "stage": self.stage, "step": step}
-            path = checkpoints.write_checkpoint(
-                self.folder / "checkpoints",
-                step,
-                lambda p: self._save_model(p, record),
-                optimizer,
-                scheduler,
-                tensors,
-                meta,
-                recipe.keep_checkpoints,
-            )
-            self.log.plot()
-            return path
-
-        images_seen, started, loss_value, metrics = 0, time.perf_counter(), float("nan"), {}
-        global_batch = recipe.batch_size * accelerator.num_processes
-        progress = tqdm(
-            total=recipe.steps,
-            initial=start,
-            desc=f"{backend.name}/{self.stage}",
-            disable=not accelerator.is_main_process,
-            dynamic_ncols=True,
-        )
-        step, phase_end, stop = start, 0, None
-        if self.monitor is not None and start == 0:
-            self._validate(0, None, provenance)  # the starting model: the curve's baseline
-        for resolution, phase_steps in recipe.phases():
-            phase_end += phase_steps
-            if step >= phase_end:
-                continue
-            loader = iter(self._loader(resolution, step, phase_end - step))
-            while step < phase_end and stop is None:
-                step_started = time.perf_counter()
-                for micro in range(recipe.gradient_accumulation_steps):
-                    images, captions, skipped = next(loader)
-                    self.skipped.extend(skipped)
-                    with torch.no_grad():
-                        batch = self.encode(
-                            self.model, self.stage, images.to(accelerator.device), captions
-                        )
-                    seed = step_seed(
-                        recipe.seed, self.stage, step, accelerator.process_index, micro
+    def _step(self, run: _Run, loader: Any, progress: Any) -> dict[str, torch.Tensor]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
+        recipe, accelerator = self.recipe, self.accelerator
+        for micro in range(recipe.gradient_accumulation_steps):
+            images, captions, skipped = next(loader)
+            self.skipped.extend(skipped)
+            with torch.no_grad():
+                batch = self.encode(self.model, self.stage, images.to(accelerator.device), captions)
+            seed = step_seed(recipe.seed, self.stage, run.step, accelerator.process_index, micro)
+            batch["generator"] = torch.Generator(accelerator.device).manual_seed(seed)
+            with accelerator.accumulate(run.module):
+                with recipe.attention_kernel(accelerator.device):
+                    outputs = run.module(batch)
+                loss = outputs["loss"]
+                mean_loss = accelerator.reduce(loss.detach(), "mean")
+                if not torch.isfinite(mean_loss):
+                    progress.close()
+                    last = checkpoints.latest_checkpoint(self.folder / "checkpoints")
+                    raise TrainingDiverged(
+                        f"the loss of stage '{self.stage}' became {mean_loss.item()} at "
+                        f"step {run.step}; training stopped. The last good checkpoint is "
+                        f"{last or 'none (no checkpoint was written yet)'}. Lower the "
+                        "learning rate or raise max_grad_norm clipping, then resume."
                     )
-                    batch["generator"] = torch.Generator(accelerator.device).manual_seed(seed)
-                    with accelerator.accumulate(prepared):
-                        with recipe.attention_kernel(accelerator.device):
-                            outputs = prepared(batch)
-                        loss = outputs["loss"]
-                        mean_loss = accelerator.reduce(loss.detach(), "mean")
-                        if not torch.isfinite(mean_loss):
-                            progress.close()
-                            last = checkpoints.latest_checkpoint(self.folder / "checkpoints")
-                            raise TrainingDiverged(
-                                f"the loss of stage '{self.stage}' became {mean_loss.item()} at "
-                                f"step {step}; training stopped. The last good checkpoint is "
-                                f"{last or 'none (no checkpoint was written yet)'}. Lower the "
-                                "learning rate or raise max_grad_norm clipping, then resume."
-                            )
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and recipe.max_grad_norm > 0:
-                            accelerator.clip_grad_norm_(parameters, recipe.max_grad_norm)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                if ema is not None:
-                    ema.update()
-                step += 1
-                images_seen += global_batch * recipe.gradient_accumulation_steps
-                loss_value = mean_loss.item()
-                rate = images_seen / (time.perf_counter() - started)
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}", res=resolution)
-                logged = {k: float(v) for k, v in outputs.items() if k != "loss" and v.numel() == 1}
-                self.log.write(
-                    step=step,
-                    loss=loss_value,
-                    lr=scheduler.get_last_lr()[0],
-                    images_per_second=rate,
-                    # this step alone (a stall shows here; previews and validation excluded)
-                    step_seconds=time.perf_counter() - step_started,
-                    resolution=resolution,
-                    **logged,
-                )
-                if recipe.preview_every > 0 and (
-                    step % recipe.preview_every == 0 or step == recipe.steps
-                ):
-                    metrics = self._preview(step, ema)
-                    if metrics:
-                        self.log.write(step=step, **{f"holdout_{k}": v for k, v in metrics.items()})
-                if self.monitor is not None and (
-                    step % self.monitor.every == 0 or step == recipe.steps
-                ):
-                    decision = self._validate(step, ema, provenance)
-                    if decision.stop:
-                        stop = decision.reason
-                        tqdm.write(f"stopping early at step {step}: {stop}")
-                if (
-                    recipe.checkpoint_every > 0
-                    and step % recipe.checkpoint_every == 0
-                    and (step < recipe.steps)
-                ):
-                    save(step)
-                    accelerator.wait_for_everyone()
-            if stop is not None:
-                break
-        progress.close()
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and recipe.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(run.parameters, recipe.max_grad_norm)
+                run.optimizer.step()
+                run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update()
+        run.step += 1
+        global_batch = recipe.batch_size * accelerator.num_processes
+        run.images_seen += global_batch * recipe.gradient_accumulation_steps
+        run.loss = mean_loss.item()
+        return outputs
+
+    def _after_step(
+        self,
+        run: _Run,
+        outputs: dict[str, torch.Tensor],
+        resolution: int,
+        step_started: float,
+        progress: Any,
+    ) -> None:
+        """Log the step; preview, validate (which may stop the stage) and checkpoint on their
+        intervals."""
+        recipe, step = self.recipe, run.step
+        rate = run.images_seen / (time.perf_counter() - run.started)
+        progress.update(1)
+        progress.set_postfix(loss=f"{run.loss:.4f}", img_s=f"{rate:.1f}", res=resolution)
+        logged = {k: float(v) for k, v in outputs.items() if k != "loss" and v.numel() == 1}
+        self.log.write(
+            step=step,
+            loss=run.loss,
+            lr=run.scheduler.get_last_lr()[0],
+            images_per_second=rate,
+            # this step alone (a stall shows here; previews and validation excluded)
+            step_seconds=time.perf_counter() - step_started,
+            resolution=resolution,
+            **logged,
+        )
+        if recipe.preview_every > 0 and (step % recipe.preview_every == 0 or step == recipe.steps):
+            run.metrics = self._preview(step, run.ema)
+            if run.metrics:
+                self.log.write(step=step, **{f"holdout_{k}": v for k, v in run.metrics.items()})
+        if self.monitor is not None and (step % self.monitor.every == 0 or step == recipe.steps):
+            decision = self._validate(step, run.ema, run.provenance)
+            if decision.stop:
+                run.stop = decision.reason
+                tqdm.write(f"stopping early at step {step}: {run.stop}")
+        if (
+            recipe.checkpoint_every > 0
+            and step % recipe.checkpoint_every == 0
+            and step < recipe.steps
+        ):
+            self._checkpoint(run)
+            self.accelerator.wait_for_everyone()
+
+    def _checkpoint(self, run: _Run) -> Path | None:
+        if not self.accelerator.is_main_process:
+            return None
+        meta = {"ema_updates": run.ema.updates if run.ema else 0, "skipped": self.skipped[:1000]}
+        tensors = run.ema.state_tensors() if run.ema else {}
+        record = run.provenance.with_changes(stage=self.stage, step=run.step)
+        path = checkpoints.write_checkpoint(
+            self.folder / "checkpoints",
+            run.step,
+            lambda p: self._save_model(p, record),
+            run.optimizer,
+            run.scheduler,
+            tensors,
+            meta,
+            self.recipe.keep_checkpoints,
+        )
+        self.log.plot()
+        return path
+
+    def _finish(self, run: _Run) -> StageResult:
+        """The stage's result is its averaged model; write its summary."""
+        accelerator = self.accelerator
         accelerator.wait_for_everyone()
-        if ema is not None:
-            ema.swap_in()  # the stage's result is the averaged model
+        if run.ema is not None:
+            run.ema.swap_in()
         self.log.plot()
         if self.skipped and accelerator.is_main_process:
             named = "; ".join(f"{k} ({r})" for k, r in self.skipped[:SKIPPED_NAMED])
             tqdm.write(f"skipped {len(self.skipped)} unreadable samples, e.g. {named}")
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - run.started
         summary = {
             "stage": self.stage,
-            "steps": step,
-            "final_loss": loss_value,
-            "images_per_second": images_seen / elapsed if elapsed else 0.0,
+            "steps": run.step,
+            "final_loss": run.loss,
+            "images_per_second": run.images_seen / elapsed if elapsed else 0.0,
             "skipped_samples": len(self.skipped),
             "skipped_examples": self.skipped[:SKIPPED_NAMED],
-            "metrics": metrics,
+            "metrics": run.metrics,
             "processes": accelerator.num_processes,
-            "stopped_early": stop,
+            "stopped_early": run.stop,
         }
         if accelerator.is_main_process:
             (self.folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return StageResult(
             self.stage,
-            step,
-            loss_value,
+            run.step,
+            run.loss,
             summary["images_per_second"],
             len(self.skipped),
-            metrics,
-            stop,
+            run.metrics,
+            run.stop,
         )
+
+
+@dataclass
+class _Run:
+    """What one run of a stage carries from step to step."""
+
+    module: torch.nn.Module  # the training module, prepared by accelerate
+    parameters: list[torch.nn.Parameter]
+    optimizer: Any
+    scheduler: Any
+    ema: EMA | None
+    provenance: Provenance
+    step: int = 0
+    images_seen: int = 0
+    loss: float = float("nan")
+    metrics: dict[str, float] = field(default_factory=dict)
+    stop: str | None = None  # why a monitor stopped the stage
+    started: float = field(default_factory=time.perf_counter)

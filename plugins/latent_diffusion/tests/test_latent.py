@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import emu, pretrain_tiny, train_stage
 from PIL import Image
+
+from conftest import emu, pretrain_tiny, train_stage
 
 
 def test_pretrain_leaves_a_complete_run_folder(tiny_latent):
@@ -97,8 +98,8 @@ def test_a_folder_without_emu_json_is_adopted_and_errors_name_the_folder_and_the
     # off the autoencoder's input channels.
     provenance = load_checkpoint(foreign)[2]
     recorded = json.loads((tiny_latent / "emu.json").read_text())["options"]
-    assert provenance["adopted"] == "StableDiffusionPipeline"
-    assert provenance["options"]["fourier_frequencies"] == recorded["fourier_frequencies"] > 0
+    assert provenance.adopted == "StableDiffusionPipeline"
+    assert provenance.options["fourier_frequencies"] == recorded["fourier_frequencies"] > 0
     for index in ("{}", "not json"):  # a hand-made folder: no class named, or not JSON at all
         (foreign / "model_index.json").write_text(index)
         with pytest.raises(CheckpointError, match="no installed backend adopts a pipeline"):

@@ -1,3 +1,6 @@
+"""Shared by the core's tests (tests/) and each plugin's (plugins/*/tests/): the real `emu` command,
+a small world, a tiny pre-trained model."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +13,7 @@ from click.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 EMU = [sys.executable, "-m", "emu_cli"]
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).parent / "test-artifacts"
 
 
 def emu(*args: str, check: bool = True, env: dict | None = None, timeout: int = 600):
@@ -53,14 +56,14 @@ def invoke(*args: str):
 def train_stage(backend, model, stage: str, data: Path, folder: Path, **recipe_fields):
     """Train one stage in-process with the shared trainer (no CLI), on CPU."""
     from emu_cli.data import index_dataset
-    from emu_cli.training.pretrain import make_accelerator
     from emu_cli.training.recipe import Recipe
+    from emu_cli.training.session import make_accelerator
     from emu_cli.training.trainer import Trainer
 
     recipe = Recipe(**recipe_fields)
     accelerator = make_accelerator("cpu", recipe)
     return Trainer(backend, model, stage, recipe, index_dataset(data), folder, accelerator).run(
-        None, {}
+        None
     )
 
 

@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import emu
 from PIL import Image
+
+from conftest import emu
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +85,8 @@ def test_an_amused_folder_made_elsewhere_is_adopted(tiny_masked, world, tmp_path
     elsewhere = tmp_path / "amused"
     shutil.copytree(tiny_masked, elsewhere, ignore=shutil.ignore_patterns("emu.json", "stages"))
     backend, model, provenance = load_checkpoint(elsewhere)
-    assert provenance["adopted"] == "AmusedPipeline" and provenance["preset"] == "tiny"
-    assert provenance["recipes"] == {"transformer": {"resolution": 16}}
+    assert provenance.adopted == "AmusedPipeline" and provenance.preset == "tiny"
+    assert provenance.recipes == {"transformer": {"resolution": 16}}
     _, original, _ = load_checkpoint(tiny_masked)
     cpu, prompt = torch.device("cpu"), ["a red star on a sunset background"]
     drawn = [backend.sample(m, prompt, steps=4, guidance=2.0, seeds=[3], device=cpu)[0]
@@ -109,7 +110,7 @@ def test_quality_tuning_uses_the_backends_learning_rate_scale_and_bf16(
     from emu_masked_transformer.backend import MaskedTransformer
     from safetensors.torch import load_file
 
-    from emu_cli.training.quality_tune import QT_PRESETS
+    from emu_cli.training.resolution import QT_PRESETS
 
     emu("quality-tune", "--model", tiny_masked, "--data", world, "--out", tmp_path / "qt",
         "--device", "cpu", "--steps", 2, "--no-early-stopping",
@@ -117,7 +118,9 @@ def test_quality_tuning_uses_the_backends_learning_rate_scale_and_bf16(
     recipe = json.loads((tmp_path / "qt" / "emu.json").read_text())["recipes"]["quality-tune"]
     scale = MaskedTransformer.quality_tune_lr_scale
     assert scale != 1.0
-    assert recipe["learning_rate"] == pytest.approx(QT_PRESETS["tiny"]["learning_rate"] * scale)
+    assert recipe["learning_rate"] == pytest.approx(
+        QT_PRESETS["tiny"].recipe["learning_rate"] * scale
+    )
     assert recipe["mixed_precision"] == "bf16"
     assert recipe["noise_offset"] == 0.0, "a masked model has no Gaussian noise to offset"
     weights = tmp_path / "qt" / "transformer" / "diffusion_pytorch_model.safetensors"

@@ -1,0 +1,162 @@
+"""One training session over one run folder, shared by pre-training and quality-tuning.
+
+A session owns what every training run does around its stages: it refuses a folder that holds
+another run unless asked to resume, finds the checkpoint to resume from, makes the accelerator,
+refuses a resume with other settings than the run started with, writes the provenance record
+with the model, and waits for every process. Pre-training and quality-tuning are short recipes
+over it (:mod:`emu_cli.training.pretrain`, :mod:`emu_cli.training.quality_tune`).
+
+Layout of a run folder::
+
+    OUT/                     the model (diffusers folder + emu.json)
+    OUT/stages/NAME/         log.jsonl, loss.png, previews/, summary.json; curve.json,
+                             curve.png and validation/ where it was judged; best/ (quality-tuning)
+    OUT/stages/NAME/checkpoints/step-NNNNNNNN/   resumable training state
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from emu_cli.checkpoint import state as checkpoints
+from emu_cli.checkpoint.folder import PROVENANCE, read_provenance, save_checkpoint
+from emu_cli.checkpoint.provenance import DataRecord, Provenance
+from emu_cli.config import changes
+from emu_cli.data.sources import SampleIndex
+from emu_cli.errors import EmuError
+from emu_cli.plugin.backend import Backend, Model
+from emu_cli.runtime import resolve_device
+from emu_cli.training.recipe import Recipe
+
+log = logging.getLogger("emu")
+
+# Recipe fields a resumed stage may change: they decide what is written and how the arithmetic
+# runs (a run moved to a machine without bf16), not what is learned.
+MAY_CHANGE_ON_RESUME = {
+    "checkpoint_every",
+    "preview_every",
+    "keep_checkpoints",
+    "num_workers",
+    "mixed_precision",
+    "attention",
+}
+
+
+def make_accelerator(device: str, recipe: Recipe) -> Any:
+    """An ``accelerate.Accelerator`` for ``--device auto|cpu|cuda``; under ``accelerate launch``
+    or ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPUs)."""
+    from accelerate import Accelerator
+
+    resolve_device(device)  # refuses cuda where there is none
+    return Accelerator(
+        cpu=device == "cpu",
+        mixed_precision=recipe.mixed_precision,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+    )
+
+
+def report_index(index: SampleIndex) -> None:
+    """Say what indexing passed over (missing files, empty or overlong captions)."""
+    if index.rejected:
+        named = "; ".join(f"{key} ({reason})" for key, reason in index.rejected[:5])
+        log.info(f"{len(index.rejected)} samples skipped while indexing, e.g. {named}")
+
+
+def data_record(index: SampleIndex, source: Path, **extra: Any) -> DataRecord:
+    return DataRecord(
+        source=str(source),
+        fingerprint=index.fingerprint(),
+        samples=len(index),
+        rejected_while_indexing=len(index.rejected),
+        **extra,
+    )
+
+
+def refuse_changed_settings(
+    path: Path,
+    preset: str,
+    options: dict[str, Any],
+    stage: str | None = None,
+    recipe: Recipe | None = None,
+    index: SampleIndex | None = None,
+) -> None:
+    """A continued run keeps what it was started with: the preset and options its model was
+    built with, and the recipe and data of ``stage`` if it stopped half-way. A change would
+    give neither run while emu.json recorded the new settings, so it is refused, not ignored."""
+    provenance = read_provenance(path)
+    built = {**provenance.options, "preset": provenance.preset or preset}
+    changed = changes(
+        built, {**options, "preset": preset}, ["preset", *sorted(set(options) & set(built))]
+    )
+    started = provenance.recipes.get(stage) if stage is not None else None
+    if started is not None and recipe is not None and index is not None:  # the stage has begun
+        asked = recipe.to_dict()
+        changed += changes(started, asked, sorted(set(started) & set(asked) - MAY_CHANGE_ON_RESUME))
+        data = provenance.data
+        if data is not None and data.fingerprint != index.fingerprint():
+            changed.append(f"data {data.source} -> {index.source} (other samples)")
+    if changed:
+        raise EmuError(
+            f"'{path}' was trained with other settings ({'; '.join(changed)}); continue it "
+            "with the settings it started with, or train afresh in another --out"
+        )
+
+
+class TrainingSession:
+    """The run folder ``out``, started afresh or resumed (``resume``: None, ``"latest"``, or a
+    checkpoint folder ``stages/NAME/checkpoints/step-N``)."""
+
+    def __init__(self, out: Path, resume: str | None) -> None:
+        self.out = Path(out)
+        self.resume = resume
+        self.accelerator: Any = None
+        holds_a_run = (self.out / PROVENANCE).is_file() or (self.out / "stages").is_dir()
+        if holds_a_run and resume is None:
+            raise EmuError(
+                f"'{self.out}' already holds a run; pass --resume latest to continue it, or "
+                "choose another --out"
+            )
+
+    @property
+    def has_model(self) -> bool:
+        """Whether the folder holds a model already (the stages a resumed run completed)."""
+        return (self.out / PROVENANCE).is_file()
+
+    def saved(self) -> Provenance | None:
+        return read_provenance(self.out) if self.has_model else None
+
+    def stage_folder(self, name: str) -> Path:
+        return self.out / "stages" / name
+
+    def resume_point(
+        self, name: str, refusal: Callable[[Provenance | None], str | None]
+    ) -> Path | None:
+        """The checkpoint stage folder ``name`` continues from: none when starting afresh, the
+        newest intact one for ``latest``, or the one named, which must be a training checkpoint
+        of this stage (its optimizer state is of this stage's parameters). ``refusal`` says why
+        a checkpoint's record (None: the folder holds no training checkpoint) is not one, or
+        returns None."""
+        if self.resume is None:
+            return None
+        if self.resume == "latest":
+            return checkpoints.latest_checkpoint(self.stage_folder(name) / "checkpoints")
+        path = Path(self.resume)
+        saved = path / "model"
+        why = refusal(read_provenance(saved) if (saved / PROVENANCE).is_file() else None)
+        if why:
+            raise EmuError(f"--resume '{path}' {why}")
+        return path
+
+    def start(self, device: str, recipe: Recipe) -> Any:
+        self.accelerator = make_accelerator(device, recipe)
+        return self.accelerator
+
+    def save(self, backend: Backend, model: Model, provenance: Provenance) -> None:
+        """The model and its record into the run folder, by the main process; then every
+        process waits, so none reads a half-written folder."""
+        if self.accelerator.is_main_process:
+            save_checkpoint(backend, model, self.out, provenance)
+        self.accelerator.wait_for_everyone()
