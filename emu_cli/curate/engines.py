@@ -26,8 +26,8 @@ def _quiet_threads() -> None:
         os.environ[variable] = "1"
     # A spawned worker imports the driver's main module before this runs; where that module
     # imported torch (a user's script, a benchmark), torch has already sized its pool from the
-    # cores and no longer reads the variables: two such workers on two cores ran the score pass
-    # 1.5x slower.
+    # cores and no longer reads the variables, and two such workers on two cores run the score
+    # pass slower (docs/benchmarks.md, "`emu filter` at 256 px").
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 

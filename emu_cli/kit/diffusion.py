@@ -20,9 +20,8 @@ def scheduler_config(prediction_type: str, *, thresholding: bool = False) -> dic
     so the model learns to make an image's overall color and brightness from the text alone; with
     Stable Diffusion's scaled-linear schedule the mean of a small latent survives to the last
     step, the model never learns it, and a sample's background follows its starting noise rather
-    than its prompt (Lin et al. 2024; measured here: background right for 20 % of 8x8-latent
-    samples, chance 17 %). ``thresholding`` is Imagen's dynamic thresholding of the predicted
-    clean image, for models of bounded pixels.
+    than its prompt (Lin et al. 2024; docs/backends.md). ``thresholding`` is Imagen's dynamic
+    thresholding of the predicted clean image, for models of bounded pixels.
     """
     config: dict[str, Any] = {
         "num_train_timesteps": 1000,

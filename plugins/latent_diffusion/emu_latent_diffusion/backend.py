@@ -52,10 +52,9 @@ class LatentDiffusion(Backend):
         ),
         Stage("denoiser", "text-conditioned UNet on latents", STAGE_DEFAULTS["denoiser"]),
     )
-    # Quality-tuned at the shared rate (1e-4 at small), the denoiser's judged appeal stopped at
-    # 0.43 by step 125 and the panel preferred it in 63.5 % of pairs; at 3e-4 it was still
-    # rising at step 300 (0.46) and won 85.4 % (87.5 % in the demo; docs/results.md). At 3e-4
-    # the pixel denoiser peaked at step 25 and fell back, so it keeps the shared rate.
+    # At the shared rate (1e-4 at small) the denoiser's judged appeal stalls early; at three
+    # times it rises longer and the panel prefers the tuned model more often. The pixel
+    # denoiser peaks early at 3x, so it keeps the shared rate (docs/results.md).
     quality_tune_lr_scale = 3.0
 
     # -- building, saving, loading ---------------------------------------------------------

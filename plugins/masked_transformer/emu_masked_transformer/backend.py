@@ -67,17 +67,12 @@ class MaskedTransformer(Backend):
     # A masked model adds no Gaussian noise, so the recipe's noise offset does not apply; the
     # recipe's caption dropout (classifier-free guidance), EMA, learning rate and step cap do.
     uses_noise_offset = False
-    # At the diffusion backends' rate (1e-4 at small) the transformer barely moves: on the
-    # demo's curated set its judged appeal stayed within 0.41 +- 0.01 and the panel preferred
-    # the pre-trained model (35 % / 45 %). At 5e-4 appeal rose to 0.45 by step 100 and the
-    # panel preferred the tuned one (48 % / 34 %); see docs/results.md.
+    # At the diffusion backends' rate (1e-4 at small) the transformer barely moves and the
+    # panel preferred the pre-trained model; at 5e-4 it preferred the tuned one
+    # (docs/results.md, "How far quality-tuning can go").
     quality_tune_lr_scale = 5.0
-    # Guidance 5 (the diffusion backends') hides most of what quality-tuning teaches it: drawing
-    # the demo's first 64 curated captions, the tuned model's judged appeal gained 0.07 over
-    # the pre-trained one's at guidance 1-3 and 0.02 at 5. A model pre-trained on the preset's
-    # schedule, shown half of each curated image's tokens, named 42 % of the rest once tuned
-    # (33 % before) without guidance, and 27 % either way at 5. 2 keeps some guidance; the
-    # demo's panel then preferred the tuned model in 65.6 % of pairs (43.8 % at 5).
+    # Guidance 5 (the diffusion backends') hides most of what quality-tuning teaches it; 2
+    # keeps some guidance and shows the gain (docs/results.md, "Where we stand").
     default_guidance = 2.0
 
     @staticmethod

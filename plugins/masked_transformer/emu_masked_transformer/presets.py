@@ -43,9 +43,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "resolution": 32,
         "vq": {
             # Two levels (16x16 tokens), not three (8x8): what the frozen tokenizer lets the
-            # transformer draw bounds quality-tuning. The demo's curated set judged through it:
-            # appeal 0.466 on 8x8 (raw images 0.801), 0.690 on 16x16 (28.9 dB, 93% of codes);
-            # 1,024 codes on 8x8 gave 0.477.
+            # transformer draw bounds quality-tuning, and 8x8 loses most of the curated set's
+            # appeal (docs/benchmarks.md, "What quality-tuning can reach").
             "block_out_channels": (32, 64),
             "layers_per_block": 1,
             "norm_num_groups": 16,
@@ -53,10 +52,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "num_vq_embeddings": 256,
         },
         "transformer": {
-            # 192 wide and 4 deep, not 256 and 6: a step costs half as much, and on the demo
-            # pool the narrower transformer names more masked tokens for the same CPU time
-            # (16.1 % against 12.2 % after 11 minutes on one thread; 1,100 steps against 600)
-            # and quality-tunes and samples in half the time.
+            # 192 wide and 4 deep, not 256 and 6: a step costs half as much, and for the same
+            # CPU time the narrower transformer names more masked tokens and quality-tunes and
+            # samples in half the time (docs/results.md).
             "hidden_size": 192,
             "in_channels": 96,
             "block_out_channels": 96,

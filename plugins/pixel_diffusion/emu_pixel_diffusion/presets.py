@@ -16,8 +16,8 @@ _TWO_LEVELS = {
     "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
 }
 
-# Measured on 2 cores, batch 32: 49 img/s. Attention at 16x16 as well cost a third of that
-# (33 img/s), twice the width at 32x32 half (25 img/s).
+# Attention at 8x8 only: attention at 16x16 as well, or twice the width, cost a third to half
+# of the throughput on 2 cores (docs/backends.md, "pixel").
 _SMALL_UNET = {
     "block_out_channels": (32, 64, 128),
     "layers_per_block": 1,
