@@ -4,7 +4,8 @@ The public API, what a plugin or a script uses (``docs/plugins.md``). Importing 
 torch: the contract modules are light, and a backend imports its models inside its methods.
 """
 
-from emu_cli.curate.filter import Batch, Filter, Item, Threshold
+from emu_cli.curate.batch import Batch, Item
+from emu_cli.curate.filter import Filter, Threshold
 from emu_cli.errors import EmuError
 from emu_cli.plugin.backend import (
     Backend,

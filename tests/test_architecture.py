@@ -21,14 +21,14 @@ def _type_checking(node: ast.If) -> bool:
     return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
 
 
-def imports(path: Path, modules: set[str]) -> set[str]:
+def imports(path: Path, modules: set[str], *, typing: bool = False) -> set[str]:
     """The emu_cli modules that ``path`` imports, at the top or inside functions (a lazy import
-    is still a dependency); imports only a type checker sees are left out."""
+    is still a dependency); with ``typing``, also those only a type checker sees."""
     tree = ast.parse(path.read_text())
     skipped = {
         id(child)
         for node in ast.walk(tree)
-        if isinstance(node, ast.If) and _type_checking(node)
+        if isinstance(node, ast.If) and _type_checking(node) and not typing
         for child in ast.walk(node)
     }
     found = set()
@@ -44,9 +44,9 @@ def imports(path: Path, modules: set[str]) -> set[str]:
     return {name for name in found if name in modules}
 
 
-def graph() -> dict[str, set[str]]:
+def graph(*, typing: bool = False) -> dict[str, set[str]]:
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: imports(path, set(paths)) - {name} for name, path in paths.items()}
+    return {name: imports(path, set(paths), typing=typing) - {name} for name, path in paths.items()}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -88,6 +88,7 @@ def test_the_library_has_no_import_cycle():
     inward = sorted(name for name, targets in edges.items() if "emu_cli" in targets)
     assert not inward, f"modules importing the package root instead of the module: {inward}"
     assert cycles(edges) == []
+    assert cycles(graph(typing=True)) == [], "not even through imports for type hints"
 
 
 def test_cycles_are_found():  # the check above can fail

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from emu_cli.curate.filter import Batch
+from emu_cli.curate.batch import Batch
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"

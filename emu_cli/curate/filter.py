@@ -9,41 +9,22 @@ pool, which is what thresholds by kept fraction, duplicate removal and concept c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from emu_cli.config import value_kind
+from emu_cli.curate.batch import Batch, Item
+
+__all__ = ["Batch", "Filter", "Item", "Threshold"]
 
 if TYPE_CHECKING:
     import pandas as pd
-    from PIL import Image
 
     from emu_cli.curate.resources import Resources
 
 PHASES = ("scan", "score")
-
-
-@dataclass
-class Item:
-    """One decoded sample."""
-
-    key: str
-    caption: str
-    image: Image.Image  # RGB, EXIF orientation applied
-    data: bytes  # the encoded file, for byte-level checks such as exact duplicates
-
-
-@dataclass
-class Batch:
-    """Samples scored together; ``cache`` lets filters share work (e.g. CLIP embeddings)."""
-
-    items: list[Item]
-    cache: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 @dataclass(frozen=True)
