@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emu_cli.errors import EmuError
+
 
 def scheduler_config(prediction_type: str, *, thresholding: bool = False) -> dict[str, Any]:
     """The noise schedule and sampler every diffusion backend builds with.
@@ -53,9 +55,7 @@ def pooled_text_conditioning(text_width: int) -> dict[str, Any]:
 def check_objective(prediction_type: str, snr_weighting: str, snr_gamma: float) -> None:
     """Fail at build time, not after the first batch, on a bad prediction type or weighting."""
     if prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(
-            f"prediction_type must be epsilon or v_prediction, got {prediction_type!r}"
-        )
+        raise EmuError(f"prediction_type must be epsilon or v_prediction, got {prediction_type!r}")
     snr_weights(torch.ones(1), snr_weighting, snr_gamma, prediction_type)
 
 
@@ -97,11 +97,11 @@ def snr_weights(
     the prediction target already carries: SNR for epsilon, SNR + 1 for v.
     """
     if weighting not in SNR_WEIGHTINGS:
-        raise ValueError(f"snr_weighting must be one of {', '.join(SNR_WEIGHTINGS)}: {weighting!r}")
+        raise EmuError(f"snr_weighting must be one of {', '.join(SNR_WEIGHTINGS)}: {weighting!r}")
     if weighting == "none":
         return torch.ones_like(ratio)
     if gamma <= 0:
-        raise ValueError(f"snr_gamma must be > 0 for {weighting} weighting, got {gamma}")
+        raise EmuError(f"snr_gamma must be > 0 for {weighting} weighting, got {gamma}")
     if weighting == "min":
         target_weight = torch.clamp(ratio, max=gamma)
     else:
@@ -142,7 +142,7 @@ def diffusion_loss(
     elif prediction_type == "v_prediction":
         target = scheduler.get_velocity(clean, noise, timesteps)
     else:
-        raise ValueError(f"unsupported prediction_type '{prediction_type}'")
+        raise EmuError(f"unsupported prediction_type '{prediction_type}'")
     prediction = denoise(noisy, timesteps, **condition)
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(
         dim=tuple(range(1, clean.ndim))

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emu_cli.errors import EmuError
+
 if TYPE_CHECKING:
     from emu_cli.plugin.backend import Model
 
@@ -84,7 +86,7 @@ def build_text_encoder(config: dict[str, Any], kind: str = "clip") -> Any:
 
         defaults = {"vocab_size": 49408, "pad_token_id": 49407, "eos_token_id": 49407}
         return T5EncoderModel(T5Config(**{**defaults, **config}))
-    raise ValueError(f"text encoder kind must be one of {', '.join(TEXT_ENCODER_KINDS)}: {kind!r}")
+    raise EmuError(f"text encoder kind must be one of {', '.join(TEXT_ENCODER_KINDS)}: {kind!r}")
 
 
 def load_text_encoder(name_or_path: str, projection: bool = False) -> tuple[Any, Any]:
@@ -115,7 +117,7 @@ def load_text_encoder(name_or_path: str, projection: bool = False) -> tuple[Any,
         encoder_class = T5EncoderModel if t5 else clip_class
         encoder = encoder_class.from_pretrained(name_or_path, subfolder=subfolders[1])
     except (OSError, ValueError) as error:
-        raise ValueError(
+        raise EmuError(
             f"text encoder '{name_or_path}' could not be loaded: {error}. Give a local folder "
             "or a hub name that is in your cache (HF_HUB_OFFLINE is honoured)."
         ) from error
@@ -144,6 +146,6 @@ def text_encoder_training(model: Model) -> tuple[bool, float]:
         or not isinstance(scale, int | float)
         or not (math.isfinite(scale) and scale > 0)
     ):
-        raise ValueError(f"option text_encoder_lr_scale must be a number > 0, got {scale!r}")
+        raise EmuError(f"option text_encoder_lr_scale must be a number > 0, got {scale!r}")
     model["text_encoder"].requires_grad_(train)
     return train, float(scale)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from emu_cli.errors import EmuError
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
@@ -57,7 +59,7 @@ def checked_options(
 
     unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(
+        raise EmuError(
             f"backend '{backend}' has no option {', '.join(unknown)} "
             f"(options: {', '.join(defaults)})"
         )
@@ -67,7 +69,7 @@ def checked_options(
             continue
         expected = value_kind(defaults[key])
         if expected and value_kind(value) != expected:
-            raise ValueError(f"backend '{backend}': option {key} must be {expected}, not {value!r}")
+            raise EmuError(f"backend '{backend}': option {key} must be {expected}, not {value!r}")
         chosen[key] = value
     return chosen
 
@@ -79,7 +81,7 @@ def component_config(folder: Path, component: str, name: str = "config.json") ->
     try:
         return json.loads((Path(folder) / component / name).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"'{folder}': cannot read {component}/{name}: {error}") from error
+        raise EmuError(f"'{folder}': cannot read {component}/{name}: {error}") from error
 
 
 def adopted_provenance(
@@ -178,7 +180,7 @@ class Backend(ABC):
         if requested is None:
             return self.default_guidance
         if not math.isfinite(requested) or requested < 0:
-            raise ValueError(f"guidance scale must be a finite number >= 0, got {requested}")
+            raise EmuError(f"guidance scale must be a finite number >= 0, got {requested}")
         return requested
 
     def default_stages(self, preset: str, options: dict[str, Any]) -> list[str]:
@@ -196,7 +198,7 @@ class Backend(ABC):
             if stage.name == name:
                 return stage
         known = ", ".join(s.name for s in self.stages)
-        raise ValueError(f"backend '{self.name}' has no stage '{name}' (stages: {known})")
+        raise EmuError(f"backend '{self.name}' has no stage '{name}' (stages: {known})")
 
     @abstractmethod
     def build(self, preset: str, options: dict[str, Any]) -> Model:
@@ -209,7 +211,7 @@ class Backend(ABC):
 
     @abstractmethod
     def load(self, path: Path) -> Model:
-        """Read a folder written by :meth:`save`. Raise ``ValueError`` naming the path and
+        """Read a folder written by :meth:`save`. Raise :class:`EmuError` naming the path and
         what is wrong when the folder is not a checkpoint of this backend."""
 
     def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
