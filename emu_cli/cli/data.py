@@ -11,6 +11,8 @@ from emu_cli.cli.options import (
     POSITIVE,
     run,
 )
+from emu_cli.errors import EmuError
+from emu_cli.plugin import registry as plugins
 
 
 @click.group()
@@ -77,12 +79,13 @@ def train_judges(out: Path, samples: int, epochs: int, seed: int) -> None:
 @click.option("--n", "count", type=int, default=2000, show_default=True, help="Images to rate.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def rate(data: Path, count: int, out: Path, seed: int) -> None:
-    """Simulated 1-10 ratings of a random subset of a pool, as AVA's (JSON lines)."""
+@click.option("--panel", default="world", show_default=True, help="The panel that rates.")
+def rate(data: Path, count: int, out: Path, seed: int, panel: str) -> None:
+    """1-10 ratings of a random subset of a pool by a registered panel, as AVA's (JSON
+    lines)."""
     from emu_cli.curate.offline_models import write_ratings
-    from emu_cli.world.annotators import rate_pool
 
-    ratings = run(lambda: rate_pool(data, count, seed=seed))
+    ratings = run(lambda: plugins.get_panel(panel).rate(data, count, seed=seed))
     run(lambda: write_ratings(ratings, out))
     click.echo(f"wrote {len(ratings)} ratings to {out}")
 
@@ -106,6 +109,7 @@ def rate(data: Path, count: int, out: Path, seed: int) -> None:
 @click.option("--keep-rate", type=float, default=0.1, show_default=True)
 @click.option("--annotators", type=POSITIVE, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--panel", default="world", show_default=True, help="The panel that reviews.")
 def simulate_review(
     data: Path,
     stage: str,
@@ -114,15 +118,17 @@ def simulate_review(
     keep_rate: float,
     annotators: int,
     seed: int,
+    panel: str,
 ) -> None:
-    """One human filtering stage done by the world's simulated annotators; their decisions go
-    to the review app's database and what they keep to an image folder."""
+    """One human filtering stage done by a registered panel (the world's simulated annotators
+    by default); their decisions go to the review app's database and what they keep to an
+    image folder."""
     from emu_cli.human.stages import simulate_stage
 
     result = run(
         lambda: simulate_stage(
             data, out, stage=stage, store_path=store or out.parent / "annotations.sqlite",
-            keep_rate=keep_rate, annotators=annotators, seed=seed,
+            keep_rate=keep_rate, annotators=annotators, seed=seed, panel=panel,
         )
     )  # fmt: skip
     click.echo(f"{stage}s kept {result.kept} of {result.seen} images: {out}")
@@ -137,43 +143,12 @@ def simulate_review(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_json: bool) -> None:
     """Score IMAGES with the world's pixel judges: appeal per guideline category."""
-    from PIL import Image
+    from emu_cli.world.judges import ATTRIBUTES, judge_files
 
-    from emu_cli.world.factors import CATEGORIES
-    from emu_cli.world.judges import ATTRIBUTES, WorldJudges, parse_caption
-
-    if caption is not None and not any(parse_caption(caption).values()):
-        raise click.BadParameter(
-            f"{caption!r} names no subject, color or background of the world, so nothing "
-            f"can be judged against it (subjects: {', '.join(ATTRIBUTES['subject'])})",
-            param_hint="--caption",
-        )
-    pictures = []
-    for path in images:
-        try:
-            with Image.open(path) as image:
-                pictures.append(image.convert("RGB"))
-        except OSError as error:  # PIL's UnidentifiedImageError included
-            raise click.BadParameter(
-                f"'{path}' is not an image: {error}", param_hint="IMAGES"
-            ) from error
-    judges = WorldJudges.load(Path(weights) if weights else None)
-    judgement = judges.judge(pictures)
-    faithful = judges.faithfulness(pictures, [caption] * len(pictures)) if caption else None
-    rows = []
-    for i, path in enumerate(images):
-        row = {
-            "image": path,
-            "appeal": round(float(judgement.appeal[i]), 3),
-            "categories": {
-                c: round(float(v), 3)
-                for c, v in zip(CATEGORIES, judgement.categories[i], strict=True)
-            },
-            **{k: v[i] for k, v in judgement.attributes.items()},
-        }
-        if faithful is not None:
-            row["faithful"] = {k: bool(v[i]) for k, v in faithful.items()}
-        rows.append(row)
+    try:
+        rows = judge_files(list(images), caption, Path(weights) if weights else None)
+    except EmuError as error:  # a caption or a file that cannot be judged: a usage error
+        raise click.BadParameter(str(error)) from error
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -181,7 +156,7 @@ def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_
         scores = " ".join(f"{k} {v:.2f}" for k, v in row["categories"].items())
         seen = f"{row['color']} {row['subject']} on {row['background']}"
         line = f"{row['image']}: appeal {row['appeal']:.2f} ({scores}); shows a {seen}"
-        if faithful is not None:
+        if caption is not None:
             wrong = [k for k in ATTRIBUTES if not row["faithful"][k]]
             line += "; " + (f"not the caption's {', '.join(wrong)}" if wrong else "as captioned")
         click.echo(line)

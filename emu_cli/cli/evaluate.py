@@ -31,7 +31,10 @@ from emu_cli.cli.options import (
     type=click.Choice(["simulated", "review"]),
     default="simulated",
     show_default=True,
-    help="simulated: the world's panel votes; review: people vote in `emu review OUT`.",
+    help="simulated: a registered panel votes (--panel); review: people vote in `emu review OUT`.",
+)
+@click.option(
+    "--panel", default="world", show_default=True, help="The panel that votes when simulated."
 )
 @click.option("--images-per-prompt", type=POSITIVE, default=1, show_default=True)
 @click.option("--steps", type=POSITIVE, default=25, show_default=True, help="Sampling steps.")
@@ -58,6 +61,7 @@ def evaluate(
     prompts: str,
     out: Path,
     annotators: str,
+    panel: str,
     images_per_prompt: int,
     steps: int,
     guidance: float | None,
@@ -81,7 +85,7 @@ def evaluate(
     results = run(
         lambda: evaluate(
             model_a, model_b, prompts, out,
-            annotators=annotators, settings=settings, judge=judge,
+            annotators=annotators, panel=panel, settings=settings, judge=judge,
             clip_model=clip_model, clip_pretrained=clip_pretrained, resamples=resamples,
         )
     )  # fmt: skip

@@ -25,6 +25,7 @@ from emu_cli.evaluate.winrate import outcomes, win_rate
 from emu_cli.files import write_atomic
 from emu_cli.human.store import AnnotationStore
 from emu_cli.plugin import registry as plugins
+from emu_cli.plugin.panel import Pair, Panel
 from emu_cli.runtime import quiet_libraries
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ def evaluate(
     out: Path,
     *,
     annotators: str = "simulated",
+    panel: str = "world",
     settings: Settings | None = None,
     judge: str | None = "world",
     clip_model: str | None = None,
@@ -118,7 +120,8 @@ def evaluate(
     resamples: int = 1000,
 ) -> dict[str, Any]:
     """Generate, collect votes, and write the results; returns what ``results.json`` holds.
-    Each model is a checkpoint folder or a Hub model repo (``locate_checkpoint``)."""
+    Each model is a checkpoint folder or a Hub model repo (``locate_checkpoint``). With
+    ``annotators="simulated"`` the registered ``panel`` votes; with ``"review"``, people."""
     from emu_cli.checkpoint.folder import locate_checkpoint
 
     quiet_libraries()
@@ -163,7 +166,7 @@ def evaluate(
                     models["a"].name, models["b"].name, pair["tags"],
                 )  # fmt: skip
         if annotators == "simulated":
-            _simulate(store, pairs, out, settings.seed)
+            _simulate(plugins.get_panel(panel), store, pairs, out, settings.seed)
         votes = store.votes()
     finally:
         store.close()
@@ -202,13 +205,14 @@ def evaluate(
     return results
 
 
-def _simulate(store: AnnotationStore, pairs: list[dict], out: Path, seed: int) -> None:
+def _simulate(
+    panel: Panel, store: AnnotationStore, pairs: list[dict], out: Path, seed: int
+) -> None:
     """The panel votes on pairs none of its simulated annotators has voted on yet."""
-    from emu_cli.plugin.panel import Pair
 
     voted = {v.comparison for v in store.votes() if v.annotator.startswith("simulated-")}
     todo = [p for p in pairs if p["id"] not in voted]
-    plugins.get_panel("world").vote(
+    panel.vote(
         store,
         [
             Pair(p["id"], p["prompt"], *(Image.open(out / p[f"image_{s}"]) for s in SIDES))

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from emu_cli.errors import EmuError
 from emu_cli.world.concepts import BACKGROUNDS, COLORS, SUBJECTS
 from emu_cli.world.factors import (
     CATEGORIES,
@@ -298,3 +299,40 @@ def train_judges(
     }
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def judge_files(
+    paths: list[str], caption: str | None = None, weights: Path | None = None
+) -> list[dict[str, Any]]:
+    """``emu data judge``: per image file, its appeal, the appeal of each guideline category,
+    what it shows, and with ``caption``, whether it shows each attribute the caption names."""
+    if caption is not None and not any(parse_caption(caption).values()):
+        raise EmuError(
+            f"--caption {caption!r} names no subject, color or background of the world, so "
+            f"nothing can be judged against it (subjects: {', '.join(ATTRIBUTES['subject'])})"
+        )
+    pictures = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                pictures.append(image.convert("RGB"))
+        except OSError as error:  # PIL's UnidentifiedImageError included
+            raise EmuError(f"'{path}' is not an image: {error}") from error
+    judges = WorldJudges.load(weights)
+    judgement = judges.judge(pictures)
+    faithful = judges.faithfulness(pictures, [caption] * len(pictures)) if caption else None
+    rows = []
+    for i, path in enumerate(paths):
+        row = {
+            "image": path,
+            "appeal": round(float(judgement.appeal[i]), 3),
+            "categories": {
+                c: round(float(v), 3)
+                for c, v in zip(CATEGORIES, judgement.categories[i], strict=True)
+            },
+            **{k: v[i] for k, v in judgement.attributes.items()},
+        }
+        if faithful is not None:
+            row["faithful"] = {k: bool(v[i]) for k, v in faithful.items()}
+        rows.append(row)
+    return rows
