@@ -4,8 +4,8 @@ import sys
 import time
 
 from click.testing import CliRunner
-from conftest import emu, invoke
 
+from conftest import emu, invoke
 from emu_cli.cli import cli
 
 COMMANDS = [

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import EMU, emu
 from PIL import Image
 from test_plugins import install
+
+from conftest import EMU, emu
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parent / "configs" / "filters-world.yaml"

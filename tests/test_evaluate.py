@@ -128,7 +128,6 @@ def test_new_images_are_never_mixed_with_old_votes(tiny_latent, tmp_path):
 
 def test_each_side_samples_at_its_backends_guidance_or_its_own(tiny_latent, tmp_path):
     from conftest import emu
-
     from emu_cli.plugin.registry import get_backend
 
     def evaluate(out: str, *extra: object) -> dict:

@@ -4,8 +4,8 @@ import json
 import sqlite3
 
 import pandas as pd
-from conftest import emu
 
+from conftest import emu
 from emu_cli.data import index_dataset
 
 

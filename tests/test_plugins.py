@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import emu, train_stage
 from PIL import Image
+
+from conftest import emu, train_stage
 
 HERE = Path(__file__).parent
 EXAMPLE = HERE.parent / "examples" / "emu-example-backend"

@@ -5,9 +5,9 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import emu
 from hub_server import READ_TOKEN, WRITE_TOKEN, FakeHub
 
+from conftest import emu
 from emu_cli.data import index_dataset
 
 

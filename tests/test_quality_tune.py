@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import emu, invoke, kill_after
 
+from conftest import emu, invoke, kill_after
 from emu_cli.training.early_stopping import EarlyStopping
 
 

@@ -5,9 +5,9 @@ import json
 import threading
 
 import pytest
-from conftest import emu
 from review_client import request, serve
 
+from conftest import emu
 from emu_cli.data import index_dataset
 from emu_cli.human.store import AnnotationStore
 

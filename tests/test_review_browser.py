@@ -9,10 +9,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ARTIFACTS, emu
 from PIL import Image
 from review_client import serve
 
+from conftest import ARTIFACTS, emu
 from emu_cli.data import index_dataset
 from emu_cli.human.store import AnnotationStore
 

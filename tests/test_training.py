@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import emu, invoke, kill_after, train_stage
 from safetensors.torch import load_file
+
+from conftest import emu, invoke, kill_after, train_stage
 
 # Per backend: its first stage short, the last one long enough to be killed in the middle.
 RUN_CONFIGS = {
