@@ -242,6 +242,8 @@ def test_a_third_party_filter_runs_in_the_workers(world, tmp_path):
         "backends": [],
         "filters": ["brightness"],
         "judges": [],
+        "panels": [],
+        "prompt_sets": [],
     } in listed["plugins"]
 
     out = tmp_path / "run"
