@@ -19,11 +19,14 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTION_KEYS = ("text", "caption", "prompt")
 # Longer captions are spam or scraped page text, and no text encoder reads that far.
 MAX_CAPTION_CHARS = 2000
+MAX_NAME_CHARS = 1024  # longer than any file system's path allows
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class DatasetError(ValueError):
@@ -64,12 +67,24 @@ def _caption_from(record: dict) -> str | None:
     return None
 
 
+def text_problem(text: str) -> str | None:
+    """Why a string from a record cannot be written or hashed as UTF-8 (JSON's ``\\ud800``
+    escapes decode to lone surrogates), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    return None
+
+
 def caption_problem(caption: str | None) -> str | None:
     """Why a caption cannot be used, or None."""
     if caption is None or not caption.strip():
         return "missing or empty caption"
     if len(caption) > MAX_CAPTION_CHARS:
         return f"caption is {len(caption)} characters, over {MAX_CAPTION_CHARS}"
+    if text_problem(caption):
+        return "caption is not valid Unicode (a lone surrogate)"
     return None
 
 
@@ -77,45 +92,73 @@ def _index_imagefolder(root: Path, metadata_files: list[Path]) -> SampleIndex:
     index = SampleIndex(str(root), [])
     seen: set[str] = set()
     for metadata in metadata_files:
-        folder = metadata.parent
-        # Lines are decoded one by one: one bad byte must cost one sample, not the file.
-        for line_number, raw in enumerate(metadata.read_bytes().splitlines(), 1):
+        try:
+            lines = metadata.read_bytes().splitlines()
+        except OSError as error:
+            index.rejected.append((str(metadata.relative_to(root)), f"unreadable ({error})"))
+            continue
+        if lines and lines[0].startswith(UTF8_BOM):  # written by some editors and exporters
+            lines[0] = lines[0][len(UTF8_BOM) :]
+        # Lines are read one by one: one bad line must cost one sample, not the file.
+        for line_number, raw in enumerate(lines, 1):
             if not raw.strip():
                 continue
             where = f"{metadata.relative_to(root)}:{line_number}"
             try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                index.rejected.append((where, "metadata line is not valid UTF-8"))
-                continue
-            except json.JSONDecodeError as error:
-                index.rejected.append((where, f"metadata line is not JSON ({error.msg})"))
-                continue
-            name = record.get("file_name") if isinstance(record, dict) else None
-            if not isinstance(name, str):
-                index.rejected.append((where, "metadata line has no file_name"))
-                continue
-            # Where the name points, by the names alone: "../" must not leave the dataset, but
-            # its files may be links (the Hub's download cache links every file to a blob).
-            image, base = (Path(os.path.abspath(p)) for p in (folder / name, root))
-            key = str(image.relative_to(base)) if image.is_relative_to(base) else None
-            if key is None:
-                index.rejected.append((where, f"file_name '{name}' points outside the dataset"))
-                continue
-            if key in seen:
-                index.rejected.append((where, f"file_name '{name}' is listed again"))
-                continue
-            seen.add(key)
-            caption = _caption_from(record)
-            if problem := caption_problem(caption):
-                index.rejected.append((key, problem))
-            elif not image.is_file():
-                index.rejected.append((key, "image file is missing"))
-            elif (size := image.stat().st_size) == 0:
-                index.rejected.append((key, "image file is empty (0 bytes)"))
-            else:
-                index.samples.append(Sample(key, caption.strip(), str(image), -1, size))
+                _index_metadata_line(raw, metadata.parent, root, seen, index, where)
+            except Exception as error:  # noqa: BLE001 - whatever a line holds, it is one reject
+                index.rejected.append((where, f"unusable metadata line ({_described(error)})"))
     return index
+
+
+def _described(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+def _index_metadata_line(
+    raw: bytes, folder: Path, root: Path, seen: set[str], index: SampleIndex, where: str
+) -> None:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        index.rejected.append((where, "metadata line is not valid UTF-8"))
+        return
+    except json.JSONDecodeError as error:
+        index.rejected.append((where, f"metadata line is not JSON ({error.msg})"))
+        return
+    name = record.get("file_name") if isinstance(record, dict) else None
+    if not isinstance(name, str) or not name:
+        index.rejected.append((where, "metadata line has no file_name"))
+        return
+    if problem := text_problem(name):
+        index.rejected.append((where, f"file_name {problem}"))
+        return
+    if len(name) > MAX_NAME_CHARS:
+        index.rejected.append(
+            (where, f"file_name is {len(name)} characters, over {MAX_NAME_CHARS}")
+        )
+        return
+    # Where the name points, by the names alone: "../" must not leave the dataset, but its files
+    # may be links (the Hub's download cache links every file to a blob).
+    image, base = (Path(os.path.abspath(p)) for p in (folder / name, root))
+    key = str(image.relative_to(base)) if image.is_relative_to(base) else None
+    if key is None:
+        index.rejected.append((where, f"file_name '{name[:200]}' points outside the dataset"))
+        return
+    if key in seen:
+        index.rejected.append((where, f"file_name '{name[:200]}' is listed again"))
+        return
+    seen.add(key)
+    caption = _caption_from(record)
+    if problem := caption_problem(caption):
+        index.rejected.append((key, problem))
+    elif not image.is_file():
+        index.rejected.append((key, "image file is missing"))
+    elif (size := image.stat().st_size) == 0:
+        index.rejected.append((key, "image file is empty (0 bytes)"))
+    else:
+        index.samples.append(Sample(key, caption.strip(), str(image), -1, size))
 
 
 def _unsafe_member_name(name: str) -> bool:
@@ -124,58 +167,117 @@ def _unsafe_member_name(name: str) -> bool:
     return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
 
 
+# The magic bytes of compressed files: a compressed shard has no byte offsets to read samples at.
+COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"(\xb5/\xfd": "zstd"}
+
+
+def _compression(shard: Path) -> str | None:
+    with open(shard, "rb") as handle:
+        head = handle.read(6)
+    return next((name for magic, name in COMPRESSIONS.items() if head.startswith(magic)), None)
+
+
 def _index_shard(shard: Path, index: SampleIndex) -> None:
-    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
+    """The shard's samples. A member that cannot be used is a reject naming the shard and the
+    member; a shard that cannot be read (compressed, truncated, broken) is one reject saying how
+    many of its samples were read before the damage."""
     try:
-        with tarfile.open(shard, "r") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = member.name
-                if _unsafe_member_name(name):
-                    index.rejected.append(
-                        (f"{shard.name}:{name}", "tar member name escapes the dataset folder")
-                    )
-                    continue
-                base = name.rsplit("/", 1)[-1]
-                if "." not in base:
-                    continue
-                stem, extension = base.split(".", 1)
-                key = f"{name[: len(name) - len(base)]}{stem}"
-                groups.setdefault(key, {})[extension.lower()] = member
-    except (tarfile.TarError, OSError, EOFError) as error:
+        compression = _compression(shard)
+        shard_size = shard.stat().st_size
+    except OSError as error:
         index.rejected.append((shard.name, f"unreadable tar shard ({error})"))
-        if not groups:
-            return
+        return
+    if compression:
+        index.rejected.append(
+            (shard.name, f"{compression}-compressed tar shard: emu reads shards uncompressed, "
+             "as img2dataset writes them; decompress it")
+        )  # fmt: skip
+        return
+    groups: dict[str, dict[str, tarfile.TarInfo]] = {}
+    damage = None
+    try:
+        with tarfile.open(shard, "r:") as tar:
+            for member in tar:
+                if member.isfile():
+                    _group_member(shard, member, shard_size, groups, index)
+    except Exception as error:  # noqa: BLE001 - any damage: keep what was read before it
+        damage = _described(error)
+    if damage is not None:
+        index.rejected.append(
+            (shard.name, f"tar shard is damaged after {len(groups)} samples ({damage})")
+        )
     with open(shard, "rb") as handle:
         for key, members in groups.items():
             where = f"{shard.name}:{key}"
-            image = next((members[e] for e in members if f".{e}" in IMAGE_EXTENSIONS), None)
+            try:
+                _index_group(handle, shard, where, members, index)
+            except Exception as error:  # noqa: BLE001 - whatever a sample holds, one reject
+                index.rejected.append((where, f"unusable sample ({_described(error)})"))
+
+
+def _group_member(
+    shard: Path,
+    member: tarfile.TarInfo,
+    shard_size: int,
+    groups: dict[str, dict[str, tarfile.TarInfo]],
+    index: SampleIndex,
+) -> None:
+    name = member.name
+    where = f"{shard.name}:{name[:200]}"
+    if _unsafe_member_name(name):
+        index.rejected.append((where, "tar member name escapes the dataset folder"))
+        return
+    if text_problem(name) or len(name) > MAX_NAME_CHARS:
+        index.rejected.append((where, "tar member name is not a usable name"))
+        return
+    if member.offset_data + member.size > shard_size:
+        index.rejected.append((where, "tar member is cut off (the shard is truncated)"))
+        return
+    base = name.rsplit("/", 1)[-1]
+    if "." not in base:
+        return
+    stem, extension = base.split(".", 1)
+    key = f"{name[: len(name) - len(base)]}{stem}"
+    members = groups.setdefault(key, {})
+    if extension.lower() in members:
+        index.rejected.append((where, "tar member is listed again; the first is kept"))
+        return
+    members[extension.lower()] = member
+
+
+def _index_group(
+    handle: BinaryIO,
+    shard: Path,
+    where: str,
+    members: dict[str, tarfile.TarInfo],
+    index: SampleIndex,
+) -> None:
+    image = next((members[e] for e in members if f".{e}" in IMAGE_EXTENSIONS), None)
+    caption = None
+    if "txt" in members:
+        handle.seek(members["txt"].offset_data)
+        try:
+            caption = handle.read(members["txt"].size).decode("utf-8")
+        except UnicodeDecodeError:
+            index.rejected.append((where, "caption is not valid UTF-8"))
+            return
+    elif "json" in members:
+        handle.seek(members["json"].offset_data)
+        try:
+            record = json.loads(handle.read(members["json"].size))
+            caption = _caption_from(record) if isinstance(record, dict) else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
             caption = None
-            if "txt" in members:
-                handle.seek(members["txt"].offset_data)
-                try:
-                    caption = handle.read(members["txt"].size).decode("utf-8")
-                except UnicodeDecodeError:
-                    index.rejected.append((where, "caption is not valid UTF-8"))
-                    continue
-            elif "json" in members:
-                handle.seek(members["json"].offset_data)
-                try:
-                    record = json.loads(handle.read(members["json"].size))
-                    caption = _caption_from(record) if isinstance(record, dict) else None
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    caption = None
-            if image is None:
-                index.rejected.append((where, "no image member"))
-            elif problem := caption_problem(caption):
-                index.rejected.append((where, problem))
-            elif image.size == 0:
-                index.rejected.append((where, "image member is empty (0 bytes)"))
-            else:
-                index.samples.append(
-                    Sample(where, caption.strip(), str(shard), image.offset_data, image.size)
-                )
+    if image is None:
+        index.rejected.append((where, "no image member"))
+    elif problem := caption_problem(caption):
+        index.rejected.append((where, problem))
+    elif image.size == 0:
+        index.rejected.append((where, "image member is empty (0 bytes)"))
+    else:
+        index.samples.append(
+            Sample(where, caption.strip(), str(shard), image.offset_data, image.size)
+        )
 
 
 def index_dataset(source: str | Path) -> SampleIndex:
