@@ -33,6 +33,7 @@ from emu_cli.data.export import refuse_to_replace, write_image_folder
 from emu_cli.data.sources import Sample, SampleIndex, index_dataset
 from emu_cli.errors import EmuError
 from emu_cli.files import write_atomic
+from emu_cli.lock import FolderLock
 
 WORK = ".work"
 INPUT = "input"  # the reject reason of samples that cannot be read at all
@@ -248,6 +249,10 @@ class FilterRun:
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"key": []})
 
     def run(self) -> Outcome:
+        with FolderLock(self.out, "emu filter"):  # one run writes a folder at a time
+            return self._run()
+
+    def _run(self) -> Outcome:
         refuse_to_replace(self.out / KEPT, self.source)  # before the work, not after it
         index = index_dataset(self.source)
         self._check_plan(index)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from emu_cli.data.sources import Sample
+from emu_cli.lock import FolderLock
 
 
 def image_suffix(data: bytes) -> str:
@@ -37,13 +38,19 @@ def replacing(target: Path, source: str | Path | None = None) -> Iterator[Path]:
     checked first (:func:`refuse_to_replace`) against the dataset it is made from, if any."""
     target = Path(target)
     refuse_to_replace(target, None if source is None else Path(source))
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    yield partial
-    (partial / MARKER).write_text("written by emu; replaced as a whole when written again\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
+    with FolderLock(target.parent, name=f".{target.name}.emu.lock"):
+        # named by the process, and removed if the block fails: nothing is left half-written
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            yield partial
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        (partial / MARKER).write_text("written by emu; replaced as a whole when written again\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
 
 
 def write_image_folder(

@@ -86,52 +86,54 @@ def pretrain(
     resolved = pretraining_recipes(backend, preset, stages, overrides, per_stage, options)
     recipes = {name: stage.recipe for name, stage in resolved.items()}
     names = list(recipes)
-    session = TrainingSession(out, resume)
-    saved = session.saved()
-    if resume is not None and saved is not None:  # stages it completed are reused
-        refuse_changed_settings(session.out, preset, options or {})
-    index = index_dataset(data)
-    report_index(index)
-    accelerator = session.start(device, recipes[names[0]])
+    with TrainingSession(out, resume) as session:
+        saved = session.saved()
+        if resume is not None and saved is not None:  # stages it completed are reused
+            refuse_changed_settings(session.out, preset, options or {})
+        index = index_dataset(data)
+        report_index(index)
+        accelerator = session.start(device, recipes[names[0]])
 
-    completed = list(saved.stages_completed) if saved else []
-    provenance = saved or Provenance(backend=backend.name)
-    result = PretrainResult(session.out)
-    for name in names:
-        recipe = recipes[name]
-        folder = session.stage_folder(name)
-        if name in completed and resume is not None:
-            log.info(f"stage '{name}' already completed; reusing it")
-            continue
-        resume_from = session.resume_point(name, _not_of_stage(name))
-        model = _starting_model(
-            backend, preset, options or {}, session, resume_from, name, recipe, index
-        )
-        record = Provenance(
-            backend=backend.name,
-            preset=preset,
-            stages_completed=completed,
-            recipes={**provenance.recipes, name: recipe.to_dict()},
-            data=data_record(index, data),
-            parent=provenance.parent,
-            processes=accelerator.num_processes,
-        )
-        if resume_from is not None:
-            log.info(f"resuming stage '{name}' from {resume_from}")
-        monitor = _monitor(backend, name, validation, folder, recipe.seed)
-        trainer = Trainer(backend, model, name, recipe, index, folder, accelerator, monitor=monitor)
-        stage_result = trainer.run(resume_from, record)
-        completed = [*completed, name]
-        provenance = record.with_changes(
-            stage=name,
-            stages_completed=completed,
-            steps={**provenance.steps, name: stage_result.steps},
-            step=stage_result.steps,
-            holdout_metrics={**(provenance.holdout_metrics or {}), name: stage_result.metrics},
-        )
-        session.save(backend, model, provenance)
-        result.stages.append(stage_result)
-    return result
+        completed = list(saved.stages_completed) if saved else []
+        provenance = saved or Provenance(backend=backend.name)
+        result = PretrainResult(session.out)
+        for name in names:
+            recipe = recipes[name]
+            folder = session.stage_folder(name)
+            if name in completed and resume is not None:
+                log.info(f"stage '{name}' already completed; reusing it")
+                continue
+            resume_from = session.resume_point(name, _not_of_stage(name))
+            model = _starting_model(
+                backend, preset, options or {}, session, resume_from, name, recipe, index
+            )
+            record = Provenance(
+                backend=backend.name,
+                preset=preset,
+                stages_completed=completed,
+                recipes={**provenance.recipes, name: recipe.to_dict()},
+                data=data_record(index, data),
+                parent=provenance.parent,
+                processes=accelerator.num_processes,
+            )
+            if resume_from is not None:
+                log.info(f"resuming stage '{name}' from {resume_from}")
+            monitor = _monitor(backend, name, validation, folder, recipe.seed)
+            trainer = Trainer(
+                backend, model, name, recipe, index, folder, accelerator, monitor=monitor
+            )
+            stage_result = trainer.run(resume_from, record)
+            completed = [*completed, name]
+            provenance = record.with_changes(
+                stage=name,
+                stages_completed=completed,
+                steps={**provenance.steps, name: stage_result.steps},
+                step=stage_result.steps,
+                holdout_metrics={**(provenance.holdout_metrics or {}), name: stage_result.metrics},
+            )
+            session.save(backend, model, provenance)
+            result.stages.append(stage_result)
+        return result
 
 
 def _monitor(

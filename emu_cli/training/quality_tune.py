@@ -132,96 +132,102 @@ def quality_tune(
 
     quiet_libraries()
     settings = early_stopping or EarlyStoppingSettings()
-    session = TrainingSession(out, resume)
-    folder = session.stage_folder(STAGE_FOLDER)
-    located = locate_checkpoint(model_path)  # a folder, or a Hub repo pinned to its commit
-    backend, parent = _parent(located, model_path)
-    model = load_checkpoint(located.path, backend)[1]
-    stage = backend.generator_stage()
-    preset = parent.preset
-    recipe = quality_tuning_recipe(backend, preset, parent.recipes.get(stage, {}), overrides).recipe
-    index = subset(index_dataset(data), subset_size, recipe.seed)
-    report_index(index)
-    upscaled = count_smaller(index, recipe.resolution)
-    if upscaled:  # the recipe's point is sharp, well-made images; an upscaled one is neither
-        log.info(
-            f"{upscaled} of {len(index)} curated images are smaller than the "
-            f"{recipe.resolution} px the model trains at: they are upscaled"
-        )
-    resume_from = session.resume_point(STAGE_FOLDER, _not_quality_tuning)
-    if resume_from is not None:
-        refuse_changed_settings(resume_from / "model", preset, {}, STAGE_FOLDER, recipe, index)
-        log.info(f"resuming quality-tuning from {resume_from}")
-        model = load_checkpoint(resume_from / "model", backend)[1]
-    accelerator = session.start(device, recipe)
-    model.to(accelerator.device)
+    with TrainingSession(out, resume) as session:
+        folder = session.stage_folder(STAGE_FOLDER)
+        located = locate_checkpoint(model_path)  # a folder, or a Hub repo pinned to its commit
+        backend, parent = _parent(located, model_path)
+        model = load_checkpoint(located.path, backend)[1]
+        stage = backend.generator_stage()
+        preset = parent.preset
+        recipe = quality_tuning_recipe(
+            backend, preset, parent.recipes.get(stage, {}), overrides
+        ).recipe
+        index = subset(index_dataset(data), subset_size, recipe.seed)
+        report_index(index)
+        upscaled = count_smaller(index, recipe.resolution)
+        if upscaled:  # the recipe's point is sharp, well-made images; an upscaled one is neither
+            log.info(
+                f"{upscaled} of {len(index)} curated images are smaller than the "
+                f"{recipe.resolution} px the model trains at: they are upscaled"
+            )
+        resume_from = session.resume_point(STAGE_FOLDER, _not_quality_tuning)
+        if resume_from is not None:
+            refuse_changed_settings(resume_from / "model", preset, {}, STAGE_FOLDER, recipe, index)
+            log.info(f"resuming quality-tuning from {resume_from}")
+            model = load_checkpoint(resume_from / "model", backend)[1]
+        accelerator = session.start(device, recipe)
+        model.to(accelerator.device)
 
-    cache = EncodingCache(backend, batch_size=recipe.batch_size)
-    view = TrainingDataset(
-        index,
-        recipe.resolution,
-        random_flip=recipe.random_flip,
-        caption_dropout=recipe.caption_dropout,
-    )
-    cache.warm(model, stage, view.variants(), view.variant_count())
-    warm_calls = cache.encoder_calls
-
-    monitor = None
-    if settings.enabled:
-        rule = EarlyStopping(
-            settings.patience,
-            settings.min_delta,
-            settings.faithfulness_margin,
-            window=settings.window,
+        cache = EncodingCache(backend, batch_size=recipe.batch_size)
+        view = TrainingDataset(
+            index,
+            recipe.resolution,
+            random_flip=recipe.random_flip,
+            caption_dropout=recipe.caption_dropout,
         )
-        monitor = settings.monitor(
-            backend, rule, folder, seed=recipe.seed, default_every=QT_PRESETS[preset].validate_every
-        )
-    record = Provenance(
-        backend=backend.name,
-        preset=preset,
-        stages_completed=parent.stages_completed,
-        recipes={**parent.recipes, STAGE_FOLDER: recipe.to_dict()},
-        data=data_record(index, data, upscaled=upscaled),
-        pretraining_data=parent.data,
-        parent=located.name,
-        parent_repo=located.repo,  # the Hub repo it came from: the card's base_model
-        processes=accelerator.num_processes,
-    )
-    trainer = Trainer(
-        backend, model, stage, recipe, index, folder, accelerator,
-        encode=cache.encode, monitor=monitor,
-    )  # fmt: skip
-    result = trainer.run(resume_from, record)
+        cache.warm(model, stage, view.variants(), view.variant_count())
+        warm_calls = cache.encoder_calls
 
-    chosen_step, curve = result.steps, None
-    best = folder / "best"
-    if monitor is not None:
-        curve = monitor.rule.to_dict()
-        chosen_step = monitor.rule.best_step
-        if (best / PROVENANCE).is_file():
-            model = load_checkpoint(best, backend)[1]
-    provenance = record.with_changes(
-        stage=STAGE_FOLDER,
-        steps={**parent.steps, STAGE_FOLDER: chosen_step},
-        step=chosen_step,
-        quality_tuning=QualityTuningRecord(
-            stage=stage,
-            steps_trained=result.steps,
-            chosen_step=chosen_step,
-            stopped_early=result.stopped_early,
-            judge=settings.judge if monitor else None,
-            curve=curve,
-            encoder_calls_while_training=cache.encoder_calls - warm_calls,
-            cached_rows=len(cache),
-        ),
-    )
-    session.save(backend, model, provenance)
-    return QualityTuneResult(
-        session.out,
-        result.steps,
-        chosen_step,
-        result.stopped_early,
-        cache.encoder_calls - warm_calls,
-        len(cache),
-    )
+        monitor = None
+        if settings.enabled:
+            rule = EarlyStopping(
+                settings.patience,
+                settings.min_delta,
+                settings.faithfulness_margin,
+                window=settings.window,
+            )
+            monitor = settings.monitor(
+                backend,
+                rule,
+                folder,
+                seed=recipe.seed,
+                default_every=QT_PRESETS[preset].validate_every,
+            )
+        record = Provenance(
+            backend=backend.name,
+            preset=preset,
+            stages_completed=parent.stages_completed,
+            recipes={**parent.recipes, STAGE_FOLDER: recipe.to_dict()},
+            data=data_record(index, data, upscaled=upscaled),
+            pretraining_data=parent.data,
+            parent=located.name,
+            parent_repo=located.repo,  # the Hub repo it came from: the card's base_model
+            processes=accelerator.num_processes,
+        )
+        trainer = Trainer(
+            backend, model, stage, recipe, index, folder, accelerator,
+            encode=cache.encode, monitor=monitor,
+        )  # fmt: skip
+        result = trainer.run(resume_from, record)
+
+        chosen_step, curve = result.steps, None
+        best = folder / "best"
+        if monitor is not None:
+            curve = monitor.rule.to_dict()
+            chosen_step = monitor.rule.best_step
+            if (best / PROVENANCE).is_file():
+                model = load_checkpoint(best, backend)[1]
+        provenance = record.with_changes(
+            stage=STAGE_FOLDER,
+            steps={**parent.steps, STAGE_FOLDER: chosen_step},
+            step=chosen_step,
+            quality_tuning=QualityTuningRecord(
+                stage=stage,
+                steps_trained=result.steps,
+                chosen_step=chosen_step,
+                stopped_early=result.stopped_early,
+                judge=settings.judge if monitor else None,
+                curve=curve,
+                encoder_calls_while_training=cache.encoder_calls - warm_calls,
+                cached_rows=len(cache),
+            ),
+        )
+        session.save(backend, model, provenance)
+        return QualityTuneResult(
+            session.out,
+            result.steps,
+            chosen_step,
+            result.stopped_early,
+            cache.encoder_calls - warm_calls,
+            len(cache),
+        )

@@ -27,6 +27,7 @@ from emu_cli.checkpoint.provenance import DataRecord, Provenance
 from emu_cli.config import changes
 from emu_cli.data.sources import SampleIndex
 from emu_cli.errors import EmuError
+from emu_cli.lock import FolderLock
 from emu_cli.plugin.backend import Backend, Model
 from emu_cli.runtime import resolve_device
 from emu_cli.training.recipe import Recipe
@@ -107,18 +108,28 @@ def refuse_changed_settings(
 
 class TrainingSession:
     """The run folder ``out``, started afresh or resumed (``resume``: None, ``"latest"``, or a
-    checkpoint folder ``stages/NAME/checkpoints/step-N``)."""
+    checkpoint folder ``stages/NAME/checkpoints/step-N``), held by this run alone for the
+    ``with`` block (:class:`~emu_cli.lock.FolderLock`)."""
 
     def __init__(self, out: Path, resume: str | None) -> None:
         self.out = Path(out)
         self.resume = resume
         self.accelerator: Any = None
+        self.lock = FolderLock(self.out)
+
+    def __enter__(self) -> TrainingSession:
+        self.lock.acquire()  # before looking: two runs starting together cannot both pass
         holds_a_run = (self.out / PROVENANCE).is_file() or (self.out / "stages").is_dir()
-        if holds_a_run and resume is None:
+        if holds_a_run and self.resume is None:
+            self.lock.release()
             raise EmuError(
                 f"'{self.out}' already holds a run; pass --resume latest to continue it, or "
                 "choose another --out"
             )
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.lock.release()
 
     @property
     def has_model(self) -> bool:
