@@ -283,7 +283,9 @@ class Trainer:
             if ema is not None:
                 ema.load_state_tensors(resumed.tensors, resumed.meta["ema_updates"])
             self.skipped = [tuple(s) for s in resumed.meta.get("skipped", [])]
-            self.log.truncate_after(start)
+        # what a killed run logged after the step this one starts at (all of it, when no
+        # intact checkpoint was left and the stage starts over)
+        self.log.truncate_after(start)
         if self.monitor is not None:
             self.monitor.restore(start)
         prepared, optimizer = self.accelerator.prepare(module, optimizer)
@@ -309,7 +311,7 @@ class Trainer:
                     last = checkpoints.latest_checkpoint(self.folder / "checkpoints")
                     raise TrainingDiverged(
                         f"the loss of stage '{self.stage}' became {mean_loss.item()} at "
-                        f"step {run.step}; training stopped. The last good checkpoint is "
+                        f"step {run.step + 1}; training stopped. The last good checkpoint is "
                         f"{last or 'none (no checkpoint was written yet)'}. Lower the "
                         "learning rate or raise max_grad_norm clipping, then resume."
                     )
