@@ -281,7 +281,7 @@ def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint
         check=False,
     )
     assert result.returncode == 1
-    assert "became nan at step 7" in result.stderr
+    assert "became nan at step 8" in result.stderr  # the log holds steps 1-7
     assert "step-00000006" in result.stderr  # the last good checkpoint, named
     checkpoint = out / "stages" / "colors" / "checkpoints" / "step-00000006"
     assert (checkpoint / "model" / "colors.safetensors").is_file()

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emu_cli.checkpoint.provenance import PROVENANCE, CheckpointError, Provenance
+from emu_cli.errors import EmuError
+from emu_cli.files import refuse_pickles
 from emu_cli.plugin.backend import Backend, Model
 from emu_cli.version import __version__
 
 __all__ = ["PROVENANCE", "CheckpointError", "Provenance", "load_checkpoint", "save_checkpoint"]
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 
 @dataclass(frozen=True)
@@ -88,15 +89,6 @@ def _pipeline_class(path: Path) -> str:
     return str(index.get("_class_name") or "pipeline") if isinstance(index, dict) else "pipeline"
 
 
-def refuse_pickles(path: Path) -> None:
-    pickled = [p for p in Path(path).rglob("*") if p.suffix in PICKLE_SUFFIXES]
-    if pickled:
-        raise CheckpointError(
-            f"'{path}' holds pickled weights ({pickled[0].relative_to(path)}); emu loads "
-            "safetensors only, since pickle files can run code when loaded"
-        )
-
-
 def save_checkpoint(backend: Backend, model: Model, path: Path, provenance: Provenance) -> Path:
     """Write the model and its provenance into folder ``path``, keeping what else is there.
 
@@ -152,7 +144,10 @@ def load_checkpoint(
 
     path = Path(path)
     provenance = checkpoint_provenance(path)
-    refuse_pickles(path)
+    try:
+        refuse_pickles(path)
+    except EmuError as error:
+        raise CheckpointError(str(error)) from None
     backend = backend or get_backend(provenance.backend)
     if backend.name != provenance.backend:
         raise CheckpointError(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emu_cli.errors import EmuError
+from emu_cli.files import refuse_pickles
 
 if TYPE_CHECKING:
     from emu_cli.plugin.backend import Model
@@ -107,6 +108,8 @@ def load_text_encoder(name_or_path: str, projection: bool = False) -> tuple[Any,
     )
 
     local = Path(name_or_path)
+    if local.is_dir():
+        refuse_pickles(local)
     subfolders = ("tokenizer", "text_encoder") if (local / "text_encoder").is_dir() else ("", "")
     try:
         config = AutoConfig.from_pretrained(name_or_path, subfolder=subfolders[1])
@@ -115,7 +118,10 @@ def load_text_encoder(name_or_path: str, projection: bool = False) -> tuple[Any,
         tokenizer = tokenizer_class.from_pretrained(name_or_path, subfolder=subfolders[0])
         clip_class = CLIPTextModelWithProjection if projection else CLIPTextModel
         encoder_class = T5EncoderModel if t5 else clip_class
-        encoder = encoder_class.from_pretrained(name_or_path, subfolder=subfolders[1])
+        # safetensors only, from the Hub too: pickled weights can run code when loaded
+        encoder = encoder_class.from_pretrained(
+            name_or_path, subfolder=subfolders[1], use_safetensors=True
+        )
     except (OSError, ValueError) as error:
         raise EmuError(
             f"text encoder '{name_or_path}' could not be loaded: {error}. Give a local folder "

@@ -75,7 +75,8 @@ def plan_checkpoint(
     datasets: list[str] | None = None,
     evaluation: Path | None = None,
 ) -> Upload:
-    from emu_cli.checkpoint.folder import read_provenance, refuse_pickles
+    from emu_cli.checkpoint.folder import read_provenance
+    from emu_cli.files import refuse_pickles
 
     checkpoint = Path(checkpoint)
     read_provenance(checkpoint)  # a clear error for a folder that is not a checkpoint
@@ -100,9 +101,9 @@ def plan_clip(folder: Path, repo: str, aesthetic: Path | None = None) -> Upload:
     """A CLIP folder from ``emu filter train-clip``: open_clip's Hub layout, so the repo loads
     with ``hf-hub:OWNER/NAME`` in open_clip and in ``emu filter --clip-model``; with an
     aesthetic head for it, as ``aesthetic.safetensors`` and its record."""
-    from emu_cli.checkpoint.folder import refuse_pickles
     from emu_cli.curate.aesthetic import HUB_HEAD, AestheticHead, record_path
     from emu_cli.curate.clip import RECORD_FILE, ClipEncoder
+    from emu_cli.files import refuse_pickles
 
     folder = Path(folder)
     refuse_pickles(folder)

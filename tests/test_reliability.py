@@ -1,0 +1,128 @@
+"""Nothing lost: one owner per output folder, and a resume that survives its own crashes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import emu, pretrain_tiny
+from emu_cli.lock import LOCK_NAME, FolderLock
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_second_run_on_a_held_folder_is_refused_naming_the_owner(world, tmp_path):
+    out = tmp_path / "run"
+    with FolderLock(out, "emu pretrain"):
+        refused = pretrain_tiny(world, out, "--steps", 2, check=False)
+        filtered = emu("filter", "--data", world, "--out", out, "--filters", "size", check=False)
+    for result in (refused, filtered):
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert f"is in use by emu pretrain (pid {os.getpid()} on" in result.stderr
+    assert not (out / LOCK_NAME).exists(), "the owner gives the folder up when it is done"
+    assert not (out / "emu.json").exists() and not (out / "manifest.parquet").exists()
+
+
+def test_a_stale_lock_is_taken_over_and_said_so(world, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = {"pid": _dead_pid(), "host": os.uname().nodename, "command": "emu pretrain",
+             "started": "2026-12-01T00:00:00Z"}  # fmt: skip
+    (out / LOCK_NAME).write_text(json.dumps(stale))
+    result = pretrain_tiny(world, out, "--steps", 2)
+    assert f"taking over the lock of emu pretrain (pid {stale['pid']}" in result.stderr
+    assert (out / "emu.json").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_a_folder_replaced_as_a_whole_has_one_writer(tmp_path):
+    from emu_cli.data.export import replacing
+
+    target = tmp_path / "kept"
+    with replacing(target) as folder:
+        (folder / "a.txt").write_text("first")
+        with pytest.raises(ValueError, match="is in use by"), replacing(target):
+            pass
+    assert (target / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError), replacing(target) as folder:
+        (folder / "b.txt").write_text("half")
+        raise RuntimeError("killed half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"], "no partial folder left"
+
+
+@pytest.mark.slow
+def test_resume_takes_the_newest_checkpoint_that_verifies(world, tmp_path):
+    out = tmp_path / "run"
+    args = ["pretrain", "--backend", "latent", "--preset", "tiny", "--data", world, "--out", out,
+            "--device", "cpu", "--stage", "autoencoder", "--steps", 12, "--batch-size", 4,
+            "--checkpoint-every", 2, "--preview-every", 0]  # fmt: skip
+    emu(*args)
+    (out / "emu.json").unlink()  # as if killed before the stage's end
+    checkpoints = out / "stages" / "autoencoder" / "checkpoints"
+    older, newest = sorted(checkpoints.glob("step-*"))
+    state = newest / "state.safetensors"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a crash mid-write
+    (checkpoints / "latest").write_text("garbage")
+    stale = checkpoints / f".step-00000099.tmp{_dead_pid()}"
+    stale.mkdir()
+
+    with pytest.raises(AssertionError, match="is not a usable training checkpoint"):
+        emu(*args, "--resume", newest)  # named: refused with the reason, no traceback
+    resumed = emu(*args, "--resume", "latest")
+    assert f"passing over checkpoint {newest}: state.safetensors has" in resumed.stderr
+    assert f"resuming stage 'autoencoder' from {older}" in resumed.stderr
+    assert not stale.exists(), "a dead process's half-written checkpoint is removed"
+    log = (out / "stages" / "autoencoder" / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in log if '"loss"' in line]
+    assert steps == list(range(1, 13)), "each step logged once"
+
+
+def test_a_full_disk_names_the_folder_and_keeps_the_checkpoints_before(tmp_path):
+    from emu_cli.checkpoint.state import latest_checkpoint, write_checkpoint
+    from emu_cli.errors import EmuError
+
+    weights = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(weights.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def save_model(path):
+        path.mkdir()
+        (path / "weights.bin").write_bytes(b"\0" * 4096)
+
+    def full_disk(path):
+        path.mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device", str(path / "weights.bin"))
+
+    folder = tmp_path / "checkpoints"
+    first = write_checkpoint(folder, 2, save_model, optimizer, scheduler, {}, {}, keep=2)
+    with pytest.raises(EmuError, match=r"no space left on the device of .* step 4 \(it takes"):
+        write_checkpoint(folder, 4, full_disk, optimizer, scheduler, {}, {}, keep=2)
+    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step-00000002"]
+    assert latest_checkpoint(folder) == first
+
+
+def test_pickled_weights_are_refused_through_links_and_for_text_encoders(tmp_path):
+    from emu_cli.errors import EmuError
+    from emu_cli.files import refuse_pickles
+    from emu_cli.kit.text import load_text_encoder
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "pytorch_model.bin").write_bytes(b"not loaded")
+    model = tmp_path / "model"
+    (model / "text_encoder").mkdir(parents=True)
+    (model / "unet").symlink_to(elsewhere)  # a component that is a link to a pickle
+    (model / "loop").symlink_to(model)  # and a link back up, which must not hang the walk
+    with pytest.raises(EmuError, match=r"holds pickled weights \(unet/pytorch_model.bin\)"):
+        refuse_pickles(model)
+    with pytest.raises(EmuError, match="holds pickled weights"):
+        load_text_encoder(str(model))
