@@ -21,6 +21,7 @@ from emu_cli.plugin.hookspecs import hookimpl
 from emu_cli.plugin.judge import Judge
 from emu_cli.plugin.panel import FilteringResult, Pair, Panel
 from emu_cli.plugin.prompt_set import Prompt, PromptSet
+from emu_cli.training.recipe import Recipe
 from emu_cli.version import __version__
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Panel",
     "Prompt",
     "PromptSet",
+    "Recipe",
     "ScaledLearningRates",
     "Stage",
     "Threshold",

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from emu_cli.training.recipe import Recipe
+
 PRESETS = ("tiny", "small", "base")
 
 
@@ -224,7 +226,7 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def training_module(self, model: Model, stage: str, recipe: Any) -> torch.nn.Module:
+    def training_module(self, model: Model, stage: str, recipe: Recipe) -> torch.nn.Module:
         """A module whose ``forward(batch)`` returns a dict with a scalar ``"loss"`` (and any
         other scalars to log). Its parameters with ``requires_grad`` are what the stage
         trains; it holds references to ``model``'s components, so training updates them. It

@@ -19,7 +19,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 import emu_cli
-from emu_cli import Backend, Model, Stage, hookimpl
+from emu_cli import Backend, Model, Recipe, Stage, hookimpl
 
 BUCKETS = 1024  # caption words are hashed into this many rows of the color table
 WORDS = 16  # a caption's first words that count; shorter ones are padded
@@ -100,7 +100,7 @@ class ColorBackend(Backend):
     ) -> dict[str, Any]:
         return {"ids": word_ids(captions), "targets": images.mean(dim=(2, 3))}
 
-    def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
+    def training_module(self, model: Model, stage: str, recipe: Recipe) -> nn.Module:
         return ColorTraining(model["colors"])
 
     def sample(

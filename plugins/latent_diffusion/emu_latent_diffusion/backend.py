@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from emu_cli import (
     Backend,
     Model,
+    Recipe,
     Stage,
     adopted_provenance,
     checked_options,
@@ -246,7 +247,7 @@ class LatentDiffusion(Backend):
         vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-6)))
         model.options["latent_scale_calibrated"] = True
 
-    def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
+    def training_module(self, model: Model, stage: str, recipe: Recipe) -> nn.Module:
         from diffusers import DDPMScheduler
 
         from emu_cli.kit.diffusion import TextConditionedDenoising

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from emu_cli import (
     Backend,
     Model,
+    Recipe,
     Stage,
     adopted_provenance,
     checked_options,
@@ -200,7 +201,7 @@ class MaskedTransformer(Backend):
             "input_ids": token_ids(model["tokenizer"], captions, images.device),
         }
 
-    def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
+    def training_module(self, model: Model, stage: str, recipe: Recipe) -> nn.Module:
         from emu_cli.kit.text import text_encoder_training
         from emu_masked_transformer.tokenizer import TokenizerTraining
         from emu_masked_transformer.transformer import MaskedTokenTraining

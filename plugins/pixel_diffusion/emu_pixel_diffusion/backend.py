@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli import Backend, Model, Stage, checked_options
+from emu_cli import Backend, Model, Recipe, Stage, checked_options
 from emu_pixel_diffusion.presets import PRESETS, STAGE_DEFAULTS
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class PixelDiffusion(Backend):
             )
         return model["sr_unet"].config.sample_size // model["unet"].config.sample_size
 
-    def training_module(self, model: Model, stage: str, recipe: Any) -> nn.Module:
+    def training_module(self, model: Model, stage: str, recipe: Recipe) -> nn.Module:
         from diffusers import DDPMScheduler
 
         from emu_cli.kit.diffusion import TextConditionedDenoising
