@@ -39,7 +39,7 @@ def main() -> None:
     output = result.stdout + result.stderr
     for name in PROPERTIES:
         section = output.split(f"::{name}:", 1)[-1]
-        passing = re.search(r"(\d+) passing examples, (\d+) failing examples", section)
+        passing = re.search(r"(\d+) passing, (\d+) failing", section)
         tried, failed = passing.groups() if passing else ("?", "?")
         print(f"{name}: {tried} examples passed, {failed} failed")
     print(f"{time.perf_counter() - started:.0f} s; pytest exit code {result.returncode}")
