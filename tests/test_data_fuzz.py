@@ -136,7 +136,6 @@ def test_a_hostile_shard_never_fails_indexing(tmp_path_factory, members, cut):
     except DatasetError as error:
         assert "has no usable sample" in str(error)
         return
-    assert index.samples, "a usable index holds samples"
     for sample in index.samples:
         assert sample.offset + sample.size <= len(data)
 

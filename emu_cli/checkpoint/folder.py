@@ -19,8 +19,6 @@ from emu_cli.files import refuse_pickles
 from emu_cli.plugin.backend import Backend, Model
 from emu_cli.version import __version__
 
-__all__ = ["PROVENANCE", "CheckpointError", "Provenance", "load_checkpoint", "save_checkpoint"]
-
 
 @dataclass(frozen=True)
 class Located:

@@ -4,8 +4,9 @@ A checkpoint is a folder ``step-NNNNNNNN/`` holding the model (the backend's own
 ``state.safetensors`` (optimizer moments, EMA weights, RNG states), ``state.json`` (step,
 scheduler, optimizer hyper-parameters) and ``manifest.json`` (every file's size and SHA-256,
 written last). It is written to a temporary folder and renamed into place, then ``latest`` is
-replaced, so a kill at any moment leaves the previous checkpoint whole. A resume takes the newest
-checkpoint whose files match its manifest, and says which it passed over and why.
+replaced, so a kill at any moment leaves the previous checkpoint whole. ``latest`` names the
+newest for people and scripts; a resume does not trust it, but takes the newest checkpoint whose
+files match its manifest, and says which it passed over and why.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from emu_cli.checkpoint.folder import PROVENANCE, Located, load_checkpoint, locate_checkpoint
+from emu_cli.checkpoint.folder import PROVENANCE, load_checkpoint, locate_checkpoint
 from emu_cli.checkpoint.provenance import Provenance, QualityTuningRecord
 from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.errors import EmuError
@@ -68,27 +68,27 @@ class QualityTuneResult:
 
 
 def tuning_recipe(model_path: str | Path, overrides: Sequence[Layer] = ()) -> ResolvedRecipe:
-    """The quality-tuning recipe for the model at ``model_path`` (``--print-recipe``)."""
-    backend, parent = _parent(locate_checkpoint(model_path), model_path)
-    stage = backend.generator_stage()
-    return quality_tuning_recipe(backend, parent.preset, parent.recipes.get(stage, {}), overrides)
-
-
-def _parent(located: Located, model_path: str | Path) -> tuple[Backend, Provenance]:
-    """The backend and record of the model to tune, which must have pre-trained its
-    generator."""
+    """The quality-tuning recipe for the model at ``model_path`` (``--print-recipe``): read
+    from its record, without loading its weights."""
     from emu_cli.checkpoint.folder import checkpoint_provenance
     from emu_cli.plugin.registry import get_backend
 
-    parent = checkpoint_provenance(located.path)
-    backend = get_backend(parent.backend)
+    parent = checkpoint_provenance(locate_checkpoint(model_path).path)
+    return _recipe_for(get_backend(parent.backend), parent, model_path, overrides)
+
+
+def _recipe_for(
+    backend: Backend, parent: Provenance, model_path: str | Path, overrides: Sequence[Layer]
+) -> ResolvedRecipe:
+    """The recipe for tuning a model with record ``parent``, which must have pre-trained its
+    generator."""
     stage = backend.generator_stage()
     if stage not in parent.stages_completed:
         raise EmuError(
             f"'{model_path}' has not completed stage '{stage}' of backend '{backend.name}', "
             "the stage quality-tuning fine-tunes; pre-train it first"
         )
-    return backend, parent
+    return quality_tuning_recipe(backend, parent.preset, parent.recipes.get(stage, {}), overrides)
 
 
 def subset(index: SampleIndex, count: int | None, seed: int) -> SampleIndex:
@@ -135,13 +135,10 @@ def quality_tune(
     with TrainingSession(out, resume) as session:
         folder = session.stage_folder(STAGE_FOLDER)
         located = locate_checkpoint(model_path)  # a folder, or a Hub repo pinned to its commit
-        backend, parent = _parent(located, model_path)
-        model = load_checkpoint(located.path, backend)[1]
+        backend, model, parent = load_checkpoint(located.path)
         stage = backend.generator_stage()
         preset = parent.preset
-        recipe = quality_tuning_recipe(
-            backend, preset, parent.recipes.get(stage, {}), overrides
-        ).recipe
+        recipe = _recipe_for(backend, parent, model_path, overrides).recipe
         index = subset(index_dataset(data), subset_size, recipe.seed)
         report_index(index)
         upscaled = count_smaller(index, recipe.resolution)

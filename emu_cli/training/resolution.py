@@ -98,13 +98,14 @@ def resolve(layers: Sequence[Layer]) -> ResolvedRecipe:
     recipe = Recipe()
     sources = dict.fromkeys(Recipe.field_names(), "default")
     for source, values in layers:
-        given = {key: value for key, value in values.items() if value is not None}
+        given = _given([(source, values)])
         recipe = recipe.updated(**given)
         sources.update(dict.fromkeys(given, source))
     return ResolvedRecipe(recipe, sources)
 
 
 def _given(layers: Sequence[Layer]) -> dict[str, Any]:
+    """The values ``layers`` give, later ones over earlier ones (None is not given)."""
     merged: dict[str, Any] = {}
     for _, values in layers:
         merged.update({key: value for key, value in values.items() if value is not None})
