@@ -130,3 +130,46 @@ def test_pickled_weights_are_refused_through_links_and_for_text_encoders(tmp_pat
         refuse_pickles(model)
     with pytest.raises(EmuError, match="holds pickled weights"):
         load_text_encoder(str(model))
+
+
+def test_a_diverged_stage_keeps_a_checkpoint_from_before_and_resumes_at_a_lower_rate(
+    world, tmp_path
+):
+    """A learning rate warmed up far too high: the loss spikes, then turns NaN."""
+    out = tmp_path / "run"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("warmup_steps: 200\nkeep_checkpoints: 3\n")
+    args = ["pretrain", "--backend", "latent", "--preset", "tiny", "--data", world, "--out", out,
+            "--device", "cpu", "--stage", "denoiser", "--steps", 40, "--batch-size", 4,
+            "--checkpoint-every", 1, "--preview-every", 0, "--config", recipe]  # fmt: skip
+    diverged = invoke(*args, "--lr", 10)
+    assert diverged.exit_code == 1
+    stage = out / "stages" / "denoiser"
+    record = json.loads((stage / "diverged.json").read_text())
+    log = [json.loads(line) for line in (stage / "log.jsonl").read_text().splitlines()]
+    losses = [entry["loss"] for entry in log if "loss" in entry]
+    bad_from = record["unsettled_since"] or record["step"]
+    assert all(loss < 10 * losses[0] for loss in losses[: bad_from - 1]), "healthy before"
+    kept = sorted(p.name for p in (stage / "checkpoints").glob("step-*"))
+    # checkpoint N holds the weights whose loss step N + 1 logs: none from a bad loss is kept
+    good = int(kept[-1].removeprefix("step-"))
+    assert good <= bad_from - 2 and kept[-1] == record["kept_checkpoint"]
+    assert record["set_aside"], "the checkpoints written after it are set aside, not resumed"
+    assert f"The last checkpoint before the loss went bad is {stage}/checkpoints/{kept[-1]}" in (
+        " ".join(diverged.output.split())
+    )
+
+    resumed = invoke(*args, "--lr", 1e-3, "--resume", "latest")  # the advice, followed
+    assert resumed.exit_code == 0, resumed.output
+    provenance = json.loads((out / "emu.json").read_text())
+    assert provenance["recipes"]["denoiser"]["learning_rate"] == 1e-3
+    assert provenance["resumed_with_changes"] == [
+        {
+            "stage": "denoiser",
+            "resumed_at_step": good,
+            "diverged_at_step": record["step"],
+            "changes": {"learning_rate": [10.0, 1e-3]},
+        }  # fmt: skip
+    ]
+    log = [json.loads(line) for line in (stage / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log if "loss" in entry] == list(range(1, 41))

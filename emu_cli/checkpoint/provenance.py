@@ -74,6 +74,8 @@ class Provenance:
     holdout_metrics: dict[str, dict[str, float]] | None = None  # pre-training's, by stage
     quality_tuning: QualityTuningRecord | None = None
     adopted: str | None = None  # the pipeline class of a diffusers folder made elsewhere
+    # recipe changes a resume made after a divergence (training.divergence.resumed_with_changes)
+    resumed_with_changes: list[dict[str, Any]] | None = None
     files: list[str] = field(default_factory=list)  # the entries save_checkpoint wrote
     emu_version: str | None = None
     saved_at: str | None = None

@@ -215,7 +215,8 @@ def remove_stale_temporaries(folder: Path) -> None:
             shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _step(path: Path) -> int:
+def checkpoint_step(path: Path) -> int:
+    """The step of checkpoint folder ``step-N`` (-1 for another name)."""
     try:
         return int(path.name.removeprefix("step-"))
     except ValueError:
@@ -228,7 +229,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
     remove_stale_temporaries(folder)
-    candidates = sorted(folder.glob("step-*"), key=_step, reverse=True)
+    candidates = sorted(folder.glob("step-*"), key=checkpoint_step, reverse=True)
     for path in candidates:
         problem = verify(path)
         if problem is None:

@@ -152,7 +152,7 @@ def push_after_training(out: Path, repo: str | None) -> None:
 
 def run(action: Callable[[], Any]) -> Any:
     """Run a library call, turning bad input into a clear one-line error and exit code 1."""
-    from emu_cli.training.trainer import TrainingDiverged
+    from emu_cli.training.divergence import TrainingDiverged
 
     try:
         return action()

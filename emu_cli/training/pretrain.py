@@ -12,7 +12,7 @@ from typing import Any
 
 from emu_cli.checkpoint.folder import load_checkpoint
 from emu_cli.checkpoint.provenance import Provenance
-from emu_cli.data.sources import SampleIndex, index_dataset
+from emu_cli.data.sources import index_dataset
 from emu_cli.errors import EmuError
 from emu_cli.plugin.backend import PRESETS, Backend, Model
 from emu_cli.runtime import quiet_libraries
@@ -104,9 +104,12 @@ def pretrain(
                 log.info(f"stage '{name}' already completed; reusing it")
                 continue
             resume_from = session.resume_point(name, _not_of_stage(name))
-            model = _starting_model(
-                backend, preset, options or {}, session, resume_from, name, recipe, index
-            )
+            changes = provenance.resumed_with_changes
+            if resume_from is not None:
+                changes = session.check_resume(
+                    resume_from, name, preset, options or {}, recipe, index
+                )
+            model = _starting_model(backend, preset, options or {}, session, resume_from, recipe)
             record = Provenance(
                 backend=backend.name,
                 preset=preset,
@@ -115,6 +118,7 @@ def pretrain(
                 data=data_record(index, data),
                 parent=provenance.parent,
                 processes=accelerator.num_processes,
+                resumed_with_changes=changes,
             )
             if resume_from is not None:
                 log.info(f"resuming stage '{name}' from {resume_from}")
@@ -179,14 +183,12 @@ def _starting_model(
     options: dict[str, Any],
     session: TrainingSession,
     resume_from: Path | None,
-    stage: str,
     recipe: Recipe,
-    index: SampleIndex,
 ) -> Model:
-    """A new model, or the run's model to continue: its checkpoint mid-stage, or the model of
-    the stages it has completed (whose settings ``pretrain`` checked before reading data)."""
+    """A new model, or the run's model to continue: its checkpoint mid-stage (whose settings
+    ``pretrain`` checked), or the model of the stages it has completed (checked before reading
+    data)."""
     if resume_from is not None:
-        refuse_changed_settings(resume_from / "model", preset, options, stage, recipe, index)
         return load_checkpoint(resume_from / "model", backend)[1]
     if session.has_model:
         return load_checkpoint(session.out, backend)[1]

@@ -36,7 +36,6 @@ from emu_cli.training.resolution import (
 from emu_cli.training.session import (
     TrainingSession,
     data_record,
-    refuse_changed_settings,
     report_index,
 )
 from emu_cli.training.validation import ValidationSettings
@@ -148,8 +147,9 @@ def quality_tune(
                 f"{recipe.resolution} px the model trains at: they are upscaled"
             )
         resume_from = session.resume_point(STAGE_FOLDER, _not_quality_tuning)
+        changes = None
         if resume_from is not None:
-            refuse_changed_settings(resume_from / "model", preset, {}, STAGE_FOLDER, recipe, index)
+            changes = session.check_resume(resume_from, STAGE_FOLDER, preset, {}, recipe, index)
             log.info(f"resuming quality-tuning from {resume_from}")
             model = load_checkpoint(resume_from / "model", backend)[1]
         accelerator = session.start(device, recipe)
@@ -190,6 +190,7 @@ def quality_tune(
             parent=located.name,
             parent_repo=located.repo,  # the Hub repo it came from: the card's base_model
             processes=accelerator.num_processes,
+            resumed_with_changes=changes,
         )
         trainer = Trainer(
             backend, model, stage, recipe, index, folder, accelerator,

@@ -29,6 +29,8 @@ class Recipe:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     max_grad_norm: float = 1.0
+    # a loss above this many times its recent level holds checkpoints back (training.divergence)
+    loss_spike_factor: float = 10.0
     ema_decay: float = 0.999  # 0 disables the EMA
     noise_offset: float = 0.0  # the paper: 0.02 late in pre-training, 0.1 for quality-tuning
     caption_dropout: float = 0.1  # for classifier-free guidance
@@ -82,6 +84,7 @@ class Recipe:
             "warmup_steps",
             "weight_decay",
             "max_grad_norm",
+            "loss_spike_factor",
             "noise_offset",
             "checkpoint_every",
             "preview_every",

@@ -17,7 +17,7 @@ Layout of a run folder::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from emu_cli.errors import EmuError
 from emu_cli.lock import FolderLock
 from emu_cli.plugin.backend import Backend, Model
 from emu_cli.runtime import resolve_device
+from emu_cli.training import divergence
 from emu_cli.training.recipe import Recipe
 
 log = logging.getLogger("emu")
@@ -43,6 +44,7 @@ MAY_CHANGE_ON_RESUME = {
     "num_workers",
     "mixed_precision",
     "attention",
+    "loss_spike_factor",
 }
 
 
@@ -83,10 +85,13 @@ def refuse_changed_settings(
     stage: str | None = None,
     recipe: Recipe | None = None,
     index: SampleIndex | None = None,
+    may_change: Collection[str] = (),
 ) -> None:
     """A continued run keeps what it was started with: the preset and options its model was
     built with, and the recipe and data of ``stage`` if it stopped half-way. A change would
-    give neither run while emu.json recorded the new settings, so it is refused, not ignored."""
+    give neither run while emu.json recorded the new settings, so it is refused, not ignored;
+    except the recipe fields ``may_change`` names (a diverged stage's learning rate: see
+    :mod:`emu_cli.training.divergence`), which emu.json records."""
     provenance = read_provenance(path)
     built = {**provenance.options, "preset": provenance.preset or preset}
     changed = changes(
@@ -95,7 +100,8 @@ def refuse_changed_settings(
     started = provenance.recipes.get(stage) if stage is not None else None
     if started is not None and recipe is not None and index is not None:  # the stage has begun
         asked = recipe.to_dict()
-        changed += changes(started, asked, sorted(set(started) & set(asked) - MAY_CHANGE_ON_RESUME))
+        fixed = set(started) & set(asked) - MAY_CHANGE_ON_RESUME - set(may_change)
+        changed += changes(started, asked, sorted(fixed))
         data = provenance.data
         if data is not None and data.fingerprint != index.fingerprint():
             changed.append(f"data {data.source} -> {index.source} (other samples)")
@@ -160,6 +166,33 @@ class TrainingSession:
         if why:
             raise EmuError(f"--resume '{path}' {why}")
         return path
+
+    def check_resume(
+        self,
+        resume_from: Path,
+        stage: str,
+        preset: str,
+        options: dict[str, Any],
+        recipe: Recipe,
+        index: SampleIndex,
+    ) -> list[dict[str, Any]] | None:
+        """Refuse to continue checkpoint ``resume_from`` of ``stage`` with other settings (see
+        :func:`refuse_changed_settings`); return the record of the changes a diverged stage
+        may make, for the provenance's ``resumed_with_changes``."""
+        folder = self.stage_folder(stage)
+        saved = resume_from / "model"
+        refuse_changed_settings(
+            saved, preset, options, stage, recipe, index, divergence.may_change(folder)
+        )
+        record = read_provenance(saved)
+        return divergence.resumed_with_changes(
+            folder,
+            stage,
+            record.step or 0,
+            record.recipes.get(stage),
+            recipe.to_dict(),
+            record.resumed_with_changes,
+        )
 
     def start(self, device: str, recipe: Recipe) -> Any:
         self.accelerator = make_accelerator(device, recipe)

@@ -25,6 +25,7 @@ from emu_cli.data.dataset import StepBatches, TrainingDataset, collate
 from emu_cli.data.sources import SampleIndex
 from emu_cli.images import save_grid
 from emu_cli.plugin.backend import Backend, Model, ScaledLearningRates
+from emu_cli.training.divergence import LossGuard, TrainingDiverged, record_divergence
 from emu_cli.training.ema import EMA
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.report import TrainingLog
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
 
 PREVIEW_SAMPLES = 8
 SKIPPED_NAMED = 5
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -262,6 +259,7 @@ class Trainer:
         recipe, backend = self.recipe, self.backend
         module = backend.training_module(self.model, self.stage, recipe)
         groups = parameter_groups(module, recipe.learning_rate)
+        rates = [group["lr"] for group in groups]  # before the optimizer's schedule scales them
         parameters = [p for group in groups for p in group["params"]]
         if not parameters:
             raise ValueError(f"stage '{self.stage}' of backend '{backend.name}' trains nothing")
@@ -273,12 +271,19 @@ class Trainer:
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe))
         ema = EMA(parameters, recipe.ema_decay) if recipe.ema_decay > 0 else None
+        guard = LossGuard(recipe.loss_spike_factor)
         start = 0
         if resume_from is not None:
             resumed = checkpoints.read_checkpoint(resume_from)
             start = resumed.step
             checkpoints.restore_optimizer(optimizer, resumed)
             scheduler.load_state_dict(resumed.meta["scheduler"])
+            # the recipe's rates, not the checkpoint's: a diverged stage resumes with a lower one
+            scheduler.base_lrs = rates
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["initial_lr"] = base
+                group["lr"] = base * scheduler.lr_lambdas[0](scheduler.last_epoch)
+            guard.restore(resumed.meta.get("loss_guard", {}))
             checkpoints.restore_rng(resumed.tensors, resumed.meta)
             if ema is not None:
                 ema.load_state_tensors(resumed.tensors, resumed.meta["ema_updates"])
@@ -289,7 +294,7 @@ class Trainer:
         if self.monitor is not None:
             self.monitor.restore(start)
         prepared, optimizer = self.accelerator.prepare(module, optimizer)
-        return _Run(prepared, parameters, optimizer, scheduler, ema, provenance, step=start)
+        return _Run(prepared, parameters, optimizer, scheduler, ema, provenance, guard, step=start)
 
     def _step(self, run: _Run, loader: Any, progress: Any) -> dict[str, torch.Tensor]:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
@@ -307,17 +312,13 @@ class Trainer:
                 loss = outputs["loss"]
                 mean_loss = accelerator.reduce(loss.detach(), "mean")
                 if not torch.isfinite(mean_loss):
-                    progress.close()
-                    last = checkpoints.latest_checkpoint(self.folder / "checkpoints")
-                    raise TrainingDiverged(
-                        f"the loss of stage '{self.stage}' became {mean_loss.item()} at "
-                        f"step {run.step + 1}; training stopped. The last good checkpoint is "
-                        f"{last or 'none (no checkpoint was written yet)'}. Lower the "
-                        "learning rate or raise max_grad_norm clipping, then resume."
-                    )
+                    self._diverged(run, "loss", mean_loss.item(), progress)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and recipe.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(run.parameters, recipe.max_grad_norm)
+                    norm = accelerator.clip_grad_norm_(run.parameters, recipe.max_grad_norm)
+                    # fp16's loss scaler skips the steps whose gradients overflow, by design
+                    if recipe.mixed_precision != "fp16" and not torch.isfinite(norm):
+                        self._diverged(run, "gradient norm", norm.item(), progress)
                 run.optimizer.step()
                 run.optimizer.zero_grad(set_to_none=True)
         run.scheduler.step()
@@ -327,7 +328,21 @@ class Trainer:
         global_batch = recipe.batch_size * accelerator.num_processes
         run.images_seen += global_batch * recipe.gradient_accumulation_steps
         run.loss = mean_loss.item()
+        note = run.guard.observe(run.step, run.loss)
+        if note and accelerator.is_main_process:
+            tqdm.write(note)
         return outputs
+
+    def _diverged(self, run: _Run, what: str, value: float, progress: Any) -> None:
+        """Stop the stage: ``what`` became ``value`` at the step being taken."""
+        progress.close()
+        step = run.step + 1  # the step as the log counts it
+        if not self.accelerator.is_main_process:
+            raise TrainingDiverged(f"the {what} of stage '{self.stage}' became {value}")
+        self.log.write(step=step, diverged=what)
+        raise TrainingDiverged(
+            record_divergence(self.folder, self.stage, step, what, value, run.guard)
+        )
 
     def _after_step(
         self,
@@ -363,18 +378,22 @@ class Trainer:
             if decision.stop:
                 run.stop = decision.reason
                 tqdm.write(f"stopping early at step {step}: {run.stop}")
-        if (
-            recipe.checkpoint_every > 0
-            and step % recipe.checkpoint_every == 0
-            and step < recipe.steps
-        ):
-            self._checkpoint(run)
-            self.accelerator.wait_for_everyone()
+        due = recipe.checkpoint_every > 0 and step % recipe.checkpoint_every == 0
+        if (due or run.checkpoint_owed) and step < recipe.steps:
+            # one that falls due in a spike waits for the loss to settle (training.divergence)
+            run.checkpoint_owed = not run.guard.settled
+            if not run.checkpoint_owed:
+                self._checkpoint(run)
+                self.accelerator.wait_for_everyone()
 
     def _checkpoint(self, run: _Run) -> Path | None:
         if not self.accelerator.is_main_process:
             return None
-        meta = {"ema_updates": run.ema.updates if run.ema else 0, "skipped": self.skipped[:1000]}
+        meta = {
+            "ema_updates": run.ema.updates if run.ema else 0,
+            "skipped": self.skipped[:1000],
+            "loss_guard": run.guard.state(),
+        }
         tensors = run.ema.state_tensors() if run.ema else {}
         record = run.provenance.with_changes(stage=self.stage, step=run.step)
         path = checkpoints.write_checkpoint(
@@ -435,9 +454,11 @@ class _Run:
     scheduler: Any
     ema: EMA | None
     provenance: Provenance
+    guard: LossGuard
     step: int = 0
     images_seen: int = 0
     loss: float = float("nan")
     metrics: dict[str, float] = field(default_factory=dict)
     stop: str | None = None  # why a monitor stopped the stage
+    checkpoint_owed: bool = False  # one fell due while the loss spiked
     started: float = field(default_factory=time.perf_counter)
