@@ -2,12 +2,15 @@
 
 import http.client
 import json
+import shutil
+import subprocess
 import threading
+import time
 
 import pytest
 from review_client import request, serve
 
-from conftest import emu
+from conftest import EMU, emu
 from emu_cli.data import index_dataset
 from emu_cli.human.store import AnnotationStore
 
@@ -50,17 +53,28 @@ def test_every_request_needs_a_token_and_only_dataset_images_are_served(pool):
             connection.putheader(header, value)
         connection.endheaders()
         response = connection.getresponse()
-        assert response.status == 400 and b"Content-Length must be" in response.read()
+        assert response.status == 400
         connection.close()
         assert request(port, "GET", "/api/items", token)[1]["items"][0]["decision"] is None
         assert request(port, "POST", "/api/vote", token, {"item": key})[0] == 404
 
 
-def test_refuses_a_non_loopback_address_unless_given_explicitly(pool, tmp_path):
+def test_listens_beyond_loopback_only_when_allowed_and_says_so(pool, tmp_path):
     config = tmp_path / "review.yaml"
     config.write_text("host: 0.0.0.0\n")
-    result = emu("review", pool, "--stage", "generalist", "--config", config, check=False)
-    assert result.returncode == 2 and "give --host explicitly" in result.stderr
+    for given in (("--config", config), ("--host", "0.0.0.0")):
+        result = emu("review", pool, "--stage", "generalist", *given, check=False)
+        assert result.returncode == 2 and "pass --allow-remote" in result.stderr
+    process = subprocess.Popen(
+        [*EMU, "review", pool, "--stage", "generalist", "--host", "0.0.0.0", "--port", "0",
+         "--allow-remote"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "http://0.0.0.0:" in process.stdout.readline(), "it serves"
+    finally:
+        process.kill()
+        _, stderr = process.communicate()
+    assert "warning: listening on 0.0.0.0: anyone who can reach it" in stderr
 
     # a port another program holds is said as such, with the way out
     import socket
@@ -188,3 +202,111 @@ def test_stages_chain_and_export_feeds_quality_tuning(pool, tmp_path):
     assert records[0]["text"] == "a hand-written caption"
     assert records[1]["text"] == samples[1].caption
     assert index_dataset(out).samples, "the export is an image folder the trainer reads"
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """What the server answers to ``data`` sent as is on one connection."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(data)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_malformed_requests_get_400_and_links_out_of_the_data_are_not_served(pool, tmp_path):
+    import socket
+
+    samples = index_dataset(pool).samples
+    secret = tmp_path / "secret.png"  # outside the data, reached through a link inside it
+    secret.write_bytes((pool / samples[1].key).read_bytes())
+    (pool / samples[1].key).unlink()
+    (pool / samples[1].key).symlink_to(secret)
+    key = samples[0].key
+    with serve(pool, "generalist", 1) as (port, tokens, process):
+        token = tokens["annotator-1"]
+        status, _ = request(port, "GET", f"/image/{samples[1].key}?token={token}")
+        assert status == 404, "a link pointing out of the data is not followed"
+        head = f"POST /api/decide HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        for body in (
+            b"[" * 30_000 + b"]" * 30_000,  # nesting deeper than Python's stack
+            b'{"item": ' + b"9" * 5000 + b', "keep": true}',  # a 5,000-digit number
+            b'{"item": "\xff\xfe", "keep": true}',  # not UTF-8
+            json.dumps({"item": key, "keep": True, "checklist": [[[[]]]] * 10}).encode(),
+        ):
+            answer = _raw(port, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+        for length in ("lots", "-1", "99999999999999999999"):
+            answer = _raw(port, f"{head}Content-Length: {length}\r\n\r\n{{}}".encode())
+            assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 413")), (length, answer[:200])
+        body = json.dumps({"item": key, "keep": True}).encode()
+        chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+        answer = _raw(port, f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunked)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1, answer
+        # connections that never send a byte do not hold up the annotators
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(500)]
+        try:
+            started = time.monotonic()
+            items = request(port, "GET", "/api/items", token)[1]["items"]
+            assert time.monotonic() - started < 10
+        finally:
+            for connection in idle:
+                connection.close()
+        assert process.poll() is None, "the server lives on"
+    assert items[0]["key"] == key and items[0]["decision"] == {"keep": True, "checklist": None}
+    assert "Traceback" not in process.stderr.read()
+
+
+def test_datasets_beside_each_other_keep_their_own_decisions(world, tmp_path):
+    from emu_cli.world.synth import synthesize
+
+    first = shutil.copytree(world, tmp_path / "batch1")
+    second = synthesize(40, tmp_path / "batch2", seed=2, size=32, workers=1)
+    keys = [s.key for s in index_dataset(first).samples[:3]]
+    assert {s.key for s in index_dataset(second).samples} >= set(keys), "the same file names"
+    with serve(first, "generalist", 1) as (port, tokens, process):
+        for key in keys:
+            request(port, "POST", "/api/decide", tokens["annotator-1"], {"item": key, "keep": True})
+    store = tmp_path / "annotations.sqlite"
+    assert f"decisions are stored in {store}" in process.stderr.read()
+    with serve(second, "generalist", 1) as (port, tokens, _):
+        items = request(port, "GET", "/api/items", tokens["annotator-1"])[1]["items"]
+        assert not [item for item in items if item["decision"]], "batch1's are not batch2's"
+    exported = emu("review", second, "--stage", "generalist", "--export", tmp_path / "out2")
+    assert "exported 0 images" in exported.stdout
+    assert "40 of 40 items have no generalist decision" in exported.stderr
+    emu("review", first, "--stage", "generalist", "--export", tmp_path / "out1")
+    assert len(index_dataset(tmp_path / "out1").samples) == 3
+
+    # a folder moved whole keeps its decisions; a store of its own is named with --store
+    moved = shutil.move(first, tmp_path / "moved")
+    emu("review", moved, "--stage", "generalist", "--export", tmp_path / "out3")
+    assert len(index_dataset(tmp_path / "out3").samples) == 3
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    with serve(second, "generalist", 1, "--store", elsewhere) as (port, tokens, _):
+        request(port, "POST", "/api/decide", tokens["annotator-1"], {"item": keys[0], "keep": True})
+    own = emu("review", second, "--stage", "generalist", "--store", elsewhere,
+              "--export", tmp_path / "out4")  # fmt: skip
+    assert "exported 1 images" in own.stdout
+
+
+def test_a_store_from_before_datasets_keeps_its_decisions(pool):
+    import sqlite3
+
+    keys = [s.key for s in index_dataset(pool).samples[:2]]
+    with sqlite3.connect(pool.parent / "annotations.sqlite") as old:  # the schema before
+        old.executescript(
+            "CREATE TABLE annotators (name TEXT PRIMARY KEY, kind TEXT NOT NULL, created REAL);"
+            "CREATE TABLE decisions (stage TEXT NOT NULL, item TEXT NOT NULL, annotator TEXT,"
+            " keep INTEGER, checklist TEXT, created REAL, PRIMARY KEY (stage, item, annotator));"
+            "CREATE TABLE captions (item TEXT NOT NULL, annotator TEXT, text TEXT, created REAL,"
+            " PRIMARY KEY (item, annotator));"
+            "INSERT INTO annotators VALUES ('annotator-1', 'person', 0);"
+        )
+        old.executemany("INSERT INTO decisions VALUES ('generalist', ?, 'annotator-1', 1, NULL, 0)",
+                        [(k,) for k in keys])  # fmt: skip
+    exported = emu("review", pool, "--stage", "generalist", "--export", pool.parent / "out")
+    assert "exported 2 images" in exported.stdout

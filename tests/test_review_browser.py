@@ -14,7 +14,7 @@ from review_client import serve
 
 from conftest import ARTIFACTS, emu
 from emu_cli.data import index_dataset
-from emu_cli.human.store import AnnotationStore
+from emu_cli.human.store import AnnotationStore, Dataset
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No sandbox as root; no background traffic, which this machine's closed network would refuse.
@@ -67,7 +67,7 @@ def test_an_annotator_goes_through_every_stage_with_the_keyboard(browser, world,
         wait_for_status(page, f"undid {keys[3]}")
         assert page.locator(".cell.keep").count() == 2 and page.locator(".cell.drop").count() == 1
         shoot(page, "generalist")
-    store = AnnotationStore(store_file)
+    store = AnnotationStore(store_file, Dataset.of(index_dataset(pool)))
     assert store.decisions_of("generalist", "annotator-1") == {
         keys[0]: {"keep": True, "checklist": None},
         keys[1]: {"keep": True, "checklist": None},

@@ -24,6 +24,12 @@ from emu_cli.cli.options import (
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Listen on a --host other machines reach: plain HTTP, tokens in links; use it only on "
+    "a network you trust, or behind a TLS proxy.",
+)
+@click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=8765,
@@ -37,34 +43,50 @@ from emu_cli.cli.options import (
     type=click.Path(path_type=Path),
     help="Write what the stage kept (with final captions) to this image folder; no server.",
 )
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The annotation database (default: annotations.sqlite beside DATA; for compare, in DATA).",
+)
 @config_option()
-@click.pass_context
 def review(
-    ctx: click.Context,
     data: Path,
     stage: str,
     host: str,
+    allow_remote: bool,
     port: int,
     annotators: int,
     export_to: Path | None,
+    store: Path | None,
 ) -> None:
     """Web app for the human stages (generalist, specialist, caption) and side-by-side
     evaluation (compare), on a SQLite database shared with the simulated annotators."""
-    from emu_cli.human.server import is_loopback, make_server
+    from emu_cli.human.server import is_loopback, make_server, store_path
 
+    database = store or store_path(data, stage)
     if export_to is not None:
         from emu_cli.human.export import export_stage
 
-        count = run(lambda: export_stage(data, stage, export_to))
-        click.echo(f"exported {count} images to {export_to}")
+        count = run(lambda: export_stage(data, stage, export_to, database))
+        click.echo(f"exported {count} images to {export_to} (decisions from {database})")
         return
-    explicit = ctx.get_parameter_source("host") == click.core.ParameterSource.COMMANDLINE
-    if not is_loopback(host) and not explicit:
-        raise click.UsageError(f"refusing to listen on {host}: give --host explicitly for that")
+    if not is_loopback(host):
+        if not allow_remote:
+            raise click.UsageError(
+                f"refusing to listen on {host}, beyond this machine: the app speaks plain HTTP "
+                "and its links carry the annotators' tokens; pass --allow-remote to do it anyway"
+            )
+        click.echo(
+            f"warning: listening on {host}: anyone who can reach it and sees a link can vote "
+            "as that annotator; use a network you trust, or a TLS proxy in front",
+            err=True,
+        )
 
     def listening():
         try:
-            return make_server(data, stage, host=host, port=port, annotators=annotators)
+            return make_server(
+                data, stage, host=host, port=port, annotators=annotators, database=database
+            )
         except OSError as error:
             if error.filename is not None:  # a file (the database), not the address
                 raise
@@ -74,15 +96,16 @@ def review(
             ) from error
 
     server, tokens = run(listening)
-    bound = server.server_address[1]
+    bound = server.effective_port
     click.echo(f"emu review ({stage}) serving {data} on http://{host}:{bound}/", err=True)
+    click.echo(f"decisions are stored in {database.resolve()}", err=True)
     for name, token in tokens.items():
         click.echo(f"{name}: http://{host}:{bound}/?token={token}")
     sys.stdout.flush()
     try:
-        server.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()
         server.app.close()

@@ -1,10 +1,13 @@
 """``emu review``: a local web app for the paper's human stages and side-by-side evaluation.
 
-One threaded HTTP server, one SQLite file (WAL) shared with the simulated annotators and with
-``emu evaluate``. Every request carries an annotator's token (``Authorization: Bearer`` or
+A WSGI app served by waitress, one SQLite file (WAL) shared with the simulated annotators and
+with ``emu evaluate``. Every request carries an annotator's token (``Authorization: Bearer`` or
 ``?token=``); every decision is its own committed write, so a killed server loses nothing it
 answered. Images are looked up by their key in the dataset (or the comparison's id), never by a
-path from the request, so nothing outside the data can be served.
+path from the request, and served only when their resolved path lies inside the data, so nothing
+outside it can be served. waitress answers malformed HTTP with 400, reads chunked bodies, closes
+idle connections and runs the app on a fixed number of threads; the app answers a body that is
+not a small JSON object with 400.
 """
 
 from __future__ import annotations
@@ -12,23 +15,31 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, unquote
 
 from emu_cli.data.sources import Sample
-from emu_cli.human.store import CHECKLIST, AnnotationStore
+from emu_cli.errors import EmuError
+from emu_cli.human.store import CHECKLIST, AnnotationStore, Dataset
 
 STAGES = ("generalist", "specialist", "caption", "compare")
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
-POOL_SIZE = 8
+THREADS = 8  # requests served at once; each has a store connection of its own
+# Open connections: idle ones cost a socket, not a thread (waitress polls them), and are closed
+# after IDLE_SECONDS; past the limit new ones wait until some close.
+CONNECTIONS = 1000
+IDLE_SECONDS = 60  # an idle or stalled connection is closed after this
+# A vote, a decision or a caption is a few hundred bytes; a caption is at most MAX_CAPTION_CHARS.
+MAX_BODY = 64 * 1024
+log = logging.getLogger("emu")
 
 
 class RequestError(Exception):
@@ -46,6 +57,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Generalists cut for recall: an image any of them kept goes on. Specialists cut for precision:
+# it takes a majority of those who saw it.
+POLICIES = {"generalist": "any", "specialist": "majority"}
+
+
 def store_path(data: Path, stage: str) -> Path:
     """Where a stage's database lives: an evaluation folder holds its own; an image folder's
     sits beside it (the folder itself is replaced whole when it is written again)."""
@@ -55,38 +71,55 @@ def store_path(data: Path, stage: str) -> Path:
 
 @dataclass
 class ReviewData:
-    """What a stage shows: samples of an image folder, or the comparisons of an evaluation."""
+    """What a stage shows: samples of an image folder, or the comparisons of an evaluation;
+    ``dataset`` is the image folder as the store knows it (None for comparisons)."""
 
     root: Path
     stage: str
     samples: dict[str, Sample]
     comparisons: dict[str, dict[str, Any]]
+    dataset: Dataset | None = None
 
     @classmethod
-    def open(cls, root: Path, stage: str, store: AnnotationStore) -> ReviewData:
+    def open(cls, root: Path, stage: str, database: Path) -> ReviewData:
         from emu_cli.data import index_dataset
 
         if stage not in STAGES:
-            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got '{stage}'")
+            raise EmuError(f"stage must be one of {', '.join(STAGES)}, got '{stage}'")
         root = Path(root)
         if stage == "compare":
-            comparisons = store.comparisons()
+            store = AnnotationStore(database)
+            try:
+                comparisons = store.comparisons()
+            finally:
+                store.close()
             if not comparisons:
-                raise ValueError(
+                raise EmuError(
                     f"'{root}' holds no comparisons; make them with `emu evaluate --annotators "
                     f"review --out {root}`"
                 )
             return cls(root, stage, {}, comparisons)
         index = index_dataset(root)
+        dataset = Dataset.of(index)
         samples = {s.key: s for s in index.samples}
         # A later stage shows what the one before it kept, when that one was done here.
         previous = {"specialist": "generalist", "caption": "specialist"}.get(stage)
         if previous:
-            policy = "any" if previous == "generalist" else "majority"
-            kept = store.kept(previous, policy)
+            store = AnnotationStore(database, dataset)
+            try:
+                kept = store.kept(previous, POLICIES[previous])
+            finally:
+                store.close()
             if kept:
                 samples = {k: v for k, v in samples.items() if k in kept}
-        return cls(root, stage, samples, {})
+        return cls(root, stage, samples, {}, dataset)
+
+    def inside(self, path: Path) -> Path:
+        """``path`` resolved, when it lies inside the data (a link out of it does not)."""
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise RequestError(HTTPStatus.NOT_FOUND, "no such image")
+        return resolved
 
     def image(self, key: str, side: str | None) -> tuple[bytes, str]:
         from emu_cli.data.dataset import read_bytes
@@ -96,11 +129,12 @@ class ReviewData:
             pair = self.comparisons.get(key)
             if pair is None or side not in ("a", "b"):
                 raise RequestError(HTTPStatus.NOT_FOUND, "no such image")
-            data = (self.root / pair[f"image_{side}"]).read_bytes()
+            data = self.inside(self.root / pair[f"image_{side}"]).read_bytes()
         else:
             sample = self.samples.get(key)
             if sample is None:
                 raise RequestError(HTTPStatus.NOT_FOUND, "no such image")
+            self.inside(Path(sample.path))
             data = read_bytes(sample)
         return data, CONTENT_TYPES.get(image_suffix(data), "application/octet-stream")
 
@@ -116,8 +150,8 @@ class ReviewApp:
         self.data = data
         self.database = database
         self._pool: queue.Queue[AnnotationStore] = queue.Queue()
-        for _ in range(POOL_SIZE):
-            self._pool.put(AnnotationStore(database))
+        for _ in range(THREADS):
+            self._pool.put(AnnotationStore(database, data.dataset))
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -181,7 +215,9 @@ class ReviewApp:
 
     def act(self, annotator: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
         stage = self.data.stage
-        item = str(body.get("item", ""))
+        item = body.get("item")
+        if not isinstance(item, str):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "the body's item must be a string")
         known = self.data.comparisons if stage == "compare" else self.data.samples
         if item not in known:
             raise RequestError(HTTPStatus.NOT_FOUND, f"no item '{item}' in this stage")
@@ -205,8 +241,8 @@ class ReviewApp:
                     raise RequestError(
                         HTTPStatus.NOT_FOUND, f"no action '{action}' in stage '{stage}'"
                     )
-            except (KeyError, ValueError) as error:
-                raise RequestError(HTTPStatus.BAD_REQUEST, str(error)) from error
+            except (KeyError, ValueError, TypeError, RecursionError) as error:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"bad {action}: {error}") from error
         return {"ok": True}
 
     def progress(self) -> dict[str, Any]:
@@ -226,98 +262,103 @@ class ReviewApp:
                 "agreement": store.agreement(stage),
             }
 
+    # -- HTTP ------------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        """The WSGI entry: every answer is a page, an image or JSON, errors included."""
+        try:
+            status, body, kind = self._answer(environ)
+        except RequestError as error:
+            status, body, kind = error.status, _json({"error": str(error)}), JSON
+        except Exception:  # a bug of ours: logged here, a short 500 there
+            log.exception("emu review: a request failed")
+            status, body, kind = HTTPStatus.INTERNAL_SERVER_ERROR, _json({"error": "failed"}), JSON
+        start_response(
+            f"{status.value} {status.phrase}",
+            [("Content-Type", kind), ("Content-Length", str(len(body))),
+             ("Cache-Control", "no-store")],
+        )  # fmt: skip
+        return [body]
 
-# A vote, a decision or a caption is a few hundred bytes; a caption is at most MAX_CAPTION_CHARS.
-MAX_BODY = 64 * 1024
-
-
-class Handler(BaseHTTPRequestHandler):
-    app: ReviewApp
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
-        return  # quiet: one line per vote would drown the printed tokens
-
-    def _token(self, query: dict[str, list[str]]) -> str | None:
-        header = self.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            return header.removeprefix("Bearer ").strip()
-        return (query.get("token") or [None])[0]
-
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: HTTPStatus, payload: Any) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json")
-
-    def _handle(self, method: str) -> None:
+    def _answer(self, environ: dict[str, Any]) -> tuple[HTTPStatus, bytes, str]:
         from emu_cli.human.pages import page
 
-        url = urlparse(self.path)
-        query = parse_qs(url.query)
-        parts = [unquote(p) for p in url.path.split("/") if p]
-        try:
-            annotator = self.app.annotator(self._token(query))
-            body: dict[str, Any] = {}
-            if method == "POST":
-                length = self.headers.get("Content-Length") or "0"
-                if not length.isdigit() or int(length) > MAX_BODY:
-                    message = f"Content-Length must be a count of bytes up to {MAX_BODY}"
-                    raise RequestError(HTTPStatus.BAD_REQUEST, message)
-                try:
-                    body = json.loads(self.rfile.read(int(length)) or b"{}")
-                except json.JSONDecodeError as error:
-                    message = f"body is not JSON: {error}"
-                    raise RequestError(HTTPStatus.BAD_REQUEST, message) from error
-                if not isinstance(body, dict):
-                    raise RequestError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-            if method == "GET" and not parts:
-                html = page(self.app.data.stage, annotator, self._token(query) or "")
-                return self._send(HTTPStatus.OK, html.encode(), "text/html; charset=utf-8")
-            if method == "GET" and parts[0] == "image" and len(parts) >= 2:
-                side = query.get("side", [None])[0]
-                data, kind = self.app.data.image("/".join(parts[1:]), side)
-                return self._send(HTTPStatus.OK, data, kind)
-            if method == "GET" and parts == ["api", "items"]:
-                return self._json(HTTPStatus.OK, self.app.items(annotator))
-            if method == "GET" and parts == ["api", "progress"]:
-                return self._json(HTTPStatus.OK, self.app.progress())
-            if method == "POST" and len(parts) == 2 and parts[0] == "api":
-                return self._json(HTTPStatus.OK, self.app.act(annotator, parts[1], body))
-            raise RequestError(HTTPStatus.NOT_FOUND, "not found")
-        except RequestError as error:
-            self._json(error.status, {"error": str(error)})
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self._handle("GET")
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self._handle("POST")
+        method = environ["REQUEST_METHOD"]
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        parts = [unquote(p) for p in environ.get("PATH_INFO", "").split("/") if p]
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        token = (
+            header.removeprefix("Bearer ").strip()
+            if header.startswith("Bearer ")
+            else (query.get("token") or [None])[0]
+        )
+        annotator = self.annotator(token)
+        if method == "GET" and not parts:
+            html = page(self.data.stage, annotator, token or "")
+            return HTTPStatus.OK, html.encode(), "text/html; charset=utf-8"
+        if method == "GET" and parts[0] == "image" and len(parts) >= 2:
+            side = query.get("side", [None])[0]
+            data, kind = self.data.image("/".join(parts[1:]), side)
+            return HTTPStatus.OK, data, kind
+        if method == "GET" and parts == ["api", "items"]:
+            return HTTPStatus.OK, _json(self.items(annotator)), JSON
+        if method == "GET" and parts == ["api", "progress"]:
+            return HTTPStatus.OK, _json(self.progress()), JSON
+        if method == "POST" and len(parts) == 2 and parts[0] == "api":
+            body = _read_body(environ)
+            return HTTPStatus.OK, _json(self.act(annotator, parts[1], body)), JSON
+        raise RequestError(HTTPStatus.NOT_FOUND, "not found")
 
 
-class ReviewServer(ThreadingHTTPServer):
-    # Many annotators connect at once; the default listen backlog of 5 would refuse some.
-    request_queue_size = 128
-    daemon_threads = True
+JSON = "application/json"
 
 
-def make_server(data: Path, stage: str, *, host: str, port: int, annotators: int):
-    """(server, tokens by annotator): a bound server, not yet serving."""
-    database = store_path(data, stage)
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def _read_body(environ: dict[str, Any]) -> dict[str, Any]:
+    """The request's body: a JSON object of at most MAX_BODY bytes, or a 400 saying why not."""
+    data = environ["wsgi.input"].read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
+    try:
+        body = json.loads(data.decode("utf-8") or "{}")
+    # invalid UTF-8, not JSON, a number of thousands of digits, nesting deeper than Python's stack
+    except (ValueError, RecursionError) as error:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"body is not JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise RequestError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
+    return body
+
+
+def make_server(
+    data: Path, stage: str, *, host: str, port: int, annotators: int, database: Path | None = None
+) -> tuple[Any, dict[str, str]]:
+    """(server, tokens by annotator): a bound waitress server, not yet serving (``run()``);
+    ``server.app`` is the :class:`ReviewApp`, ``server.effective_port`` its port.
+    ``database``: the store (default :func:`store_path`)."""
+    import waitress
+
+    database = Path(database or store_path(data, stage))
     store = AnnotationStore(database)
     try:
         names = [f"annotator-{i}" for i in range(1, annotators + 1)]
         tokens = store.issue_tokens(names)
-        review = ReviewData.open(data, stage, store)
     finally:
         store.close()
-    app = ReviewApp(review, database)
-    handler = type("BoundHandler", (Handler,), {"app": app})
-    server = ReviewServer((host, port), handler)
-    server.app = app  # type: ignore[attr-defined]
+    app = ReviewApp(ReviewData.open(data, stage, database), database)
+    # its queue-depth warnings under load would drown the printed tokens
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    server = waitress.create_server(
+        app,
+        host=host,
+        port=port,
+        threads=THREADS,
+        connection_limit=CONNECTIONS,
+        asyncore_use_poll=True,  # select() stops at 1024 descriptors
+        channel_timeout=IDLE_SECONDS,
+        max_request_body_size=MAX_BODY,
+        ident="emu-review",
+    )
+    server.app = app
     return server, tokens

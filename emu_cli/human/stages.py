@@ -15,7 +15,7 @@ from pathlib import Path
 from emu_cli.data.dataset import read_image
 from emu_cli.data.export import refuse_to_replace, write_image_folder
 from emu_cli.data.sources import SampleIndex, index_dataset
-from emu_cli.human.store import AnnotationStore
+from emu_cli.human.store import AnnotationStore, Dataset
 from emu_cli.plugin import registry
 
 
@@ -64,7 +64,7 @@ def simulate_stage(
             images[sample.key] = read_image(sample)
         except Exception:  # noqa: BLE001 - a broken file is not shown to annotators
             unreadable += 1
-    store = AnnotationStore(store_path)
+    store = AnnotationStore(store_path, Dataset.of(index))
     try:
         result = annotating.filter(
             store, stage, images, annotators=annotators, seed=seed, keep_rate=keep_rate

@@ -3,6 +3,11 @@
 People in the review app and the world's simulated annotators write the same tables, so one
 export and one win-rate computation serve both. WAL lets many annotators write while others
 read; every write is its own short transaction, so a killed server loses nothing it confirmed.
+
+Decisions and captions belong to a dataset: two folders beside each other share a store but not
+their decisions on files of the same name. A dataset is known by its folder and by what it
+holds (its fingerprint): a folder that grows keeps its decisions, and so does one moved whole.
+Rows of a store written before datasets were told apart go to the first dataset opened on it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emu_cli.data.sources import MAX_CAPTION_CHARS
+from emu_cli.data.sources import MAX_CAPTION_CHARS, SampleIndex
 
 STAGES = ("generalist", "specialist")
 PROTOCOLS = {
@@ -33,21 +38,28 @@ CREATE TABLE IF NOT EXISTS annotators (
     kind TEXT NOT NULL CHECK (kind IN ('person', 'simulated')),
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS datasets (
+    path TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS decisions (
+    dataset TEXT NOT NULL DEFAULT '',
     stage TEXT NOT NULL,
     item TEXT NOT NULL,
     annotator TEXT NOT NULL REFERENCES annotators(name),
     keep INTEGER NOT NULL CHECK (keep IN (0, 1)),
     checklist TEXT,
     created REAL NOT NULL,
-    PRIMARY KEY (stage, item, annotator)
+    PRIMARY KEY (dataset, stage, item, annotator)
 );
 CREATE TABLE IF NOT EXISTS captions (
+    dataset TEXT NOT NULL DEFAULT '',
     item TEXT NOT NULL,
     annotator TEXT NOT NULL REFERENCES annotators(name),
     text TEXT NOT NULL,
     created REAL NOT NULL,
-    PRIMARY KEY (item, annotator)
+    PRIMARY KEY (dataset, item, annotator)
 );
 CREATE TABLE IF NOT EXISTS comparisons (
     id TEXT PRIMARY KEY,
@@ -74,6 +86,13 @@ CREATE TABLE IF NOT EXISTS votes (
 """
 
 
+def _create(table: str) -> str:
+    """The statement of SCHEMA that creates ``table``."""
+    head = f"CREATE TABLE IF NOT EXISTS {table} ("
+    start = SCHEMA.index(head)
+    return SCHEMA[start : SCHEMA.index(");", start) + 2]
+
+
 @dataclass(frozen=True)
 class Vote:
     comparison: str
@@ -83,10 +102,32 @@ class Vote:
     choice: str  # in terms of the models, a or b, whatever side each was shown on
 
 
-class AnnotationStore:
-    """One SQLite file. Open one store per thread or process; SQLite does the locking."""
+DECISION = "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)"
+# the tables whose rows belong to a dataset, and their columns before they did
+PER_DATASET = {
+    "decisions": "stage, item, annotator, keep, checklist, created",
+    "captions": "item, annotator, text, created",
+}
 
-    def __init__(self, path: Path | str):
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset as the store knows it: its folder (resolved) and its fingerprint."""
+
+    path: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, index: SampleIndex) -> Dataset:
+        return cls(str(Path(index.source).resolve()), index.fingerprint())
+
+
+class AnnotationStore:
+    """One SQLite file. Open one store per thread or process; SQLite does the locking.
+    Decisions and captions are those of ``dataset`` (see the module's note); without one, of
+    a dataset with no name (stores that hold only votes, tests)."""
+
+    def __init__(self, path: Path | str, dataset: Dataset | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.connection = sqlite3.connect(
@@ -95,7 +136,51 @@ class AnnotationStore:
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")
         self.connection.execute("PRAGMA foreign_keys=ON")
+        self._key_rows_by_dataset()
         self.connection.executescript(SCHEMA)
+        self.dataset = "" if dataset is None else self._dataset_key(dataset)
+
+    def _key_rows_by_dataset(self) -> None:
+        """Give the tables of a store written before datasets were told apart their column."""
+        with self.transaction() as connection:
+            for table, columns in PER_DATASET.items():
+                names = [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+                if not names or "dataset" in names:
+                    continue
+                connection.execute(f"ALTER TABLE {table} RENAME TO {table}_before_datasets")
+                connection.execute(_create(table))
+                connection.execute(
+                    f"INSERT INTO {table} (dataset, {columns}) "
+                    f"SELECT '', {columns} FROM {table}_before_datasets"
+                )
+                connection.execute(f"DROP TABLE {table}_before_datasets")
+
+    def _dataset_key(self, dataset: Dataset) -> str:
+        """The key of ``dataset``'s rows: the one its folder had, or that of a folder holding
+        the same samples (it was moved), or a new one; the first dataset takes the rows of
+        before datasets were told apart."""
+        with self.transaction() as connection:
+            row = connection.execute(
+                "SELECT key FROM datasets WHERE path = ?", (dataset.path,)
+            ).fetchone()
+            if row is not None:  # the same folder, maybe grown
+                connection.execute(
+                    "UPDATE datasets SET fingerprint = ? WHERE path = ?",
+                    (dataset.fingerprint, dataset.path),
+                )
+                return row[0]
+            row = connection.execute(
+                "SELECT key FROM datasets WHERE fingerprint = ?", (dataset.fingerprint,)
+            ).fetchone()
+            first = connection.execute("SELECT COUNT(*) FROM datasets").fetchone()[0] == 0
+            key = row[0] if row is not None else dataset.fingerprint
+            connection.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?)", (dataset.path, key, dataset.fingerprint)
+            )
+            if first:
+                for table in PER_DATASET:
+                    connection.execute(f"UPDATE {table} SET dataset = ? WHERE dataset = ''", (key,))
+            return key
 
     def close(self) -> None:
         self.connection.close()
@@ -141,17 +226,7 @@ class AnnotationStore:
                 raise ValueError(
                     f"unknown checklist items: {unknown} (known: {', '.join(CHECKLIST)})"
                 )
-        self.connection.execute(
-            "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                stage,
-                item,
-                annotator,
-                int(keep),
-                json.dumps(checklist) if checklist else None,
-                time.time(),
-            ),
-        )
+        self.connection.execute(DECISION, self._decision(stage, item, annotator, keep, checklist))
 
     def decide_many(
         self, stage: str, annotator: str, decisions: Iterable[tuple[str, bool, Any]]
@@ -159,17 +234,20 @@ class AnnotationStore:
         """Many decisions in one transaction (simulated annotators, imports)."""
         with self.transaction() as connection:
             connection.executemany(
-                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (stage, item, annotator, int(keep), json.dumps(c) if c else None, time.time())
-                    for item, keep, c in decisions
-                ],
+                DECISION,
+                [self._decision(stage, item, annotator, k, c) for item, k, c in decisions],
             )
+
+    def _decision(
+        self, stage: str, item: str, annotator: str, keep: bool, checklist: dict | None
+    ) -> tuple:
+        checks = json.dumps(checklist) if checklist else None
+        return (self.dataset, stage, item, annotator, int(keep), checks, time.time())
 
     def undo(self, stage: str, item: str, annotator: str) -> None:
         self.connection.execute(
-            "DELETE FROM decisions WHERE stage = ? AND item = ? AND annotator = ?",
-            (stage, item, annotator),
+            "DELETE FROM decisions WHERE dataset = ? AND stage = ? AND item = ? AND annotator = ?",
+            (self.dataset, stage, item, annotator),
         )
 
     def write_caption(self, item: str, annotator: str, text: str) -> None:
@@ -182,8 +260,8 @@ class AnnotationStore:
                 f"{MAX_CAPTION_CHARS}"
             )
         self.connection.execute(
-            "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)",
-            (item, annotator, text.strip(), time.time()),
+            "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?, ?)",
+            (self.dataset, item, annotator, text.strip(), time.time()),
         )
 
     def add_comparison(
@@ -240,8 +318,9 @@ class AnnotationStore:
 
     def decisions_of(self, stage: str, annotator: str) -> dict[str, dict[str, Any]]:
         rows = self.connection.execute(
-            "SELECT item, keep, checklist FROM decisions WHERE stage = ? AND annotator = ?",
-            (stage, annotator),
+            "SELECT item, keep, checklist FROM decisions "
+            "WHERE dataset = ? AND stage = ? AND annotator = ?",
+            (self.dataset, stage, annotator),
         )
         return {
             item: {"keep": bool(keep), "checklist": json.loads(c) if c else None}
@@ -251,8 +330,9 @@ class AnnotationStore:
     def progress(self, stage: str) -> dict[str, int]:
         """Decisions per annotator at ``stage``."""
         rows = self.connection.execute(
-            "SELECT annotator, COUNT(*) FROM decisions WHERE stage = ? GROUP BY annotator",
-            (stage,),
+            "SELECT annotator, COUNT(*) FROM decisions WHERE dataset = ? AND stage = ? "
+            "GROUP BY annotator",
+            (self.dataset, stage),
         )
         return dict(rows.fetchall())
 
@@ -284,8 +364,9 @@ class AnnotationStore:
     def kept(self, stage: str, policy: str = "any") -> set[str]:
         """Items kept at ``stage``: by ``any`` annotator (recall) or by a ``majority``."""
         rows = self.connection.execute(
-            "SELECT item, SUM(keep), COUNT(*) FROM decisions WHERE stage = ? GROUP BY item",
-            (stage,),
+            "SELECT item, SUM(keep), COUNT(*) FROM decisions WHERE dataset = ? AND stage = ? "
+            "GROUP BY item",
+            (self.dataset, stage),
         ).fetchall()
         if policy == "any":
             return {item for item, kept, _ in rows if kept > 0}
@@ -295,7 +376,9 @@ class AnnotationStore:
 
     def decided(self, stage: str) -> dict[str, list[tuple[str, bool]]]:
         rows = self.connection.execute(
-            "SELECT item, annotator, keep FROM decisions WHERE stage = ? ORDER BY item", (stage,)
+            "SELECT item, annotator, keep FROM decisions WHERE dataset = ? AND stage = ? "
+            "ORDER BY item",
+            (self.dataset, stage),
         )
         decided: dict[str, list[tuple[str, bool]]] = {}
         for item, annotator, keep in rows:
@@ -305,7 +388,7 @@ class AnnotationStore:
     def captions(self) -> dict[str, str]:
         """The newest caption written for each item."""
         rows = self.connection.execute(
-            "SELECT item, text FROM captions ORDER BY created"
+            "SELECT item, text FROM captions WHERE dataset = ? ORDER BY created", (self.dataset,)
         ).fetchall()
         return dict(rows)
 
