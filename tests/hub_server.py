@@ -53,6 +53,8 @@ class FakeHub:
         self.repos: dict[tuple[str, str], Repository] = {}
         self.requests: list[tuple[str, str]] = []
         self.drop_next = 0  # close this many connections without answering (network failures)
+        self.stalling = False  # accept every POST and never answer it, until the hub closes
+        self.closed = threading.Event()
         self.lock = threading.Lock()
         handler = type("HubHandler", (HubHandler,), {"hub": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -64,6 +66,7 @@ class FakeHub:
         return self
 
     def __exit__(self, *_) -> None:
+        self.closed.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -162,6 +165,11 @@ class HubHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.close()
                 return
+            stalling = hub.stalling
+        if stalling:
+            hub.closed.wait()
+            self.close_connection = True
+            return
         token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if token not in (WRITE_TOKEN, READ_TOKEN):
             return self._reply(401, {"error": "Invalid credentials in Authorization header"})

@@ -242,6 +242,19 @@ def test_clear_errors_and_nothing_claimed(checkpoint, world):
         assert not out.exists()
 
 
+def test_a_hub_that_never_answers_times_out_with_progress_and_a_clear_error(checkpoint):
+    with FakeHub() as hub:
+        hub.stalling = True  # it accepts each request and says nothing
+        result = emu("push", checkpoint, "--repo", "me/x", "--timeout", 1, env=hub_env(hub),
+                     check=False, timeout=120)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "pushing" in result.stderr and "(attempt 1 of 3)" in result.stderr, "progress"
+    assert "could not reach the Hub at" in result.stderr
+    assert "after 3 attempts: it did not answer within 1 s" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "pushes" not in json.loads((checkpoint / "emu.json").read_text())
+
+
 def test_dry_run_prints_the_files_and_the_card_without_network(checkpoint):
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "", "HF_HUB_OFFLINE": "1"}
     printed = emu("push", checkpoint, "--repo", "me/emu-latent", "--dry-run", env=env).stdout

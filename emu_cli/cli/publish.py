@@ -33,6 +33,13 @@ from emu_cli.cli.options import run
     help="With a CLIP folder: an aesthetic head for it, pushed as aesthetic.safetensors.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the file list and the card; no network.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a Hub request may wait on the network before it is retried (3 tries).",
+)
 def push(
     path: Path,
     repo: str,
@@ -45,6 +52,7 @@ def push(
     evaluation: Path | None,
     aesthetic: Path | None,
     dry_run: bool,
+    timeout: float,
 ) -> None:
     """Push a checkpoint or a CLIP folder from `emu filter train-clip` (a model repo) or, with
     --dataset, a curated image folder to the Hugging Face Hub in one commit, with a card that
@@ -65,6 +73,9 @@ def push(
         click.echo(upload.describe())
         return
     url = run(
-        lambda: push(upload, private=private, revision=revision, commit_message=commit_message)
-    )
+        lambda: push(
+            upload, private=private, revision=revision, commit_message=commit_message,
+            timeout=timeout,
+        )
+    )  # fmt: skip
     click.echo(f"pushed {path} to {repo}: {url}")

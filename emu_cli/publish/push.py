@@ -10,6 +10,7 @@ private mirror works). Only after the commit is the push recorded in the checkpo
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,11 @@ from emu_cli.files import write_atomic
 from emu_cli.publish.card import SAMPLES, clip_card, dataset_card, model_card
 
 RETRIES = 3
+# Seconds a Hub request may wait on the network before it counts as failed (and is retried):
+# huggingface_hub's own client waits forever, so a Hub that accepts and never answers would
+# hang the push. `emu push --timeout` sets it.
+HUB_TIMEOUT = 60.0
+log = logging.getLogger("emu")
 
 
 class PushError(ValueError):
@@ -182,12 +188,15 @@ def push(
     private: bool = False,
     revision: str | None = None,
     commit_message: str | None = None,
+    timeout: float = HUB_TIMEOUT,
 ) -> str:
-    """Create the repo if needed and upload everything in one commit; returns the commit URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    """Create the repo if needed and upload everything in one commit; returns the commit URL.
+    Every request waits at most ``timeout`` seconds on the network; a failed one is retried."""
+    from huggingface_hub import CommitOperationAdd, HfApi, get_session
     from huggingface_hub.errors import HfHubHTTPError
 
     check_can_push(upload.repo)
+    get_session().timeout = timeout  # the client every huggingface_hub call shares
     api = HfApi()
     operations = [
         CommitOperationAdd("README.md", str(upload.card).encode("utf-8")),
@@ -195,7 +204,14 @@ def push(
         *(CommitOperationAdd(name, str(upload.folder / name)) for name in upload.files),
     ]
     message = commit_message or f"Upload {upload.repo_type} with emu"
+    size = sum((upload.folder / name).stat().st_size for name in upload.files) + sum(
+        path.stat().st_size for path in upload.extras.values()
+    )
     for attempt in range(1, RETRIES + 1):
+        log.info(
+            f"pushing {len(operations)} files ({size / 1e6:.1f} MB) to {upload.repo_type} repo "
+            f"{upload.repo} at {api.endpoint} (attempt {attempt} of {RETRIES})"
+        )
         try:
             api.create_repo(upload.repo, repo_type=upload.repo_type, private=private, exist_ok=True)
             if revision:
@@ -213,11 +229,18 @@ def push(
         except HfHubHTTPError as error:
             raise PushError(_explain(error, upload)) from error
         except network_errors() as error:  # connection refused, reset, timed out
+            why = (
+                f"it did not answer within {timeout:g} s"
+                if "Timeout" in type(error).__name__
+                else str(error)
+            )
             if attempt == RETRIES:
                 raise PushError(
                     f"could not reach the Hub at {api.endpoint} after {RETRIES} attempts: "
-                    f"{error}. Check the network or HF_ENDPOINT; nothing was recorded as pushed"
+                    f"{why}. Check the network or HF_ENDPOINT (a slow link may need a longer "
+                    "--timeout); nothing was recorded as pushed"
                 ) from error
+            log.info(f"the Hub at {api.endpoint} failed ({why}); retrying")
             time.sleep(2**attempt)
     url = str(commit.commit_url)
     if upload.record is not None:
