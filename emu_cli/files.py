@@ -26,6 +26,13 @@ def refuse_pickles(path: Path) -> None:
     """Refuse a model folder holding pickled weights, which can run code when loaded: emu
     loads safetensors only. Linked folders and files are followed to what they point at."""
     root = Path(path)
+    if root.is_file():  # one weights file
+        if root.suffix in PICKLE_SUFFIXES or Path(os.path.realpath(root)).suffix in PICKLE_SUFFIXES:
+            raise EmuError(
+                f"'{path}' holds pickled weights; emu loads safetensors only, since pickle "
+                "files can run code when loaded"
+            )
+        return
     seen: set[str] = set()
     for folder, folders, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)

@@ -28,7 +28,8 @@ def test_a_second_run_on_a_held_folder_is_refused_naming_the_owner(world, tmp_pa
     with FolderLock(out, "emu pretrain"):
         refused = invoke(*pretrain)
         filtered = invoke("filter", "--data", world, "--out", out, "--filters", "size")
-    for result in (refused, filtered):
+        evaluated = invoke("evaluate", "--a", "me/a", "--b", "me/b", "--out", out)
+    for result in (refused, filtered, evaluated):
         assert result.exit_code == 1, result.output
         assert f"is in use by emu pretrain (pid {os.getpid()} on" in result.output
     assert not (out / LOCK_NAME).exists(), "the owner gives the folder up when it is done"
@@ -130,6 +131,11 @@ def test_pickled_weights_are_refused_through_links_and_for_text_encoders(tmp_pat
         refuse_pickles(model)
     with pytest.raises(EmuError, match="holds pickled weights"):
         load_text_encoder(str(model))
+    from emu_cli.curate.clip import ClipEncoder
+
+    for spec, pretrained in ((model, None), ("ViT-B-32", elsewhere / "pytorch_model.bin")):
+        with pytest.raises(EmuError, match="holds pickled weights"):
+            ClipEncoder.load(str(spec), str(pretrained) if pretrained else None)
 
 
 def test_a_diverged_stage_keeps_a_checkpoint_from_before_and_resumes_at_a_lower_rate(

@@ -55,6 +55,11 @@ class ClipEncoder:
     def load(cls, spec: str, pretrained: str | None = None, device: str = "cpu") -> ClipEncoder:
         import open_clip
 
+        from emu_cli.files import refuse_pickles
+
+        for local in (spec, pretrained):  # a folder, or a weights file named by --clip-pretrained
+            if local and Path(local).exists():
+                refuse_pickles(Path(local))
         identifier = model_identifier(spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(

@@ -24,6 +24,7 @@ from emu_cli.evaluate.prompts import Prompt, load_prompts
 from emu_cli.evaluate.winrate import outcomes, win_rate
 from emu_cli.files import write_atomic
 from emu_cli.human.store import AnnotationStore
+from emu_cli.lock import FolderLock
 from emu_cli.plugin import registry as plugins
 from emu_cli.plugin.panel import Pair, Panel
 from emu_cli.runtime import quiet_libraries
@@ -121,7 +122,28 @@ def evaluate(
 ) -> dict[str, Any]:
     """Generate, collect votes, and write the results; returns what ``results.json`` holds.
     Each model is a checkpoint folder or a Hub model repo (``locate_checkpoint``). With
-    ``annotators="simulated"`` the registered ``panel`` votes; with ``"review"``, people."""
+    ``annotators="simulated"`` the registered ``panel`` votes; with ``"review"``, people.
+    ``out`` is held by this evaluation alone while it runs."""
+    with FolderLock(Path(out), "emu evaluate"):
+        return _evaluate(
+            model_a, model_b, prompts, Path(out), annotators, panel, settings, judge,
+            clip_model, clip_pretrained, resamples,
+        )  # fmt: skip
+
+
+def _evaluate(
+    model_a: str | Path,
+    model_b: str | Path,
+    prompts: str,
+    out: Path,
+    annotators: str,
+    panel: str,
+    settings: Settings | None,
+    judge: str | None,
+    clip_model: str | None,
+    clip_pretrained: str | None,
+    resamples: int,
+) -> dict[str, Any]:
     from emu_cli.checkpoint.folder import locate_checkpoint
 
     quiet_libraries()
@@ -131,7 +153,6 @@ def evaluate(
     if settings.images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt must be >= 1, got {settings.images_per_prompt}")
     items = load_prompts(prompts)
-    out = Path(out)
     models = {"a": locate_checkpoint(model_a), "b": locate_checkpoint(model_b)}
     made = {
         side: _generate(models[side], items, settings, side, out / "images" / side)
