@@ -8,6 +8,7 @@ from pathlib import Path
 
 from emu_cli.checkpoint.folder import load_checkpoint, locate_checkpoint
 from emu_cli.images import save_grid
+from emu_cli.lock import FolderLock
 from emu_cli.runtime import quiet_libraries, resolve_device
 
 
@@ -30,12 +31,27 @@ def generate(
 ) -> Generated:
     """Image ``j`` of prompt ``i`` uses seed ``seed + j``: the same seed gives the same images,
     and adding prompts does not change the images of the others. ``model_path``: a checkpoint
-    folder or a Hub model repo (:func:`~emu_cli.checkpoint.folder.locate_checkpoint`)."""
+    folder or a Hub model repo (:func:`~emu_cli.checkpoint.folder.locate_checkpoint`).
+    ``out`` is held by this run alone while it runs."""
     quiet_libraries()
     if num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {num_images}")
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
+    with FolderLock(Path(out), "emu generate"):
+        return _generate(model_path, prompts, num_images, steps, guidance, seed, Path(out), device)
+
+
+def _generate(
+    model_path: str | Path,
+    prompts: list[str],
+    num_images: int,
+    steps: int,
+    guidance: float | None,
+    seed: int,
+    out: Path,
+    device: str,
+) -> Generated:
     located = locate_checkpoint(model_path)
     backend, model, provenance = load_checkpoint(located.path)
     target = resolve_device(device)
@@ -46,8 +62,6 @@ def generate(
     images = backend.sample(
         model, all_prompts, steps=steps, guidance=guidance, seeds=seeds, device=target
     )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     written, records = [], []
     for k, (image, prompt, image_seed) in enumerate(zip(images, all_prompts, seeds, strict=True)):
         path = out / f"{k // num_images:03d}-{k % num_images:02d}.png"

@@ -29,7 +29,8 @@ def test_a_second_run_on_a_held_folder_is_refused_naming_the_owner(world, tmp_pa
         refused = invoke(*pretrain)
         filtered = invoke("filter", "--data", world, "--out", out, "--filters", "size")
         evaluated = invoke("evaluate", "--a", "me/a", "--b", "me/b", "--out", out)
-    for result in (refused, filtered, evaluated):
+        generated = invoke("generate", "a red star", "--model", "me/a", "--out", out)
+    for result in (refused, filtered, evaluated, generated):
         assert result.exit_code == 1, result.output
         assert f"is in use by emu pretrain (pid {os.getpid()} on" in result.output
     assert not (out / LOCK_NAME).exists(), "the owner gives the folder up when it is done"
