@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,78 @@ def tiny_latent(tmp_path_factory, world) -> Path:
         world, out, "--steps", 12, "--batch-size", 8, "--checkpoint-every", 6, "--preview-every", 6
     )
     return out
+
+
+@dataclass
+class JudgeWeights:
+    """Small judges' weights, built from config and saved as their publishers lay them out."""
+
+    clip: Path  # an open_clip folder with emu's aesthetic head beside it
+    laion: Path  # the same CLIP with a LAION-layout head (.pth) instead
+    hps: Path  # open_clip config + an HPS checkpoint ({"state_dict": ...}, a .pt)
+    pickscore: Path  # a transformers CLIPModel + processor folder
+
+
+@pytest.fixture(scope="session")
+def judge_weights(tmp_path_factory) -> JudgeWeights:
+    import json
+    import shutil
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from emu_cli.curate.aesthetic import build_head, record_path
+    from emu_cli.curate.clip import SMALL_CLIP, ClipEncoder, save_open_clip
+    from emu_cli.judges.clip import laion_head
+    from emu_cli.kit.text import offline_clip_tokenizer
+
+    root = tmp_path_factory.mktemp("judges")
+    torch.manual_seed(0)
+    clip = root / "clip"
+    save_open_clip(open_clip.CLIP(**SMALL_CLIP), SMALL_CLIP, clip)
+    head = build_head(SMALL_CLIP["embed_dim"])
+    save_file(
+        {k: v.contiguous() for k, v in head.state_dict().items()}, clip / "aesthetic.safetensors"
+    )
+    fingerprint = ClipEncoder.load(str(clip)).fingerprint()  # the head reads this CLIP only
+    record = {"embed_dim": SMALL_CLIP["embed_dim"], "clip_model": str(clip),
+              "clip_fingerprint": fingerprint}  # fmt: skip
+    record_path(clip / "aesthetic.safetensors").write_text(json.dumps(record))
+
+    laion = root / "laion"
+    save_open_clip(open_clip.CLIP(**SMALL_CLIP), SMALL_CLIP, laion)
+    width = SMALL_CLIP["embed_dim"]
+    torch.save(_laion_state(width), laion / "sac+logos+ava1-l14-linearMSE.pth")
+    laion_head(laion / "sac+logos+ava1-l14-linearMSE.pth")  # the layout reads back
+
+    hps = root / "hps"
+    shutil.copytree(clip, hps, ignore=shutil.ignore_patterns("aesthetic*", "*.safetensors"))
+    tuned = open_clip.CLIP(**SMALL_CLIP)
+    torch.save({"epoch": 1, "state_dict": tuned.state_dict()}, hps / "HPS_v2.1_compressed.pt")
+
+    pickscore = root / "pickscore"
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                     "num_attention_heads": 2, "max_position_embeddings": 77},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )  # fmt: skip
+    CLIPModel(config).save_pretrained(pickscore, safe_serialization=True)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=offline_clip_tokenizer()).save_pretrained(
+        pickscore
+    )
+    return JudgeWeights(clip, laion, hps, pickscore)
+
+
+def _laion_state(width: int) -> dict:
+    """A state dict in the layout of LAION's improved aesthetic predictor."""
+    import torch.nn as nn
+
+    layers = nn.Sequential(nn.Linear(width, 1024), nn.Dropout(0.2), nn.Linear(1024, 128),
+                           nn.Dropout(0.2), nn.Linear(128, 64), nn.Dropout(0.1),
+                           nn.Linear(64, 16), nn.Linear(16, 1))  # fmt: skip
+    return {f"layers.{k}": v for k, v in layers.state_dict().items()}

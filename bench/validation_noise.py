@@ -19,7 +19,7 @@ import numpy as np
 
 from emu_cli.checkpoint.folder import load_checkpoint
 from emu_cli.evaluate.prompts import load_prompts
-from emu_cli.plugin import registry as plugins
+from emu_cli.judges.spec import judge_from_spec
 from emu_cli.plugin.judge import Judge
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training.quality_tune import EarlyStoppingSettings
@@ -52,7 +52,8 @@ def chance_of_a_fall(spread: float, margin: float) -> float:
 
 
 def main() -> None:
-    validation = EarlyStoppingSettings()  # what `emu quality-tune` validates with by default
+    # what `emu quality-tune` validates a model of the built-in world with by default
+    validation = EarlyStoppingSettings().resolved(True, "bench/validation_noise.py")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path, nargs="+")
     parser.add_argument("--prompts", default=validation.prompts)
@@ -70,7 +71,7 @@ def main() -> None:
         parser.error(f"--seed-sets must be at least 2 to measure a spread, got {args.seed_sets}")
     quiet_libraries()
     prompts = [p.text for p in load_prompts(args.prompts)]
-    judge = plugins.get_judge(args.judge)
+    judge = judge_from_spec(args.judge)
     results = []
     print(f"{'model':40} {'appeal':>13} {'faithfulness':>13} {'P(fall > margin)':>17}")
     for path in args.models:

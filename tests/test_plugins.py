@@ -141,14 +141,16 @@ def test_the_example_backend_runs_through_every_command(site, tmp_path):
     assert red[0] - red[2] > blue[0] - blue[2], "it learned that red captions mean redder images"
 
     tuned = tmp_path / "example-tuned"
+    # its data is not the world's pool: the judge and prompts are named, as for a real model
     emu("quality-tune", "--model", out, "--data", data, "--out", tuned, "--device", "cpu",
-        "--steps", 8, "--validate-every", 4, "--validation-steps", 2, env=env)  # fmt: skip
+        "--steps", 8, "--validate-every", 4, "--validation-steps", 2, "--judge", "world",
+        "--validation-prompts", "builtin:validation", env=env)  # fmt: skip
     record = json.loads((tuned / "emu.json").read_text())
     assert record["quality_tuning"]["steps_trained"] == 8
     assert [point["step"] for point in record["quality_tuning"]["curve"]["points"]] == [0, 4, 8]
     evaluation = tmp_path / "example-eval"
     emu("evaluate", "--a", tuned, "--b", out, "--prompts", "builtin:world-small",
-        "--out", evaluation, "--device", "cpu", env=env)  # fmt: skip
+        "--out", evaluation, "--device", "cpu", "--judge", "world", env=env)  # fmt: skip
     results = json.loads((evaluation / "results.json").read_text())
     assert results["pairs"] == 32 and results["votes"] == 32 * 8  # 5 appeal, 3 faithfulness
 

@@ -132,9 +132,13 @@ def test_pickled_weights_are_refused_through_links_and_for_text_encoders(tmp_pat
         refuse_pickles(model)
     with pytest.raises(EmuError, match="holds pickled weights"):
         load_text_encoder(str(model))
-    from emu_cli.curate.clip import ClipEncoder
+    from emu_cli.curate.clip import CONFIG_FILE, ClipEncoder
 
-    for spec, pretrained in ((model, None), ("ViT-B-32", elsewhere / "pytorch_model.bin")):
+    clip = tmp_path / "clip"  # open_clip's layout, its weights a link to a pickle
+    clip.mkdir()
+    (clip / CONFIG_FILE).write_text("{}")
+    (clip / "open_clip_pytorch_model.bin").symlink_to(elsewhere / "pytorch_model.bin")
+    for spec, pretrained in ((clip, None), ("ViT-B-32", elsewhere / "pytorch_model.bin")):
         with pytest.raises(EmuError, match="holds pickled weights"):
             ClipEncoder.load(str(spec), str(pretrained) if pretrained else None)
 

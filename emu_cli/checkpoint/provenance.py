@@ -34,11 +34,14 @@ class DataRecord:
     samples: int
     rejected_while_indexing: int = 0
     upscaled: int | None = None  # quality-tuning: curated images smaller than its resolution
+    world: bool = False  # the built-in world's pool (`emu data synth`): its judge is the default
 
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
         if self.upscaled is None:  # pre-training counts none
             del record["upscaled"]
+        if not self.world:
+            del record["world"]
         return record
 
 

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from emu_cli.cli import curate, data, evaluate, publish, review, train
+from emu_cli.cli import curate, data, evaluate, judge, publish, review, train
 from emu_cli.cli.logs import show_library_notes
 from emu_cli.errors import EmuError
 from emu_cli.plugin import registry as plugins
@@ -86,6 +86,7 @@ for command in (
     data.data,
     curate.filter_group,
     evaluate.evaluate,
+    judge.judge,
     review.review,
     publish.push,
 ):

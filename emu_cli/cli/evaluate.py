@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from emu_cli.cli.options import (
+    JUDGE_HELP,
     MODEL_HELP,
     POSITIVE,
     config_option,
@@ -46,7 +47,7 @@ from emu_cli.cli.options import (
 @click.option("--a-guidance", type=float, help="Guidance for model A only [default: --guidance].")
 @click.option("--b-guidance", type=float, help="Guidance for model B only [default: --guidance].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--judge", default="world", show_default=True, help="Judge for the proxy scores.")
+@click.option("--judge", help=JUDGE_HELP + " `none`: no judge proxies.")
 @click.option("--clip-model", help="open_clip model (name or local folder) for CLIP score.")
 @click.option("--clip-pretrained", help="open_clip pretrained tag, with a model name.")
 @click.option(

@@ -82,18 +82,22 @@ def mixed_precision_option(function):
     )(function)
 
 
+JUDGE_HELP = (
+    "A registered judge (`emu backends` lists them), NAME@FOLDER or NAME@OWNER/NAME for its "
+    "weights, or appeal=JUDGE,faithfulness=JUDGE [default: world for a model of the built-in "
+    "world; required otherwise]."
+)
+
+
 def validation_options(function):
     """How a validation generates and who judges it: shared by pre-training, which records the
     curve, and quality-tuning, which stops early on it."""
     function = click.option(
         "--validation-prompts",
-        default="builtin:validation",
-        show_default=True,
-        help="Prompt file or builtin:NAME generated at each validation.",
+        help="Prompt file or builtin:NAME generated at each validation [default: "
+        "builtin:validation for a model of the built-in world; required otherwise].",
     )(function)
-    function = click.option(
-        "--judge", default="world", show_default=True, help="A registered judge."
-    )(function)
+    function = click.option("--judge", help=JUDGE_HELP)(function)
     return click.option(
         "--validation-steps", type=POSITIVE, default=20, show_default=True, help="Sampling steps."
     )(function)

@@ -40,6 +40,25 @@ def model_identifier(spec: str) -> str:
     return f"local-dir:{Path(spec).resolve()}" if Path(spec).is_dir() else spec
 
 
+def refuse_pickled_clip(spec: str, pretrained: str | None) -> None:
+    """Refuse the pickle open_clip would read: a weights file named by ``pretrained``, or a
+    folder's ``open_clip_pytorch_model.bin`` (read when it has no safetensors). Other files a
+    folder holds (an aesthetic head beside the model) are not open_clip's to read."""
+    from emu_cli.errors import EmuError
+    from emu_cli.files import refuse_pickles
+
+    if pretrained and Path(pretrained).is_file():
+        refuse_pickles(Path(pretrained))
+    folder = Path(spec)
+    if folder.is_dir() and not (folder / WEIGHTS_FILE).is_file():
+        pickled = folder / "open_clip_pytorch_model.bin"
+        if pickled.exists():
+            raise EmuError(
+                f"'{spec}' holds pickled weights ({pickled.name}); emu loads safetensors only, "
+                "since pickle files can run code when loaded"
+            )
+
+
 @dataclass
 class ClipEncoder:
     """Normalised image and text embeddings from an open_clip model, in batches."""
@@ -55,11 +74,7 @@ class ClipEncoder:
     def load(cls, spec: str, pretrained: str | None = None, device: str = "cpu") -> ClipEncoder:
         import open_clip
 
-        from emu_cli.files import refuse_pickles
-
-        for local in (spec, pretrained):  # a folder, or a weights file named by --clip-pretrained
-            if local and Path(local).exists():
-                refuse_pickles(Path(local))
+        refuse_pickled_clip(spec, pretrained)
         identifier = model_identifier(spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -189,6 +204,25 @@ def contrastive_loss(model, pixels, tokens):
     ) / 2
 
 
+def save_open_clip(model: Any, config: dict[str, Any], out: Path) -> None:
+    """``model`` (an ``open_clip.CLIP`` built from ``config``) in open_clip's Hub layout, which
+    ``local-dir:OUT`` and, pushed, ``hf-hub:OWNER/NAME`` load."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    preprocess = {
+        "image_size": config["vision_cfg"]["image_size"],
+        "mean": list(open_clip.OPENAI_DATASET_MEAN),
+        "std": list(open_clip.OPENAI_DATASET_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    text = json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=2)
+    (out / CONFIG_FILE).write_text(text)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
+
+
 def train_clip(
     data: Path,
     out: Path,
@@ -203,7 +237,6 @@ def train_clip(
     open_clip's layout in ``out`` with a record of how it was made."""
     import open_clip
     import torch
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     from emu_cli.data import index_dataset
@@ -244,19 +277,7 @@ def train_clip(
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "model_cfg": SMALL_CLIP,
-        "preprocess_cfg": {
-            "image_size": image_size,
-            "mean": list(open_clip.OPENAI_DATASET_MEAN),
-            "std": list(open_clip.OPENAI_DATASET_STD),
-            "interpolation": "bicubic",
-            "resize_mode": "shortest",
-        },
-    }
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS_FILE)
+    save_open_clip(model, SMALL_CLIP, out)
     record = {
         "data": str(data),
         "data_fingerprint": index.fingerprint(),

@@ -26,6 +26,7 @@ from emu_cli.files import write_atomic
 from emu_cli.human.store import AnnotationStore
 from emu_cli.lock import FolderLock
 from emu_cli.plugin import registry as plugins
+from emu_cli.plugin.judge import Judge
 from emu_cli.plugin.panel import Pair, Panel
 from emu_cli.runtime import quiet_libraries
 
@@ -115,7 +116,7 @@ def evaluate(
     annotators: str = "simulated",
     panel: str = "world",
     settings: Settings | None = None,
-    judge: str | None = "world",
+    judge: str | None = None,
     clip_model: str | None = None,
     clip_pretrained: str | None = None,
     resamples: int = 1000,
@@ -123,6 +124,8 @@ def evaluate(
     """Generate, collect votes, and write the results; returns what ``results.json`` holds.
     Each model is a checkpoint folder or a Hub model repo (``locate_checkpoint``). With
     ``annotators="simulated"`` the registered ``panel`` votes; with ``"review"``, people.
+    ``judge`` scores both sides beside the votes: a judge spec (:mod:`emu_cli.judges.spec`),
+    ``"none"``, or None: the world's for models of the world, refused for others.
     ``out`` is held by this evaluation alone while it runs."""
     with FolderLock(Path(out), "emu evaluate"):
         return _evaluate(
@@ -154,6 +157,7 @@ def _evaluate(
         raise ValueError(f"--images-per-prompt must be >= 1, got {settings.images_per_prompt}")
     items = load_prompts(prompts)
     models = {"a": locate_checkpoint(model_a), "b": locate_checkpoint(model_b)}
+    scorer = _judge(judge, [models[side].path for side in SIDES])
     made = {
         side: _generate(models[side], items, settings, side, out / "images" / side)
         for side in SIDES
@@ -216,7 +220,7 @@ def _evaluate(
         **settings.describe(),
         "guidance": {side: made[side][1] for side in SIDES},
         "protocols": protocols,
-        "proxies": _proxies(pairs, out, subsets, judge, clip_model, clip_pretrained),
+        "proxies": _proxies(pairs, out, subsets, scorer, clip_model, clip_pretrained),
     }
     # atomic: a results.json is what tells a rerun of the demo that this evaluation is done
     write_atomic(out / "results.json", json.dumps(results, indent=2))
@@ -243,11 +247,22 @@ def _simulate(
     )
 
 
+def _judge(spec: str | None, models: list[Path]) -> Judge | None:
+    """The judge of the proxy scores, settled before any image is made."""
+    from emu_cli.checkpoint.folder import checkpoint_provenance
+    from emu_cli.judges.spec import default_judge, judge_from_spec, trained_on_world
+
+    if spec == "none":
+        return None
+    world = all(trained_on_world(checkpoint_provenance(path)) for path in models)
+    return judge_from_spec(default_judge(spec, world, "emu evaluate"))
+
+
 def _proxies(
     pairs: list[dict],
     out: Path,
     subsets: dict[str, list[dict]],
-    judge: str | None,
+    judge: Judge | None,
     clip_model: str | None,
     clip_pretrained: str | None,
 ) -> dict[str, Any]:
@@ -257,11 +272,10 @@ def _proxies(
     prompts = [p["prompt"] for p in pairs]
     scores: dict[str, dict[str, np.ndarray]] = {}
     images = {side: [Image.open(out / p[f"image_{side}"]) for p in pairs] for side in SIDES}
-    if judge:
-        scorer = plugins.get_judge(judge)
+    if judge is not None:
         for side in SIDES:
-            for name, values in scorer.score(images[side], prompts).items():
-                scores.setdefault(f"{judge}_{name}", {})[side] = np.asarray(values, dtype=float)
+            for name, values in judge.score(images[side], prompts).items():
+                scores.setdefault(f"{judge.spec}_{name}", {})[side] = np.asarray(values, float)
     if clip_model:
         from emu_cli.curate.clip import ClipEncoder
 

@@ -81,13 +81,15 @@ def load_plugins() -> pluggy.PluginManager:
         return pm
     _loaded = True
     from emu_cli.curate import builtin
+    from emu_cli.judges import plugin as judges
     from emu_cli.world import plugin as world
 
-    # The core's own filters, and the built-in world (its judge, panel and prompt sets), are
-    # plugins too (as pytest's features are), always loaded.
+    # The core's own filters and judges, and the built-in world (its judge, panel and prompt
+    # sets), are plugins too (as pytest's features are), always loaded.
     pm.register(builtin, name="emu")
+    pm.register(judges, name="judges")
     pm.register(world, name="world")
-    _distributions["emu"] = _distributions["world"] = "emu-cli"
+    _distributions["emu"] = _distributions["world"] = _distributions["judges"] = "emu-cli"
     allowed = _allow_list()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist.name if entry_point.dist else None

@@ -12,6 +12,7 @@ from typing import Any
 
 from emu_cli.checkpoint.folder import load_checkpoint
 from emu_cli.checkpoint.provenance import Provenance
+from emu_cli.data.origin import is_world_pool
 from emu_cli.data.sources import index_dataset
 from emu_cli.errors import EmuError
 from emu_cli.plugin.backend import PRESETS, Backend, Model
@@ -83,6 +84,8 @@ def pretrain(
     the generating stage's model as it trains and records the curve; it never stops a stage or
     picks a step."""
     quiet_libraries()
+    if validation is not None and validation.validate_every:  # checked before any work
+        validation = validation.resolved(is_world_pool(data), "emu pretrain --validate-every")
     resolved = pretraining_recipes(backend, preset, stages, overrides, per_stage, options)
     recipes = {name: stage.recipe for name, stage in resolved.items()}
     names = list(recipes)

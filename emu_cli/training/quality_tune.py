@@ -124,16 +124,21 @@ def quality_tune(
     device: str = "auto",
     resume: str | None = None,
 ) -> QualityTuneResult:
+    from emu_cli.checkpoint.folder import checkpoint_provenance
     from emu_cli.data.dataset import TrainingDataset, count_smaller
+    from emu_cli.judges.spec import trained_on_world
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
     from emu_cli.training.trainer import Trainer
 
     quiet_libraries()
     settings = early_stopping or EarlyStoppingSettings()
+    located = locate_checkpoint(model_path)  # a folder, or a Hub repo pinned to its commit
+    if settings.enabled:  # before any work: a model of the world alone has default judges
+        world = trained_on_world(checkpoint_provenance(located.path))
+        settings = settings.resolved(world, "emu quality-tune (early stopping)")
     with TrainingSession(out, resume) as session:
         folder = session.stage_folder(STAGE_FOLDER)
-        located = locate_checkpoint(model_path)  # a folder, or a Hub repo pinned to its commit
         backend, model, parent = load_checkpoint(located.path)
         stage = backend.generator_stage()
         preset = parent.preset

@@ -25,6 +25,7 @@ from emu_cli.checkpoint import state as checkpoints
 from emu_cli.checkpoint.folder import PROVENANCE, read_provenance, save_checkpoint
 from emu_cli.checkpoint.provenance import DataRecord, Provenance
 from emu_cli.config import changes
+from emu_cli.data.origin import is_world_pool
 from emu_cli.data.sources import SampleIndex
 from emu_cli.errors import EmuError
 from emu_cli.lock import FolderLock
@@ -74,6 +75,7 @@ def data_record(index: SampleIndex, source: Path, **extra: Any) -> DataRecord:
         fingerprint=index.fingerprint(),
         samples=len(index),
         rejected_while_indexing=len(index.rejected),
+        world=is_world_pool(source),
         **extra,
     )
 

@@ -4,10 +4,12 @@ records the curve."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from emu_cli.errors import EmuError
 from emu_cli.files import write_atomic
 from emu_cli.images import save_grid
 from emu_cli.plugin.backend import Backend, Model
@@ -18,14 +20,25 @@ Rule = EarlyStopping | CurveOnly
 
 @dataclass
 class ValidationSettings:
-    """What a validation generates and who judges it, by name (a registered judge; a prompt
-    file or ``builtin:NAME``), and how often (``None``: the command's ``default_every``)."""
+    """What a validation generates and who judges it, by name (a judge spec, see
+    :mod:`emu_cli.judges.spec`; a prompt file or ``builtin:NAME``), and how often (``None``: the
+    command's ``default_every``)."""
 
-    judge: str = "world"
-    prompts: str = "builtin:validation"
+    judge: str | None = None  # None: world for a world model, refused otherwise (judges.spec)
+    prompts: str | None = None  # None: the world's validation prompts for a world model
     validate_every: int | None = None
     sample_steps: int = 20
     guidance: float | None = None  # None: the backend's default
+
+    def resolved(self, world: bool, command: str) -> ValidationSettings:
+        """These settings with the judge and prompts a model gets when none are named (the
+        world's, for a model of the world; refused otherwise), checked before any work."""
+        from emu_cli.judges.spec import default_judge, default_prompts, judge_from_spec
+
+        judge = default_judge(self.judge, world, command)
+        prompts = default_prompts(self.prompts, world, command)
+        judge_from_spec(judge)  # an unknown name is refused now, not after training
+        return dataclasses.replace(self, judge=judge, prompts=prompts)
 
     def monitor(
         self,
@@ -37,14 +50,16 @@ class ValidationSettings:
         default_every: int | None = None,
     ) -> GenerationMonitor:
         from emu_cli.evaluate.prompts import load_prompts
-        from emu_cli.plugin import registry as plugins
+        from emu_cli.judges.spec import judge_from_spec
 
+        if self.judge is None or self.prompts is None:
+            raise EmuError("validation settings were not resolved (ValidationSettings.resolved)")
         every = self.validate_every or default_every
         if every is None:
             raise ValueError("validate_every is not set and this command has no default")
         return GenerationMonitor(
             backend,
-            plugins.get_judge(self.judge),
+            judge_from_spec(self.judge),
             [p.text for p in load_prompts(self.prompts)],
             every=every,
             rule=rule,
@@ -128,7 +143,7 @@ class GenerationMonitor:
     def _write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         record = {
-            "judge": self.judge.name,
+            "judge": self.judge.spec,
             "prompts": len(self.prompts),
             "sample_steps": self.steps,
             "guidance": self.guidance,  # the backend's default unless the settings named one

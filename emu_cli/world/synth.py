@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from emu_cli.data.export import replacing
+from emu_cli.data.origin import mark_world_pool
 from emu_cli.world.concepts import BACKGROUNDS, CAPTION_TEMPLATES, COLORS, SUBJECTS, caption
 from emu_cli.world.factors import (
     Factors,
@@ -280,6 +281,9 @@ def synthesize(
         progress.close()
         if report:
             statistics.write(folder, seed=seed, size=size)
+        # what tells a model trained on it (and only such a model) to use the world's judge
+        record = {"made_by": "emu data synth", "n": n, "seed": seed, "size": size, "clean": clean}
+        mark_world_pool(folder, record)
     return out
 
 

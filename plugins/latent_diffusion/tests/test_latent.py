@@ -309,3 +309,33 @@ def test_diffusion_backends_learn_the_whole_picture_from_the_text(backend_name):
     pooled = unet.add_embedding(states)
     assert pooled.shape == (2, unet.time_embedding.linear_2.out_features)
     assert not torch.allclose(pooled[0], pooled[1])
+
+
+def test_an_adopted_model_is_judged_only_by_a_judge_named(
+    stable_diffusion, world, judge_weights, tmp_path
+):
+    """No judge of coloured shapes for a real model: without --judge, quality-tuning with
+    early stopping and evaluation stop before any work, naming the judges installed."""
+    qt = tmp_path / "qt"
+    tune = ("quality-tune", "--model", stable_diffusion, "--data", world, "--out", qt,
+            "--steps", 2, "--device", "cpu")  # fmt: skip
+    refused = emu(*tune, check=False)
+    assert refused.returncode == 1
+    assert "needs --judge for a model not trained on the built-in world" in refused.stderr
+    assert "Installed judges: clip-aesthetic, clipscore, hpsv2, pickscore, world" in refused.stderr
+    assert not qt.exists(), "refused before any work"
+    judged = (*tune, "--judge", f"clip-aesthetic@{judge_weights.clip}", "--validate-every", 1,
+              "--validation-steps", 2)  # fmt: skip
+    refused = emu(*judged, check=False)
+    assert refused.returncode == 1 and "needs --validation-prompts" in refused.stderr
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\n")
+    emu(*judged, "--validation-prompts", prompts)
+    curve = json.loads((qt / "stages" / "quality-tune" / "curve.json").read_text())
+    assert curve["judge"] == f"clip-aesthetic@{judge_weights.clip}" and len(curve["points"]) == 3
+
+    out = tmp_path / "eval"
+    refused = emu("evaluate", "--a", qt, "--b", stable_diffusion, "--prompts", prompts,
+                  "--out", out, "--device", "cpu", check=False)  # fmt: skip
+    assert refused.returncode == 1 and "emu evaluate needs --judge" in refused.stderr
+    assert not (out / "images").exists(), "refused before generating"

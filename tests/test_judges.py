@@ -1,0 +1,217 @@
+"""The real judges on small models of their classes, built from config and saved as their
+publishers lay them out: each loads from a folder (and from a Hub repo, through the same code),
+scores as its model does, composes, drives quality-tuning and evaluation, and is calibrated
+against people's votes."""
+
+import json
+import shutil
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from hub_server import WRITE_TOKEN, FakeHub
+from PIL import Image
+
+from conftest import emu, invoke
+from emu_cli.data import index_dataset
+from emu_cli.errors import EmuError
+from emu_cli.human.store import AnnotationStore
+from emu_cli.judges.spec import judge_from_spec
+
+
+@pytest.fixture(scope="module")
+def pictures(world):
+    samples = index_dataset(world).samples[:6]
+    return [Image.open(s.path).convert("RGB") for s in samples], [s.caption for s in samples]
+
+
+def _clip(folder):
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{folder}")
+
+
+def _cosines(folder, images, prompts, weights=None):
+    model, preprocess, tokenizer = _clip(folder)
+    if weights is not None:
+        model.load_state_dict(weights)
+    with torch.no_grad():
+        a = model.encode_image(torch.stack([preprocess(i) for i in images]), normalize=True)
+        b = model.encode_text(tokenizer(prompts), normalize=True)
+    return a, (a * b).sum(1).numpy()
+
+
+def _logistic(raw, center, spread):
+    return 1 / (1 + np.exp(-(raw - center) / spread))
+
+
+def test_each_judge_loads_from_a_folder_and_scores_as_its_model_does(judge_weights, pictures):
+    from safetensors.torch import load_file
+    from transformers import CLIPModel, CLIPProcessor
+
+    from emu_cli.curate.aesthetic import build_head
+    from emu_cli.judges.clip import laion_head
+
+    images, prompts = pictures
+    embeddings, cosines = _cosines(judge_weights.clip, images, prompts)
+    head = build_head(embeddings.shape[1]).eval()
+    head.load_state_dict(load_file(judge_weights.clip / "aesthetic.safetensors"))
+    _, laion_cosines = _cosines(judge_weights.laion, images, prompts)
+    laion_embeddings, _ = _cosines(judge_weights.laion, images, prompts)
+    laion = laion_head(judge_weights.laion / "sac+logos+ava1-l14-linearMSE.pth")
+    tuned = torch.load(judge_weights.hps / "HPS_v2.1_compressed.pt", weights_only=True)
+    _, hps = _cosines(judge_weights.hps, images, prompts, tuned["state_dict"])
+    model = CLIPModel.from_pretrained(judge_weights.pickscore)
+    processor = CLIPProcessor.from_pretrained(judge_weights.pickscore)
+    with torch.no_grad():
+        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        out = model(**inputs)
+        pick = (out.logits_per_image.diagonal()).numpy()  # logit scale x cosine, as PickScore
+    with torch.no_grad():
+        expected = {
+            f"clipscore@{judge_weights.clip}": {"faithfulness": (cosines, 0.25, 0.03)},
+            f"clip-aesthetic@{judge_weights.clip}": {
+                "appeal": (head(embeddings).squeeze(1).numpy(), 5.5, 0.75),
+                "faithfulness": (cosines, 0.25, 0.03),
+            },
+            f"clip-aesthetic@{judge_weights.laion}": {
+                "appeal": (laion(laion_embeddings).squeeze(1).numpy(), 5.5, 0.75),
+                "faithfulness": (laion_cosines, 0.25, 0.03),
+            },
+            f"hpsv2@{judge_weights.hps}": {"appeal": (hps, 0.27, 0.015)},
+            f"pickscore@{judge_weights.pickscore}": {"appeal": (pick, 21.0, 1.0)},
+        }
+    for spec, measures in expected.items():
+        scores = judge_from_spec(spec, complete=False).score(images, prompts)
+        for measure, (raw, center, spread) in measures.items():
+            np.testing.assert_allclose(scores[f"raw_{measure}"], raw, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(scores[measure], _logistic(raw, center, spread), rtol=1e-4)
+            assert ((scores[measure] >= 0) & (scores[measure] <= 1)).all(), spec
+
+
+def test_judges_compose_and_bad_names_are_refused_with_the_way_out(judge_weights, pictures):
+    images, prompts = pictures
+    hps, clip = f"hpsv2@{judge_weights.hps}", f"clipscore@{judge_weights.clip}"
+    composed = judge_from_spec(f"appeal={hps},faithfulness={clip}")
+    scores = composed.score(images, prompts)
+    alone = {
+        "appeal": judge_from_spec(hps, complete=False).score(images, prompts)["appeal"],
+        "faithfulness": judge_from_spec(clip, complete=False).score(images, prompts)[
+            "faithfulness"
+        ],
+    }
+    for measure, values in alone.items():
+        np.testing.assert_allclose(scores[measure], values, rtol=1e-5)
+    assert composed.spec == f"appeal={hps},faithfulness={clip}"
+    for spec, message in [
+        ("clipscore", "measures faithfulness only: compose it"),
+        ("nope", r"unknown judge 'nope' \(registered: clip-aesthetic, clipscore, hpsv2"),
+        ("appeal=clipscore,faithfulness=clipscore", "does not measure appeal"),
+        ("appeal=world", "names no judge for faithfulness"),
+        ("looks=world", "MEASURE=JUDGE"),
+        ("world@elsewhere", "takes no weights source"),
+    ]:
+        with pytest.raises(EmuError, match=message):
+            judge_from_spec(spec)
+    with pytest.raises(EmuError, match="pickled weights"):  # a pickle beside the published one
+        (judge_weights.hps / "extra.bin").write_bytes(b"\x80\x04")
+        try:
+            judge_from_spec(hps, complete=False).score(images, prompts)
+        finally:
+            (judge_weights.hps / "extra.bin").unlink()
+
+
+def _store_with_votes(world, folder, judge):
+    """Six pairs of world images voted by three people, the judge's preference known: the
+    majority agrees with the judge on 3 of the 5 decided pairs, and people with each other on
+    9 of the 11 votes that have a decided majority of the others; a seventh pair shows one
+    image twice (3 more agreeing votes, and a pair no judge can tell)."""
+    samples = index_dataset(world).samples[:12]
+    images = [Image.open(s.path).convert("RGB") for s in samples]
+    prompt = "a red star on a sunset background"
+    appeal = judge.score(images, [prompt] * 12)["appeal"]
+    store = AnnotationStore(folder / "annotations.sqlite")
+    # by pair: votes for the judge's choice (J) or the other image (N)
+    votes = ["JJJ", "JJN", "JJJ", "NNN", "NNJ", "JNT"]
+    for i, pattern in enumerate(votes):
+        a, b = 2 * i, 2 * i + 1
+        for side, k in (("a", a), ("b", b)):
+            images[k].save(folder / f"{i}{side}.png")
+        store.add_comparison(f"p{i}", prompt, f"{i}a.png", f"{i}b.png", "A", "B")
+        judged = "a" if appeal[a] > appeal[b] else "b"
+        other = "b" if judged == "a" else "a"
+        for person, vote in enumerate(pattern):
+            choice = {"J": judged, "N": other, "T": "tie"}[vote]
+            store.add_annotator(f"person-{person}")
+            store.vote(f"p{i}", "appeal", f"person-{person}", "a", choice)
+    images[0].save(folder / "same.png")  # one image on both sides: no judge can tell
+    store.add_comparison("p6", prompt, "same.png", "same.png", "A", "B")
+    for person in range(3):
+        store.vote("p6", "appeal", f"person-{person}", "a", "a")
+    store.close()
+
+
+def test_calibration_gives_the_agreement_counted_by_hand(world, tmp_path):
+    from emu_cli.plugin.registry import get_judge
+
+    _store_with_votes(world, tmp_path, get_judge("world"))
+    result = invoke("judge", "calibrate", "--votes", tmp_path, "--judge", "world",
+                    "--resamples", 200)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "calibration" / "calibration.json").read_text())
+    appeal = report["protocols"]["appeal"]
+    assert appeal["pairs_voted"] == 7 and appeal["pairs_decided"] == 6
+    assert appeal["judges"]["world"]["agreement"] == 0.6
+    assert appeal["judges"]["world"]["count"] == 5
+    assert appeal["judges"]["world"]["cannot_tell"] == 1
+    assert appeal["people"]["agreement"] == round(12 / 14, 4) and appeal["people"]["count"] == 14
+    low, high = appeal["judges"]["world"]["interval"]
+    assert low <= 0.6 <= high
+    assert "| appeal | world | 60.0 % |" in result.output
+    assert (tmp_path / "calibration" / "calibration.png").stat().st_size > 10_000
+
+
+def test_a_judge_from_the_hub_loads_through_the_folder_code(world, judge_weights, tmp_path):
+    from emu_cli.plugin.registry import get_judge
+
+    clip = shutil.copytree(judge_weights.clip, tmp_path / "clip",
+                           ignore=shutil.ignore_patterns("aesthetic*"))  # fmt: skip
+    record = {"steps": 0, "batch_size": 0, "learning_rate": 0, "seed": 0, "samples": 0,
+              "data": "none", "data_fingerprint": "-", "passes": 0, "final_loss": None}  # fmt: skip
+    (clip / "emu_clip.json").write_text(json.dumps(record))  # as `emu filter train-clip` writes
+    _store_with_votes(world, tmp_path, get_judge("world"))
+    spec = f"clip-aesthetic@{judge_weights.clip}"
+    here = invoke("judge", "calibrate", "--votes", tmp_path, "--judge", spec,
+                  "--out", tmp_path / "here")  # fmt: skip
+    assert here.exit_code == 0, here.output
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
+               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
+        emu("push", clip, "--repo", "me/clip", "--aesthetic",
+            judge_weights.clip / "aesthetic.safetensors", env=env)  # fmt: skip
+        emu("judge", "calibrate", "--votes", tmp_path, "--judge", "clip-aesthetic@me/clip",
+            "--out", tmp_path / "hub", env=env)  # fmt: skip
+    read = lambda name: json.loads((tmp_path / name / "calibration.json").read_text())  # noqa: E731
+    from_here, from_hub = read("here")["protocols"], read("hub")["protocols"]
+    assert (
+        from_here["appeal"]["judges"][spec]
+        == from_hub["appeal"]["judges"]["clip-aesthetic@me/clip"]
+    ), "the same weights, read from the Hub, judge the same"
+
+
+def test_a_composed_judge_scores_an_evaluation_beside_the_votes(
+    tiny_latent, judge_weights, tmp_path
+):
+    """(Early stopping by a real judge: plugins/latent_diffusion/tests/test_latent.py.)"""
+    spec = f"appeal=hpsv2@{judge_weights.hps},faithfulness=clipscore@{judge_weights.clip}"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\na blue ring in a forest\n")
+    out = tmp_path / "eval"
+    result = invoke("evaluate", "--a", tiny_latent, "--b", tiny_latent, "--prompts", prompts,
+                    "--out", out, "--steps", 2, "--judge", spec, "--resamples", 50,
+                    "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    proxies = json.loads((out / "results.json").read_text())["proxies"]
+    for measure in ("appeal", "faithfulness", "raw_appeal", "raw_faithfulness"):
+        sides = proxies[f"{spec}_{measure}"]["all"]
+        assert sides["a"] == sides["b"], "one model on both sides scores the same"
