@@ -202,16 +202,23 @@ def test_a_judge_from_the_hub_loads_through_the_folder_code(world, judge_weights
 def test_a_composed_judge_scores_an_evaluation_beside_the_votes(
     tiny_latent, judge_weights, tmp_path
 ):
-    """(Early stopping by a real judge: plugins/latent_diffusion/tests/test_latent.py.)"""
+    """(Early stopping by a real judge: plugins/latent_diffusion/tests/test_latent.py.) A
+    quick evaluation on a seeded sample of a prompt set."""
+    from emu_cli.evaluate.prompts import load_prompts, sample_prompts
+
     spec = f"appeal=hpsv2@{judge_weights.hps},faithfulness=clipscore@{judge_weights.clip}"
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red star on a sunset background\na blue ring in a forest\n")
     out = tmp_path / "eval"
-    result = invoke("evaluate", "--a", tiny_latent, "--b", tiny_latent, "--prompts", prompts,
-                    "--out", out, "--steps", 2, "--judge", spec, "--resamples", 50,
+    result = invoke("evaluate", "--a", tiny_latent, "--b", tiny_latent, "--prompts",
+                    "builtin:world-small", "--max-prompts", 2, "--seed", 3, "--out", out,
+                    "--steps", 2, "--judge", spec, "--resamples", 50,
                     "--device", "cpu")  # fmt: skip
     assert result.exit_code == 0, result.output
-    proxies = json.loads((out / "results.json").read_text())["proxies"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["pairs"] == 2 and results["max_prompts"] == 2
+    drawn = sample_prompts(load_prompts("builtin:world-small"), 2, seed=3)
+    index = json.loads((out / "images" / "a" / "index.json").read_text())
+    assert index["prompts"] == [p.text for p in drawn]
+    proxies = results["proxies"]
     for measure in ("appeal", "faithfulness", "raw_appeal", "raw_faithfulness"):
         sides = proxies[f"{spec}_{measure}"]["all"]
         assert sides["a"] == sides["b"], "one model on both sides scores the same"

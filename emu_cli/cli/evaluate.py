@@ -47,6 +47,11 @@ from emu_cli.cli.options import (
 @click.option("--a-guidance", type=float, help="Guidance for model A only [default: --guidance].")
 @click.option("--b-guidance", type=float, help="Guidance for model B only [default: --guidance].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--max-prompts",
+    type=POSITIVE,
+    help="Evaluate a sample of this many prompts of the set, drawn by --seed [default: all].",
+)
 @click.option("--judge", help=JUDGE_HELP + " `none`: no judge proxies.")
 @click.option("--clip-model", help="open_clip model (name or local folder) for CLIP score.")
 @click.option("--clip-pretrained", help="open_clip pretrained tag, with a model name.")
@@ -69,6 +74,7 @@ def evaluate(
     a_guidance: float | None,
     b_guidance: float | None,
     seed: int,
+    max_prompts: int | None,
     judge: str,
     clip_model: str | None,
     clip_pretrained: str | None,
@@ -82,7 +88,10 @@ def evaluate(
     from emu_cli.evaluate.report import PROTOCOL_TITLES, describe
 
     sides = {side: g for side, g in (("a", a_guidance), ("b", b_guidance)) if g is not None}
-    settings = Settings(steps, guidance, seed, images_per_prompt, device, side_guidance=sides)
+    settings = Settings(
+        steps, guidance, seed, images_per_prompt, device, side_guidance=sides,
+        max_prompts=max_prompts,
+    )  # fmt: skip
     results = run(
         lambda: evaluate(
             model_a, model_b, prompts, out,

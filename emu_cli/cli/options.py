@@ -97,6 +97,11 @@ def validation_options(function):
         help="Prompt file or builtin:NAME generated at each validation [default: "
         "builtin:validation for a model of the built-in world; required otherwise].",
     )(function)
+    function = click.option(
+        "--validation-max-prompts",
+        type=POSITIVE,
+        help="Validate on a sample of this many of the prompts, drawn by --seed [default: all].",
+    )(function)
     function = click.option("--judge", help=JUDGE_HELP)(function)
     return click.option(
         "--validation-steps", type=POSITIVE, default=20, show_default=True, help="Sampling steps."

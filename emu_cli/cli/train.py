@@ -87,8 +87,9 @@ def pretrain(
     device: str,
     validate_every: int | None,
     validation_steps: int,
-    judge: str,
-    validation_prompts: str,
+    judge: str | None,
+    validation_max_prompts: int | None,
+    validation_prompts: str | None,
     **overrides,
 ) -> None:
     """Pre-train a backend's model from scratch, stage by stage.
@@ -121,6 +122,7 @@ def pretrain(
         judge=judge,
         prompts=validation_prompts,
         validate_every=validate_every,
+        max_prompts=validation_max_prompts,
         sample_steps=validation_steps,
     )
     result = run(
@@ -262,8 +264,9 @@ def quality_tune(
     patience: int,
     appeal_window: int,
     faithfulness_margin: float,
-    judge: str,
-    validation_prompts: str,
+    judge: str | None,
+    validation_max_prompts: int | None,
+    validation_prompts: str | None,
     device: str,
     resume: str | None,
     push_to_hub: str | None,
@@ -284,6 +287,7 @@ def quality_tune(
         judge=judge,
         prompts=validation_prompts,
         validate_every=validate_every,
+        max_prompts=validation_max_prompts,
         patience=patience,
         window=appeal_window,
         faithfulness_margin=faithfulness_margin,

@@ -9,12 +9,13 @@ its subject), ``world-small`` and ``validation``.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from emu_cli.plugin import registry
 from emu_cli.plugin.prompt_set import Prompt
 
-__all__ = ["Prompt", "load_prompts"]
+__all__ = ["Prompt", "load_prompts", "sample_prompts"]
 
 
 def load_prompts(spec: str | Path) -> list[Prompt]:
@@ -55,3 +56,14 @@ def load_prompts(spec: str | Path) -> list[Prompt]:
     if not prompts:
         raise ValueError(f"prompt file '{path}' holds no prompt")
     return prompts
+
+
+def sample_prompts(prompts: list[Prompt], count: int | None, seed: int = 0) -> list[Prompt]:
+    """At most ``count`` of ``prompts`` (all for None), drawn without replacement by ``seed``
+    and kept in their order: a quick run on a large benchmark, the same one every time."""
+    if count is None or count >= len(prompts):
+        return prompts
+    if count < 1:
+        raise ValueError(f"--max-prompts must be at least 1, got {count}")
+    chosen = sorted(random.Random(seed).sample(range(len(prompts)), count))
+    return [prompts[i] for i in chosen]

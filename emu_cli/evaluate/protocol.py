@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from emu_cli.evaluate.prompts import Prompt, load_prompts
+from emu_cli.evaluate.prompts import Prompt, load_prompts, sample_prompts
 from emu_cli.evaluate.winrate import outcomes, win_rate
 from emu_cli.files import write_atomic
 from emu_cli.human.store import AnnotationStore
@@ -44,6 +44,7 @@ class Settings:
     seed: int = 0
     images_per_prompt: int = 1
     device: str = "auto"
+    max_prompts: int | None = None  # a seeded sample of the prompt set (None: all of it)
     # One side's own scale, over ``guidance``: models compared each at the scale it draws best
     # at (a tuned model's best scale need not be its base model's).
     side_guidance: dict[str, float] = field(default_factory=dict)
@@ -52,11 +53,16 @@ class Settings:
         return self.side_guidance.get(side, self.guidance)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "steps": self.steps,
             "seed": self.seed,
             "images_per_prompt": self.images_per_prompt,
         }
+        return (
+            described
+            if self.max_prompts is None
+            else {**described, "max_prompts": self.max_prompts}
+        )
 
 
 def _generate(
@@ -155,7 +161,7 @@ def _evaluate(
     settings = settings or Settings()
     if settings.images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt must be >= 1, got {settings.images_per_prompt}")
-    items = load_prompts(prompts)
+    items = sample_prompts(load_prompts(prompts), settings.max_prompts, settings.seed)
     models = {"a": locate_checkpoint(model_a), "b": locate_checkpoint(model_b)}
     scorer = _judge(judge, [models[side].path for side in SIDES])
     made = {

@@ -27,6 +27,7 @@ class ValidationSettings:
     judge: str | None = None  # None: world for a world model, refused otherwise (judges.spec)
     prompts: str | None = None  # None: the world's validation prompts for a world model
     validate_every: int | None = None
+    max_prompts: int | None = None  # a seeded sample of the prompt set (None: all of it)
     sample_steps: int = 20
     guidance: float | None = None  # None: the backend's default
 
@@ -49,7 +50,7 @@ class ValidationSettings:
         seed: int,
         default_every: int | None = None,
     ) -> GenerationMonitor:
-        from emu_cli.evaluate.prompts import load_prompts
+        from emu_cli.evaluate.prompts import load_prompts, sample_prompts
         from emu_cli.judges.spec import judge_from_spec
 
         if self.judge is None or self.prompts is None:
@@ -60,7 +61,7 @@ class ValidationSettings:
         return GenerationMonitor(
             backend,
             judge_from_spec(self.judge),
-            [p.text for p in load_prompts(self.prompts)],
+            [p.text for p in sample_prompts(load_prompts(self.prompts), self.max_prompts, seed)],
             every=every,
             rule=rule,
             folder=folder,

@@ -185,7 +185,8 @@ def test_a_stable_diffusion_model_made_elsewhere_is_generated_from_and_quality_t
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red star on a sunset background\n")
     emu("evaluate", "--a", qt, "--b", stable_diffusion, "--prompts", prompts, "--out",
-        tmp_path / "eval", "--steps", 2, "--device", "cpu", "--resamples", 10)  # fmt: skip
+        tmp_path / "eval", "--steps", 2, "--device", "cpu", "--resamples", 10,
+        "--judge", "none")  # fmt: skip
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["b"] == str(stable_diffusion) and results["pairs"] == 1
 
