@@ -19,7 +19,7 @@ import numpy as np
 
 from emu_cli.checkpoint.folder import load_checkpoint
 from emu_cli.evaluate.prompts import load_prompts
-from emu_cli.judges.spec import judge_from_spec
+from emu_cli.plugin import registry
 from emu_cli.plugin.judge import Judge
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training.quality_tune import EarlyStoppingSettings
@@ -71,7 +71,7 @@ def main() -> None:
         parser.error(f"--seed-sets must be at least 2 to measure a spread, got {args.seed_sets}")
     quiet_libraries()
     prompts = [p.text for p in load_prompts(args.prompts)]
-    judge = judge_from_spec(args.judge)
+    judge = registry.judge(args.judge)
     results = []
     print(f"{'model':40} {'appeal':>13} {'faithfulness':>13} {'P(fall > margin)':>17}")
     for path in args.models:

@@ -110,8 +110,13 @@ class HubHandler(BaseHTTPRequestHandler):
         return repo is not None and (not repo.private or token in (WRITE_TOKEN, READ_TOKEN))
 
     def _api_get(self, path: str) -> None:
-        """``repo_info`` at a revision, and the file listing ``snapshot_download`` fetches."""
-        match = re.fullmatch(r"/api/(model|dataset)s/([^/]+/[^/]+)/(revision|tree)/([^/]+)", path)
+        """``repo_info`` (at a revision or the main branch), and the file listing
+        ``snapshot_download`` and ``datasets`` fetch (all of it, or one folder's entries)."""
+        if re.fullmatch(r"/api/(model|dataset)s/[^/]+/[^/]+", path):  # info at the main branch
+            path += "/revision/main"
+        match = re.fullmatch(
+            r"/api/(model|dataset)s/([^/]+/[^/]+)/(revision|tree)/([^/]+)(?:/(.+))?", path
+        )
         repo = match and self.hub.repos.get((match[1], match[2]))
         if not match or not self._readable(repo):
             return self._reply(401, {"error": "Repository not found"}, code="RepoNotFound")
@@ -122,11 +127,20 @@ class HubHandler(BaseHTTPRequestHandler):
             siblings = [{"rfilename": name} for name in sorted(files)]
             return self._reply(200, {"id": match[2], "sha": commit_id(files),
                                      "private": repo.private, "siblings": siblings})  # fmt: skip
-        listing = [
-            {"type": "file", "path": name, "size": len(data),
-             "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
-            for name, data in sorted(files.items())
-        ]  # fmt: skip
+        recursive = "recursive=true" in self.path.lower()
+        prefix = f"{unquote(match[5])}/" if match[5] else ""
+        under = {name: data for name, data in files.items() if name.startswith(prefix)}
+        if prefix and not under:
+            return self._reply(404, {"error": "Entry not found"}, code="EntryNotFound")
+        listing, folders = [], set()
+        for name, data in sorted(under.items()):
+            rest = name[len(prefix) :]
+            if "/" in rest and not recursive:
+                folders.add(prefix + rest.split("/", 1)[0])
+                continue
+            oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+            listing.append({"type": "file", "path": name, "size": len(data), "oid": oid})
+        listing += [{"type": "directory", "path": f, "oid": "0" * 40} for f in sorted(folders)]
         return self._reply(200, listing)
 
     def _resolve(self, with_body: bool) -> None:

@@ -4,7 +4,10 @@ scores as its model does, composes, drives quality-tuning and evaluation, and is
 against people's votes."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import open_clip
@@ -17,7 +20,7 @@ from conftest import emu, invoke
 from emu_cli.data import index_dataset
 from emu_cli.errors import EmuError
 from emu_cli.human.store import AnnotationStore
-from emu_cli.judges.spec import judge_from_spec
+from emu_cli.plugin.registry import judge as judge_from_spec
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +225,64 @@ def test_a_composed_judge_scores_an_evaluation_beside_the_votes(
     for measure in ("appeal", "faithfulness", "raw_appeal", "raw_faithfulness"):
         sides = proxies[f"{spec}_{measure}"]["all"]
         assert sides["a"] == sides["b"], "one model on both sides scores the same"
+
+
+def test_partiprompts_come_from_the_hub_through_datasets_with_their_categories(tmp_path):
+    """builtin:parti as a user with network reads it: the Hub dataset, here a local Hub
+    holding a few rows in its columns."""
+    rows = [("a red panda eating bamboo", "Animals", "Basic"),
+            ("the Eiffel tower at night", "World Knowledge", "Basic"),
+            ("a cat with a hat, in the style of Klimt", "Arts", "Style & Format")]  # fmt: skip
+    folder = tmp_path / "parti"
+    folder.mkdir()
+    lines = ["Prompt\tCategory\tChallenge\tNote", *("\t".join([*r, ""]) for r in rows)]
+    (folder / "PartiPrompts.tsv").write_text("\n".join(lines) + "\n")
+    script = (
+        "import json; from emu_cli.evaluate.prompts import load_prompts; "
+        "print(json.dumps([[p.text, list(p.tags)] for p in load_prompts('builtin:parti')]))"
+    )
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
+               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf")}  # fmt: skip
+        upload = ("from huggingface_hub import HfApi; import sys; api = HfApi(); "
+                  "api.create_repo('nateraw/parti-prompts', repo_type='dataset'); "
+                  "api.upload_folder(repo_id='nateraw/parti-prompts', repo_type='dataset', "
+                  "folder_path=sys.argv[1])")  # fmt: skip
+        subprocess.run([sys.executable, "-c", upload, folder], env={**os.environ, **env},
+                       check=True, capture_output=True)  # fmt: skip
+        read = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env},
+                              capture_output=True, text=True)  # fmt: skip
+    assert read.returncode == 0, read.stderr[-2000:]
+    assert json.loads(read.stdout.splitlines()[-1]) == [
+        [text, [f"category:{category}", f"challenge:{challenge}"]]
+        for text, category, challenge in rows
+    ]
+    from emu_cli.evaluate.protocol import reported
+
+    assert reported("category:Animals") and reported("unseen") and not reported("star")
+
+
+def test_a_judge_curates_as_it_judges(world, judge_weights, tmp_path):
+    """The judge that stops quality-tuning curates the pool: its top quarter is kept, scored
+    in worker processes as the judge scores in this one."""
+    import pandas as pd
+
+    spec = f"clip-aesthetic@{judge_weights.clip}"
+    out = tmp_path / "run"
+    result = invoke("filter", "--data", world, "--out", out, "--filters", "judge",
+                    "--set", f"judge.spec={spec}", "--set", "judge.keep_fraction=0.25",
+                    "--workers", 2, "--chunk-size", 16)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_parquet(out / "manifest.parquet").set_index("key")
+    samples = index_dataset(world).samples
+    images = [Image.open(s.path).convert("RGB") for s in samples]
+    expected = judge_from_spec(spec).score(images, [s.caption for s in samples])
+    scored = manifest.loc[[s.key for s in samples]]
+    np.testing.assert_allclose(scored["judge"], expected["appeal"], atol=1e-4)
+    np.testing.assert_allclose(scored["judge_raw"], expected["raw_appeal"], atol=1e-3)
+    kept = set(manifest.index[manifest["status"] == "kept"])
+    ranked = [samples[i].key for i in np.argsort(-expected["appeal"], kind="stable")]
+    assert kept == set(ranked[: int(np.ceil(0.25 * len(samples)))])
+    refused = invoke("filter", "--data", world, "--out", tmp_path / "no", "--filters", "judge",
+                     "--set", f"judge.spec=clipscore@{judge_weights.clip}")  # fmt: skip
+    assert refused.exit_code != 0 and "does not measure appeal" in refused.output

@@ -59,11 +59,12 @@ def filter_group(
         raise click.UsageError("emu filter needs --data and --out (or a subcommand)")
     from emu_cli.curate.pipeline import FilterRun, choose_filters
     from emu_cli.curate.resources import Resources
+    from emu_cli.plugin import registry
 
     assignments = key_values(settings, "--set")
     configured = ctx.meta.get("config", {}).get("filters")
     specs = run(lambda: choose_filters(configured, names, assignments, clip_model))
-    resources = Resources(clip_model, clip_pretrained, device)
+    resources = Resources(clip_model, clip_pretrained, device, judges=registry.get_judges)
     filtering = run(
         lambda: FilterRun(
             data, out, specs, resources, engine=engine, workers=workers, chunk_size=chunk_size

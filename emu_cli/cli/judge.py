@@ -44,9 +44,9 @@ def calibrate(votes: Path, specs: tuple[str, ...], out: Path | None, resamples: 
     rest of the panel (the human ceiling), with bootstrap intervals."""
     from emu_cli.judges.calibrate import calibrate as agreement_of
     from emu_cli.judges.calibrate import write_report
-    from emu_cli.judges.spec import judge_from_spec
+    from emu_cli.plugin import registry
 
-    judges = run(lambda: [judge_from_spec(spec, complete=False) for spec in specs])
+    judges = run(lambda: [registry.judge(spec, complete=False) for spec in specs])
     report = run(lambda: agreement_of(votes, judges, resamples=resamples))
     folder = out or (votes if votes.is_dir() else votes.parent) / "calibration"
     written = write_report(report, folder)

@@ -9,6 +9,7 @@ from emu_cli.curate.filters.caption_words import CaptionWordsFilter
 from emu_cli.curate.filters.clip_score import ClipScoreFilter
 from emu_cli.curate.filters.concepts import ConceptBalanceFilter
 from emu_cli.curate.filters.duplicates import DuplicateFilter
+from emu_cli.curate.filters.judge import JudgeFilter
 from emu_cli.curate.filters.ocr import OcrFilter
 from emu_cli.curate.filters.size import SizeFilter
 from emu_cli.plugin.hookspecs import hookimpl
@@ -26,6 +27,7 @@ def register_filters(register: Callable[[object], None]) -> None:
         OcrFilter,
         ClipScoreFilter,
         AestheticFilter,
+        JudgeFilter,
         ConceptBalanceFilter,
     ):
         register(filter_class)

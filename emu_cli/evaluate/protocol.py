@@ -65,6 +65,13 @@ class Settings:
         )
 
 
+def reported(tag: str) -> bool:
+    """Whether win rates are reported for the prompts carrying ``tag`` as well as for all:
+    ``seen``/``unseen`` (subjects curated sets keep or not) and every ``KIND:NAME`` tag, such as
+    PartiPrompts' ``category:Animals``. Other tags (the world's subject names) only label."""
+    return tag in ("seen", "unseen") or ":" in tag
+
+
 def _generate(
     model: Located, items: list[Prompt], settings: Settings, side: str, folder: Path
 ) -> tuple[list[Path], float, bool]:
@@ -202,7 +209,7 @@ def _evaluate(
     finally:
         store.close()
 
-    tags = sorted({t for p in pairs for t in p["tags"] if t in ("seen", "unseen")})
+    tags = sorted({t for p in pairs for t in p["tags"] if reported(t)})
     subsets = {"all": pairs, **{tag: [p for p in pairs if tag in p["tags"]] for tag in tags}}
     protocols = {}
     for protocol in ("appeal", "faithfulness"):
@@ -256,12 +263,13 @@ def _simulate(
 def _judge(spec: str | None, models: list[Path]) -> Judge | None:
     """The judge of the proxy scores, settled before any image is made."""
     from emu_cli.checkpoint.folder import checkpoint_provenance
-    from emu_cli.judges.spec import default_judge, judge_from_spec, trained_on_world
+    from emu_cli.judges.spec import default_judge, trained_on_world
 
     if spec == "none":
         return None
     world = all(trained_on_world(checkpoint_provenance(path)) for path in models)
-    return judge_from_spec(default_judge(spec, world, "emu evaluate"))
+    installed = plugins.get_judges()
+    return plugins.judge(default_judge(spec, world, "emu evaluate", installed))
 
 
 def _proxies(

@@ -4,6 +4,7 @@ none is named, which only a model trained on the built-in world has (``world``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,12 +45,13 @@ class ComposedJudge(Judge):
         return scores
 
 
-def judge_from_spec(spec: str, *, complete: bool = True) -> Judge:
-    """The judge ``spec`` names (see the module), refused with the judges installed when it
-    names none, or (``complete``) when it leaves appeal or faithfulness unmeasured."""
+def judge_from_spec(spec: str, judges: Mapping[str, Judge], *, complete: bool = True) -> Judge:
+    """The judge ``spec`` names (see the module) among ``judges`` (by name; the registry's
+    :func:`~emu_cli.plugin.registry.judge` passes those installed), refused with their names
+    when it names none, or (``complete``) when it leaves appeal or faithfulness unmeasured."""
     spec = spec.strip()
     if "=" not in spec:
-        judge = _one(spec)
+        judge = _one(spec, judges)
         missing = [m for m in MEASURES if m not in judge.measures]
         if missing and complete:
             raise EmuError(
@@ -67,7 +69,7 @@ def judge_from_spec(spec: str, *, complete: bool = True) -> Judge:
                 f"--judge '{spec}': each part is MEASURE=JUDGE with MEASURE one of "
                 f"{', '.join(MEASURES)}, got '{item}'"
             )
-        judge = named.setdefault(name, _one(name))
+        judge = named.setdefault(name, _one(name, judges))
         if measure not in judge.measures:
             raise EmuError(f"judge '{judge.name}' does not measure {measure}")
         parts[measure] = judge
@@ -77,11 +79,12 @@ def judge_from_spec(spec: str, *, complete: bool = True) -> Judge:
     return ComposedJudge(parts)
 
 
-def _one(spec: str) -> Judge:
-    from emu_cli.plugin import registry
-
+def _one(spec: str, judges: Mapping[str, Judge]) -> Judge:
     name, _, source = spec.partition("@")
-    judge = registry.get_judge(name)
+    if name not in judges:
+        known = ", ".join(sorted(judges)) or "none"
+        raise EmuError(f"unknown judge '{name}' (registered: {known}); see `emu backends`")
+    judge = judges[name]
     return judge.from_source(source) if source else judge
 
 
@@ -92,7 +95,7 @@ def trained_on_world(provenance: Provenance) -> bool:
     return record is not None and record.world
 
 
-def default_judge(spec: str | None, world: bool, command: str) -> str:
+def default_judge(spec: str | None, world: bool, command: str, installed: Iterable[str]) -> str:
     """``spec`` when given; ``world`` for a model (or models) trained on the world; otherwise
     refused, naming the judges installed: a judge of coloured shapes must not silently judge a
     real model."""
@@ -100,12 +103,9 @@ def default_judge(spec: str | None, world: bool, command: str) -> str:
         return spec
     if world:
         return WORLD
-    from emu_cli.plugin import registry
-
-    installed = ", ".join(sorted(registry.get_judges()))
     raise EmuError(
         f"{command} needs --judge for a model not trained on the built-in world (or judge: "
-        f"in a config file). Installed judges: {installed}; compose them as "
+        f"in a config file). Installed judges: {', '.join(sorted(installed))}; compose them as "
         "appeal=JUDGE,faithfulness=JUDGE, give weights as JUDGE@FOLDER or JUDGE@OWNER/NAME; "
         "docs/judges.md says how to add one"
     )

@@ -81,6 +81,7 @@ def load_plugins() -> pluggy.PluginManager:
         return pm
     _loaded = True
     from emu_cli.curate import builtin
+    from emu_cli.evaluate import benchmarks
     from emu_cli.judges import plugin as judges
     from emu_cli.world import plugin as world
 
@@ -88,8 +89,10 @@ def load_plugins() -> pluggy.PluginManager:
     # sets), are plugins too (as pytest's features are), always loaded.
     pm.register(builtin, name="emu")
     pm.register(judges, name="judges")
+    pm.register(benchmarks, name="benchmarks")
     pm.register(world, name="world")
-    _distributions["emu"] = _distributions["world"] = _distributions["judges"] = "emu-cli"
+    for name in ("emu", "judges", "benchmarks", "world"):
+        _distributions[name] = "emu-cli"
     allowed = _allow_list()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist.name if entry_point.dist else None
@@ -175,6 +178,14 @@ def _one(found: dict[str, Any], kind: str, name: str) -> Any:
 
 def get_judge(name: str) -> Any:
     return _one(get_judges(), "judge", name)
+
+
+def judge(spec: str, *, complete: bool = True) -> Any:
+    """The installed judge (or composition) a ``--judge`` spec names
+    (:func:`emu_cli.judges.spec.judge_from_spec`)."""
+    from emu_cli.judges.spec import judge_from_spec
+
+    return judge_from_spec(spec, get_judges(), complete=complete)
 
 
 def get_panel(name: str) -> Any:

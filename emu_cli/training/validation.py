@@ -34,11 +34,12 @@ class ValidationSettings:
     def resolved(self, world: bool, command: str) -> ValidationSettings:
         """These settings with the judge and prompts a model gets when none are named (the
         world's, for a model of the world; refused otherwise), checked before any work."""
-        from emu_cli.judges.spec import default_judge, default_prompts, judge_from_spec
+        from emu_cli.judges.spec import default_judge, default_prompts
+        from emu_cli.plugin import registry
 
-        judge = default_judge(self.judge, world, command)
+        judge = default_judge(self.judge, world, command, registry.get_judges())
         prompts = default_prompts(self.prompts, world, command)
-        judge_from_spec(judge)  # an unknown name is refused now, not after training
+        registry.judge(judge)  # an unknown name is refused now, not after training
         return dataclasses.replace(self, judge=judge, prompts=prompts)
 
     def monitor(
@@ -51,7 +52,7 @@ class ValidationSettings:
         default_every: int | None = None,
     ) -> GenerationMonitor:
         from emu_cli.evaluate.prompts import load_prompts, sample_prompts
-        from emu_cli.judges.spec import judge_from_spec
+        from emu_cli.plugin import registry
 
         if self.judge is None or self.prompts is None:
             raise EmuError("validation settings were not resolved (ValidationSettings.resolved)")
@@ -60,7 +61,7 @@ class ValidationSettings:
             raise ValueError("validate_every is not set and this command has no default")
         return GenerationMonitor(
             backend,
-            judge_from_spec(self.judge),
+            registry.judge(self.judge),
             [p.text for p in sample_prompts(load_prompts(self.prompts), self.max_prompts, seed)],
             every=every,
             rule=rule,
