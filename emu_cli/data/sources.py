@@ -1,9 +1,12 @@
 """Index a dataset without decoding it: which samples exist, where their bytes are, their caption.
 
-Two layouts are read, the ones people already have:
-- an image folder with ``metadata.jsonl`` lines ``{"file_name": ..., "text": ...}``, as
-  ``datasets.load_dataset("imagefolder")`` reads it (any number of such files in subfolders);
-- WebDataset tar shards as img2dataset writes them: ``KEY.jpg`` + ``KEY.txt`` [+ ``KEY.json``].
+The layouts people already have are read, each the same way afterwards:
+- an image folder with ``metadata.jsonl`` lines ``{"file_name": ..., "text": ...}``, or a
+  ``metadata.csv`` / ``metadata.parquet`` with those columns, as
+  ``datasets.load_dataset("imagefolder")`` reads them (any number of such files in subfolders);
+- WebDataset tar shards as img2dataset writes them: ``KEY.jpg`` + ``KEY.txt`` [+ ``KEY.json``];
+- an image folder with a caption file beside each image, ``NAME.jpg`` + ``NAME.txt`` (kohya's
+  and SimpleTuner's layout), nested folders too.
 
 Indexing reads only metadata and tar headers, so the trainer gets random access (exact resume,
 per-epoch shuffling, sharding across processes) without holding images in memory. Samples that
@@ -111,6 +114,73 @@ def _index_imagefolder(root: Path, metadata_files: list[Path]) -> SampleIndex:
     return index
 
 
+def _index_tables(root: Path, tables: list[Path]) -> SampleIndex:
+    """``metadata.csv`` and ``metadata.parquet`` files: one record a row, rows numbered from 2
+    in a CSV (its header is line 1) and from 0 in Parquet."""
+    index = SampleIndex(str(root), [])
+    seen: set[str] = set()
+    for table in tables:
+        name = str(table.relative_to(root))
+        try:
+            rows, first = _table_rows(table)
+        except Exception as error:  # noqa: BLE001 - an unreadable table is a reject, counted
+            index.rejected.append((name, f"unreadable ({_described(error)})"))
+            continue
+        for number, row in enumerate(rows, first):
+            where = f"{name}:{number}"
+            try:
+                _index_record(row, table.parent, root, seen, index, where)
+            except Exception as error:  # noqa: BLE001 - whatever a row holds, it is one reject
+                index.rejected.append((where, f"unusable metadata row ({_described(error)})"))
+    return index
+
+
+def _table_rows(table: Path) -> tuple[list[dict], int]:
+    if table.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(table).to_pylist(), 0
+    import csv
+
+    with open(table, encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle)), 2
+
+
+def _index_sidecars(root: Path, images: list[Path]) -> SampleIndex:
+    """Images with a caption file beside them (``NAME.txt``); an image without one, or with an
+    unreadable one, is a reject naming it."""
+    index = SampleIndex(str(root), [])
+    for image in images:
+        key = str(image.relative_to(root))
+        text_file = image.with_suffix(".txt")
+        try:
+            caption = text_file.read_bytes().decode("utf-8-sig")
+        except FileNotFoundError:
+            index.rejected.append((key, f"no caption file {text_file.name} beside it"))
+            continue
+        except (OSError, UnicodeDecodeError) as error:
+            index.rejected.append((key, f"caption file {text_file.name}: {_described(error)}"))
+            continue
+        if problem := caption_problem(caption):
+            index.rejected.append((key, problem))
+        elif (size := image.stat().st_size) == 0:
+            index.rejected.append((key, "image file is empty (0 bytes)"))
+        else:
+            index.samples.append(Sample(key, caption.strip(), str(image), -1, size))
+    return index
+
+
+def _found(root: Path) -> str:
+    """What a folder holds, by kind of file, for an error that says why it was refused."""
+    counts: dict[str, int] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            kind = path.suffix.lower() or "(no suffix)"
+            counts[kind] = counts.get(kind, 0) + 1
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:6]
+    return ", ".join(f"{n} {suffix}" for suffix, n in top) or "no files"
+
+
 def _described(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
@@ -127,6 +197,13 @@ def _index_metadata_line(
     except json.JSONDecodeError as error:
         index.rejected.append((where, f"metadata line is not JSON ({error.msg})"))
         return
+    _index_record(record, folder, root, seen, index, where)
+
+
+def _index_record(
+    record: object, folder: Path, root: Path, seen: set[str], index: SampleIndex, where: str
+) -> None:
+    """One sample named by a metadata record (a JSON line, a CSV or Parquet row)."""
     name = record.get("file_name") if isinstance(record, dict) else None
     if not isinstance(name, str) or not name:
         index.rejected.append((where, "metadata line has no file_name"))
@@ -296,16 +373,31 @@ def index_dataset(source: str | Path) -> SampleIndex:
     else:
         metadata_files = sorted(root.rglob("metadata.jsonl"))
         shards = sorted(root.rglob("*.tar"))
+    tables = [] if root.is_file() else sorted(
+        [*root.rglob("metadata.csv"), *root.rglob("metadata.parquet")]
+    )  # fmt: skip
     if metadata_files:
         index = _index_imagefolder(root, metadata_files)
+    elif tables:
+        index = _index_tables(root, tables)
     elif shards:
         index = SampleIndex(str(root), [])
         for shard in shards:
             _index_shard(shard, index)
+    elif images := sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+        if not any(p.with_suffix(".txt").is_file() for p in images):
+            raise DatasetError(
+                f"dataset '{source}' holds {len(images)} images and no captions: give each a "
+                "NAME.txt beside it (kohya's layout), or a metadata.jsonl with lines "
+                '{"file_name": "images/0001.jpg", "text": "a caption"}'
+            )
+        index = _index_sidecars(root, images)
     else:
         raise DatasetError(
-            f"dataset '{source}' has neither metadata.jsonl (image folder) nor .tar shards "
-            "(WebDataset)"
+            f"dataset '{source}' is no layout emu reads (it holds {_found(root)}): an image "
+            'folder with metadata.jsonl lines {"file_name": ..., "text": ...} (or '
+            "metadata.csv / metadata.parquet with those columns), images with a NAME.txt "
+            "caption beside each, or WebDataset .tar shards"
         )
     if not index.samples:
         reasons = "; ".join(f"{k}: {r}" for k, r in index.rejected[:3])
