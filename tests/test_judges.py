@@ -184,7 +184,7 @@ def test_a_judge_from_the_hub_loads_through_the_folder_code(world, judge_weights
     (clip / "emu_clip.json").write_text(json.dumps(record))  # as `emu filter train-clip` writes
     _store_with_votes(world, tmp_path, get_judge("world"))
     spec = f"clip-aesthetic@{judge_weights.clip}"
-    here = invoke("judge", "calibrate", "--votes", tmp_path, "--judge", spec,
+    here = invoke("judge", "calibrate", "--votes", tmp_path, "--judge", spec, "--resamples", 50,
                   "--out", tmp_path / "here")  # fmt: skip
     assert here.exit_code == 0, here.output
     with FakeHub() as hub:
@@ -193,7 +193,7 @@ def test_a_judge_from_the_hub_loads_through_the_folder_code(world, judge_weights
         emu("push", clip, "--repo", "me/clip", "--aesthetic",
             judge_weights.clip / "aesthetic.safetensors", env=env)  # fmt: skip
         emu("judge", "calibrate", "--votes", tmp_path, "--judge", "clip-aesthetic@me/clip",
-            "--out", tmp_path / "hub", env=env)  # fmt: skip
+            "--resamples", 50, "--out", tmp_path / "hub", env=env)  # fmt: skip
     read = lambda name: json.loads((tmp_path / name / "calibration.json").read_text())  # noqa: E731
     from_here, from_hub = read("here")["protocols"], read("hub")["protocols"]
     assert (

@@ -241,7 +241,7 @@ def push(
                     "--timeout); nothing was recorded as pushed"
                 ) from error
             log.info(f"the Hub at {api.endpoint} failed ({why}); retrying")
-            time.sleep(2**attempt)
+            time.sleep(min(2**attempt, timeout))  # no longer between tries than one may take
     url = str(commit.commit_url)
     if upload.record is not None:
         _record(upload.record, upload.repo, revision, url)

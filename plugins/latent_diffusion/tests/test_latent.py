@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import emu, pretrain_tiny, train_stage
+from conftest import emu, invoke, pretrain_tiny, train_stage
 
 
 def test_pretrain_leaves_a_complete_run_folder(tiny_latent):
@@ -320,23 +320,24 @@ def test_an_adopted_model_is_judged_only_by_a_judge_named(
     qt = tmp_path / "qt"
     tune = ("quality-tune", "--model", stable_diffusion, "--data", world, "--out", qt,
             "--steps", 2, "--device", "cpu")  # fmt: skip
-    refused = emu(*tune, check=False)
-    assert refused.returncode == 1
-    assert "needs --judge for a model not trained on the built-in world" in refused.stderr
-    assert "Installed judges: clip-aesthetic, clipscore, hpsv2, pickscore, world" in refused.stderr
+    refused = invoke(*tune)
+    assert refused.exit_code == 1
+    assert "needs --judge for a model not trained on the built-in world" in refused.output
+    assert "Installed judges: clip-aesthetic, clipscore, hpsv2, pickscore, world" in refused.output
     assert not qt.exists(), "refused before any work"
     judged = (*tune, "--judge", f"clip-aesthetic@{judge_weights.clip}", "--validate-every", 1,
               "--validation-steps", 2)  # fmt: skip
-    refused = emu(*judged, check=False)
-    assert refused.returncode == 1 and "needs --validation-prompts" in refused.stderr
+    refused = invoke(*judged)
+    assert refused.exit_code == 1 and "needs --validation-prompts" in refused.output
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red star on a sunset background\n")
-    emu(*judged, "--validation-prompts", prompts)
+    ran = invoke(*judged, "--validation-prompts", prompts)
+    assert ran.exit_code == 0, ran.output
     curve = json.loads((qt / "stages" / "quality-tune" / "curve.json").read_text())
     assert curve["judge"] == f"clip-aesthetic@{judge_weights.clip}" and len(curve["points"]) == 3
 
     out = tmp_path / "eval"
-    refused = emu("evaluate", "--a", qt, "--b", stable_diffusion, "--prompts", prompts,
-                  "--out", out, "--device", "cpu", check=False)  # fmt: skip
-    assert refused.returncode == 1 and "emu evaluate needs --judge" in refused.stderr
+    refused = invoke("evaluate", "--a", qt, "--b", stable_diffusion, "--prompts", prompts,
+                     "--out", out, "--device", "cpu")  # fmt: skip
+    assert refused.exit_code == 1 and "emu evaluate needs --judge" in refused.output
     assert not (out / "images").exists(), "refused before generating"
