@@ -22,7 +22,7 @@ from conftest import EMU, emu
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parent / "configs" / "filters-world.yaml"
-WORLD_POOL = 1500
+WORLD_POOL = 1200
 CLIP_STEPS = 150
 
 
