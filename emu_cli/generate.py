@@ -38,48 +38,38 @@ def generate(
         raise ValueError(f"--num-images must be at least 1, got {num_images}")
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
-    with FolderLock(Path(out), "emu generate"):
-        return _generate(model_path, prompts, num_images, steps, guidance, seed, Path(out), device)
-
-
-def _generate(
-    model_path: str | Path,
-    prompts: list[str],
-    num_images: int,
-    steps: int,
-    guidance: float | None,
-    seed: int,
-    out: Path,
-    device: str,
-) -> Generated:
-    located = locate_checkpoint(model_path)
-    backend, model, provenance = load_checkpoint(located.path)
-    target = resolve_device(device)
-    model.to(target)
-    guidance = backend.guidance(guidance)
-    all_prompts = [p for p in prompts for _ in range(num_images)]
-    seeds = [seed + j for _ in prompts for j in range(num_images)]
-    images = backend.sample(
-        model, all_prompts, steps=steps, guidance=guidance, seeds=seeds, device=target
-    )
-    written, records = [], []
-    for k, (image, prompt, image_seed) in enumerate(zip(images, all_prompts, seeds, strict=True)):
-        path = out / f"{k // num_images:03d}-{k % num_images:02d}.png"
-        image.save(path)
-        written.append(path)
-        records.append({"file_name": path.name, "text": prompt, "seed": image_seed})
-    grid = save_grid(images, out / "grid.png", columns=num_images)
-    (out / "index.json").write_text(
-        json.dumps(
-            {
-                "model": located.name,
-                "backend": backend.name,
-                "steps": steps,
-                "guidance": guidance,
-                "images": records,
-                "model_step": provenance.step,
-            },
-            indent=2,
+    out = Path(out)
+    with FolderLock(out, "emu generate"):
+        located = locate_checkpoint(model_path)
+        backend, model, provenance = load_checkpoint(located.path)
+        target = resolve_device(device)
+        model.to(target)
+        guidance = backend.guidance(guidance)
+        all_prompts = [p for p in prompts for _ in range(num_images)]
+        seeds = [seed + j for _ in prompts for j in range(num_images)]
+        images = backend.sample(
+            model, all_prompts, steps=steps, guidance=guidance, seeds=seeds, device=target
         )
-    )
-    return Generated(written, grid)
+        written, records = [], []
+        for k, (image, prompt, image_seed) in enumerate(
+            zip(images, all_prompts, seeds, strict=True)
+        ):
+            path = out / f"{k // num_images:03d}-{k % num_images:02d}.png"
+            image.save(path)
+            written.append(path)
+            records.append({"file_name": path.name, "text": prompt, "seed": image_seed})
+        grid = save_grid(images, out / "grid.png", columns=num_images)
+        (out / "index.json").write_text(
+            json.dumps(
+                {
+                    "model": located.name,
+                    "backend": backend.name,
+                    "steps": steps,
+                    "guidance": guidance,
+                    "images": records,
+                    "model_step": provenance.step,
+                },
+                indent=2,
+            )
+        )
+        return Generated(written, grid)

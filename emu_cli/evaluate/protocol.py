@@ -140,107 +140,91 @@ def evaluate(
     ``judge`` scores both sides beside the votes: a judge spec (:mod:`emu_cli.judges.spec`),
     ``"none"``, or None: the world's for models of the world, refused for others.
     ``out`` is held by this evaluation alone while it runs."""
-    with FolderLock(Path(out), "emu evaluate"):
-        return _evaluate(
-            model_a, model_b, prompts, Path(out), annotators, panel, settings, judge,
-            clip_model, clip_pretrained, resamples,
-        )  # fmt: skip
+    out = Path(out)
+    with FolderLock(out, "emu evaluate"):
+        from emu_cli.checkpoint.folder import locate_checkpoint
 
-
-def _evaluate(
-    model_a: str | Path,
-    model_b: str | Path,
-    prompts: str,
-    out: Path,
-    annotators: str,
-    panel: str,
-    settings: Settings | None,
-    judge: str | None,
-    clip_model: str | None,
-    clip_pretrained: str | None,
-    resamples: int,
-) -> dict[str, Any]:
-    from emu_cli.checkpoint.folder import locate_checkpoint
-
-    quiet_libraries()
-    if annotators not in ANNOTATORS:
-        raise ValueError(f"--annotators must be one of {', '.join(ANNOTATORS)}, got {annotators!r}")
-    settings = settings or Settings()
-    if settings.images_per_prompt < 1:
-        raise ValueError(f"--images-per-prompt must be >= 1, got {settings.images_per_prompt}")
-    items = sample_prompts(load_prompts(prompts), settings.max_prompts, settings.seed)
-    models = {"a": locate_checkpoint(model_a), "b": locate_checkpoint(model_b)}
-    scorer = _judge(judge, [models[side].path for side in SIDES])
-    made = {
-        side: _generate(models[side], items, settings, side, out / "images" / side)
-        for side in SIDES
-    }
-    files = {side: made[side][0] for side in SIDES}
-    per_prompt = settings.images_per_prompt
-    pairs = [
-        {
-            "id": files["a"][k].stem,
-            "prompt": items[k // per_prompt].text,
-            "tags": list(items[k // per_prompt].tags),
-            "group": str(k // per_prompt),
-            "image_a": str(files["a"][k].relative_to(out)),
-            "image_b": str(files["b"][k].relative_to(out)),
+        quiet_libraries()
+        if annotators not in ANNOTATORS:
+            raise ValueError(
+                f"--annotators must be one of {', '.join(ANNOTATORS)}, got {annotators!r}"
+            )
+        settings = settings or Settings()
+        if settings.images_per_prompt < 1:
+            raise ValueError(f"--images-per-prompt must be >= 1, got {settings.images_per_prompt}")
+        items = sample_prompts(load_prompts(prompts), settings.max_prompts, settings.seed)
+        models = {"a": locate_checkpoint(model_a), "b": locate_checkpoint(model_b)}
+        scorer = _judge(judge, [models[side].path for side in SIDES])
+        made = {
+            side: _generate(models[side], items, settings, side, out / "images" / side)
+            for side in SIDES
         }
-        for k in range(len(files["a"]))
-    ]
+        files = {side: made[side][0] for side in SIDES}
+        per_prompt = settings.images_per_prompt
+        pairs = [
+            {
+                "id": files["a"][k].stem,
+                "prompt": items[k // per_prompt].text,
+                "tags": list(items[k // per_prompt].tags),
+                "group": str(k // per_prompt),
+                "image_a": str(files["a"][k].relative_to(out)),
+                "image_b": str(files["b"][k].relative_to(out)),
+            }
+            for k in range(len(files["a"]))
+        ]
 
-    store = AnnotationStore(out / "annotations.sqlite")
-    if any(regenerated for _, _, regenerated in made.values()) and store.votes():
-        store.close()
-        raise ValueError(
-            f"'{out}' holds votes on images of another checkpoint or other settings; "
-            "choose another --out (the votes there are kept)"
-        )
-    try:
-        with store.transaction():
-            for pair in pairs:
-                store.add_comparison(
-                    pair["id"], pair["prompt"], pair["image_a"], pair["image_b"],
-                    models["a"].name, models["b"].name, pair["tags"],
-                )  # fmt: skip
-        if annotators == "simulated":
-            _simulate(plugins.get_panel(panel), store, pairs, out, settings.seed)
-        votes = store.votes()
-    finally:
-        store.close()
+        store = AnnotationStore(out / "annotations.sqlite")
+        if any(regenerated for _, _, regenerated in made.values()) and store.votes():
+            store.close()
+            raise ValueError(
+                f"'{out}' holds votes on images of another checkpoint or other settings; "
+                "choose another --out (the votes there are kept)"
+            )
+        try:
+            with store.transaction():
+                for pair in pairs:
+                    store.add_comparison(
+                        pair["id"], pair["prompt"], pair["image_a"], pair["image_b"],
+                        models["a"].name, models["b"].name, pair["tags"],
+                    )  # fmt: skip
+            if annotators == "simulated":
+                _simulate(plugins.get_panel(panel), store, pairs, out, settings.seed)
+            votes = store.votes()
+        finally:
+            store.close()
 
-    tags = sorted({t for p in pairs for t in p["tags"] if reported(t)})
-    subsets = {"all": pairs, **{tag: [p for p in pairs if tag in p["tags"]] for tag in tags}}
-    protocols = {}
-    for protocol in ("appeal", "faithfulness"):
-        decided = outcomes(votes, protocol)
-        protocols[protocol] = {
-            name: win_rate(
-                [decided[p["id"]] for p in chosen if p["id"] in decided],
-                [p["group"] for p in chosen if p["id"] in decided],
-                resamples=resamples,
-                seed=settings.seed,
-            ).to_dict()
-            for name, chosen in subsets.items()
+        tags = sorted({t for p in pairs for t in p["tags"] if reported(t)})
+        subsets = {"all": pairs, **{tag: [p for p in pairs if tag in p["tags"]] for tag in tags}}
+        protocols = {}
+        for protocol in ("appeal", "faithfulness"):
+            decided = outcomes(votes, protocol)
+            protocols[protocol] = {
+                name: win_rate(
+                    [decided[p["id"]] for p in chosen if p["id"] in decided],
+                    [p["group"] for p in chosen if p["id"] in decided],
+                    resamples=resamples,
+                    seed=settings.seed,
+                ).to_dict()
+                for name, chosen in subsets.items()
+            }
+        results = {
+            "a": models["a"].name,
+            "b": models["b"].name,
+            "prompts": prompts,
+            "annotators": annotators,
+            "pairs": len(pairs),
+            "votes": len(votes),
+            **settings.describe(),
+            "guidance": {side: made[side][1] for side in SIDES},
+            "protocols": protocols,
+            "proxies": _proxies(pairs, out, subsets, scorer, clip_model, clip_pretrained),
         }
-    results = {
-        "a": models["a"].name,
-        "b": models["b"].name,
-        "prompts": prompts,
-        "annotators": annotators,
-        "pairs": len(pairs),
-        "votes": len(votes),
-        **settings.describe(),
-        "guidance": {side: made[side][1] for side in SIDES},
-        "protocols": protocols,
-        "proxies": _proxies(pairs, out, subsets, scorer, clip_model, clip_pretrained),
-    }
-    # atomic: a results.json is what tells a rerun of the demo that this evaluation is done
-    write_atomic(out / "results.json", json.dumps(results, indent=2))
-    from emu_cli.evaluate.report import write_report
+        # atomic: a results.json is what tells a rerun of the demo that this evaluation is done
+        write_atomic(out / "results.json", json.dumps(results, indent=2))
+        from emu_cli.evaluate.report import write_report
 
-    write_report(results, pairs, out)
-    return results
+        write_report(results, pairs, out)
+        return results
 
 
 def _simulate(

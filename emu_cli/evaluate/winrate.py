@@ -29,13 +29,18 @@ def pair_outcome(choices: Iterable[str]) -> str:
     return leaders[0] if len(leaders) == 1 else "tie"
 
 
-def outcomes(votes: Iterable[Vote], protocol: str) -> dict[str, str]:
-    """Comparison id -> outcome, for the comparisons that have votes of ``protocol``."""
+def choices_by_pair(votes: Iterable[Vote], protocol: str) -> dict[str, list[str]]:
+    """Comparison id -> the choices of its ``protocol`` votes."""
     by_pair: dict[str, list[str]] = {}
     for vote in votes:
         if vote.protocol == protocol:
             by_pair.setdefault(vote.comparison, []).append(vote.choice)
-    return {pair: pair_outcome(choices) for pair, choices in by_pair.items()}
+    return by_pair
+
+
+def outcomes(votes: Iterable[Vote], protocol: str) -> dict[str, str]:
+    """Comparison id -> outcome, for the comparisons that have votes of ``protocol``."""
+    return {p: pair_outcome(choices) for p, choices in choices_by_pair(votes, protocol).items()}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from emu_cli.errors import EmuError
-from emu_cli.evaluate.winrate import pair_outcome, win_rate
+from emu_cli.evaluate.winrate import choices_by_pair, pair_outcome, win_rate
 from emu_cli.files import write_atomic
 from emu_cli.human.store import PROTOCOLS, AnnotationStore
 from emu_cli.plugin.judge import Judge
@@ -37,13 +37,6 @@ def agreement(hits: list[bool], groups: list[str], *, resamples: int, seed: int)
     """The share of ``hits`` that are true, with a bootstrap interval over ``groups``."""
     rate = win_rate(["a" if hit else "b" for hit in hits], groups, resamples=resamples, seed=seed)
     return Agreement(rate.a, *rate.interval["a"], rate.pairs)
-
-
-def votes_by_pair(store: AnnotationStore, protocol: str) -> dict[str, list[str]]:
-    by_pair: dict[str, list[str]] = {}
-    for vote in store.votes(protocol):
-        by_pair.setdefault(vote.comparison, []).append(vote.choice)
-    return by_pair
 
 
 def human_ceiling(by_pair: dict[str, list[str]], *, resamples: int, seed: int) -> Agreement:
@@ -76,7 +69,8 @@ def calibrate(
     store = AnnotationStore(path)
     try:
         comparisons = store.comparisons()
-        voted = {protocol: votes_by_pair(store, protocol) for protocol in PROTOCOLS}
+        votes = store.votes()
+        voted = {protocol: choices_by_pair(votes, protocol) for protocol in PROTOCOLS}
     finally:
         store.close()
     if not any(voted.values()):
