@@ -66,7 +66,7 @@ def models(pool: Path, folder: Path) -> tuple[Path, Path]:
     """A CLIP and an aesthetic head trained on the pool, in a child process as a user would
     (training inside this process left its thread pools competing with the workers)."""
     emu("filter", "train-models", "--data", pool, "--out", folder, "--clip-steps", 150,
-        "--clip-batch-size", 64, "--rated", 1000)  # fmt: skip
+        "--clip-batch-size", 64, "--num-rated", 1000)  # fmt: skip
     return folder / "clip", folder / "aesthetic.safetensors"
 
 

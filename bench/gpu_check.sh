@@ -41,13 +41,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 emu backends
 
-step synth emu data synth --n 256 --out "$out/data" --size 64
+step synth emu data synth --num-images 256 --out "$out/data" --size 64
 for backend in latent masked pixel; do
     run="$out/$backend"
     step "$backend-pretrain" emu pretrain --backend "$backend" --preset tiny --data "$out/data" \
         --out "$run" --steps 20 --batch-size 16 --device "$device"
     for i in 1 2; do
-        step "$backend-generate-$i" emu generate --model "$run" -n 2 --steps 8 --seed 3 \
+        step "$backend-generate-$i" emu generate --model "$run" -n 2 --sampling-steps 8 --seed 3 \
             --device "$device" --out "$run/samples-$i" "a red star on snow" "a blue circle on grass"
     done
     step "$backend-same-seed" same_images "$run/samples-1" "$run/samples-2"

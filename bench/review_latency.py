@@ -40,7 +40,7 @@ def main() -> None:
         store.close()
         server = subprocess.Popen(
             [sys.executable, "-m", "emu_cli", "review", str(root), "--stage", "compare",
-             "--port", "0", "--annotators", str(args.annotators)],
+             "--port", "0", "--num-annotators", str(args.annotators)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         tokens, port = [], 0

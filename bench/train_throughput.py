@@ -68,7 +68,7 @@ def trainer_steps(folder: Path) -> list[dict]:
 
 
 def trainer_rate(backend, model, stage, recipe, index, folder: Path, device: str) -> float:
-    accelerator = make_accelerator(device, recipe)
+    accelerator = make_accelerator(device, recipe, folder)
     Trainer(backend, model, stage, recipe, index, folder, accelerator).run(None)
     timed = trainer_steps(folder)
     # The trainer's own clock; like the plain loop, leave out the first two steps.

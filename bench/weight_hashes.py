@@ -48,7 +48,7 @@ def weight_hashes(run: Path) -> dict[str, str]:
 
 def measure(work: Path) -> dict[str, dict[str, str]]:
     world = work / "world"
-    emu("data", "synth", "--n", 48, "--size", 32, "--seed", 3, "--out", world)
+    emu("data", "synth", "--num-images", 48, "--size", 32, "--seed", 3, "--out", world)
     results = {}
     for backend in BACKENDS:
         pretrained, tuned = work / f"{backend}-pretrained", work / f"{backend}-tuned"

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emu_cli.checkpoint.folder import load_checkpoint, locate_checkpoint
+from emu_cli.files import write_atomic
 from emu_cli.images import save_grid
 from emu_cli.lock import FolderLock
 from emu_cli.runtime import quiet_libraries, resolve_device
+
+INDEX = "index.json"
 
 
 @dataclass
@@ -35,9 +38,9 @@ def generate(
     ``out`` is held by this run alone while it runs."""
     quiet_libraries()
     if num_images < 1:
-        raise ValueError(f"--num-images must be at least 1, got {num_images}")
+        raise ValueError(f"--images-per-prompt must be at least 1, got {num_images}")
     if steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {steps}")
+        raise ValueError(f"--sampling-steps must be at least 1, got {steps}")
     out = Path(out)
     with FolderLock(out, "emu generate"):
         located = locate_checkpoint(model_path)
@@ -50,6 +53,7 @@ def generate(
         images = backend.sample(
             model, all_prompts, steps=steps, guidance=guidance, seeds=seeds, device=target
         )
+        _remove_earlier_outputs(out)
         written, records = [], []
         for k, (image, prompt, image_seed) in enumerate(
             zip(images, all_prompts, seeds, strict=True)
@@ -58,8 +62,9 @@ def generate(
             image.save(path)
             written.append(path)
             records.append({"file_name": path.name, "text": prompt, "seed": image_seed})
-        grid = save_grid(images, out / "grid.png", columns=num_images)
-        (out / "index.json").write_text(
+        grid = save_grid(images, out / "grid.png", columns=num_images, captions=all_prompts)
+        write_atomic(
+            out / INDEX,
             json.dumps(
                 {
                     "model": located.name,
@@ -70,6 +75,19 @@ def generate(
                     "model_step": provenance.step,
                 },
                 indent=2,
-            )
+            ),
         )
         return Generated(written, grid)
+
+
+def _remove_earlier_outputs(out: Path) -> None:
+    """What an earlier ``emu generate`` wrote in ``out`` (its index names it), so that no
+    image of another run is left beside this one's; files emu did not write are kept."""
+    try:
+        earlier = json.loads((out / INDEX).read_text())
+        names = [record["file_name"] for record in earlier["images"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no index, or not one of ours: nothing is known to be ours
+    for name in [*names, "grid.png", INDEX]:
+        path = out / Path(name).name  # a name only: never outside the folder
+        path.unlink(missing_ok=True)

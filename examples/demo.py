@@ -89,7 +89,7 @@ SCALES = {
         "clip_steps": 20,
         "ratings": 200,
         "keep_rates": (0.5, 0.5),
-        "qt": ["--validate-every", 4, "--validation-steps", 4],
+        "qt": ["--validate-every", 4, "--validation-sampling-steps", 4],
         "images_per_prompt": 1,
     },
     # gpu: the presets' own schedules on a pool the size of the paper's automatic stage output.
@@ -259,7 +259,7 @@ def curate(runner: Runner, timings: Timings, out: Path, scale: dict) -> Path:
         clip, head = models / "clip", models / "aesthetic.safetensors"
         if not done(head):
             runner.emu("curate", "filter", "train-models", "--data", pool, "--out", models,
-                "--clip-steps", scale["clip_steps"], "--rated", scale["ratings"])  # fmt: skip
+                "--clip-steps", scale["clip_steps"], "--num-rated", scale["ratings"])  # fmt: skip
         automatic = out / "curation" / "automatic"
         if not done(automatic / "kept" / "metadata.jsonl"):
             config = CONFIGS / "filters-demo.yaml"
@@ -426,8 +426,8 @@ def main() -> None:
     timings = Timings(out / "timings.json")
     if not done(out / "pool" / "metadata.jsonl"):
         with timings.part("pool"):
-            runner.emu("pool", "data", "synth", "--n", scale["pool"], "--size", scale["size"],
-                       "--seed", 0, "--out", out / "pool")  # fmt: skip
+            runner.emu("pool", "data", "synth", "--num-images", scale["pool"],
+                       "--size", scale["size"], "--seed", 0, "--out", out / "pool")  # fmt: skip
 
     subsets = [None] + ([args.qt_subset] if args.qt_subset else [])
     jobs = {"curate": Job(partial(curate, runner, timings, out, scale))}

@@ -20,7 +20,7 @@ def serve(data: Path, stage: str, annotators: int = 1, *extra: str):
     """A running `emu review` on 127.0.0.1 (a free port); yields (port, tokens, process)."""
     process = subprocess.Popen(
         [*EMU, "review", str(data), "--stage", stage, "--port", "0",
-         "--annotators", str(annotators), *extra],
+         "--num-annotators", str(annotators), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     tokens, port = {}, None

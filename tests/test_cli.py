@@ -3,6 +3,7 @@ import subprocess
 import sys
 import time
 
+import click
 from click.testing import CliRunner
 
 from conftest import emu, invoke
@@ -49,6 +50,50 @@ def test_backends_lists_latent_with_distribution_and_version():
     assert "backend latent" in text and "emu-latent-diffusion 0.1.0" in text
 
 
+def _commands(group: click.Group, path: str = "emu"):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield f"{path} {name}", command
+            yield from _commands(command, f"{path} {name}")
+        else:
+            yield f"{path} {name}", command
+
+
+def _value_kind(option: click.Option) -> str:
+    if option.is_flag:
+        return "flag"
+    for kind, types in (("int", click.types._NumberParamTypeBase), ("path", click.Path)):
+        if isinstance(option.type, types):
+            return "float" if "float" in option.type.name else kind
+    return "text"  # free text or one of a command's choices
+
+
+def test_every_option_has_help_and_each_concept_one_name():
+    """Walks the whole command tree: every option says what it does, every command takes
+    --config, training steps and sampling steps have different names everywhere, a count is
+    never `--n`, and an option name means one kind of value across commands."""
+    commands = dict(_commands(cli))
+    assert {"emu pretrain", "emu data synth", "emu filter train-clip", "emu judge calibrate"} <= (
+        commands.keys()
+    )
+    kinds: dict[str, set[tuple[str, str]]] = {}
+    for path, command in commands.items():
+        options = [p for p in command.params if isinstance(p, click.Option) and not p.hidden]
+        for option in options:
+            name = option.opts[0]
+            assert option.help and option.help.strip(), f"{path} {name} has no help"
+            kinds.setdefault(name, set()).add((_value_kind(option), path))
+            about_sampling = "sampling steps" in option.help.lower()
+            assert about_sampling == name.endswith("sampling-steps"), (path, name, option.help)
+            assert not set(option.opts) & {"--n", "--num", "--count", "--samples", "--rated"}, (
+                f"{path} {name}: counts are --num-THINGS"
+            )
+        if not isinstance(command, click.Group) and path != "emu backends":
+            assert "--config" in {o for p in options for o in p.opts}, f"{path} has no --config"
+    for name, uses in kinds.items():
+        assert len({kind for kind, _ in uses}) == 1, f"{name} means different things: {uses}"
+
+
 def test_unknown_backend_is_a_clear_error(world, tmp_path):
     result = emu(
         "pretrain", "--backend", "nope", "--data", world, "--out", tmp_path / "o", check=False
@@ -58,18 +103,20 @@ def test_unknown_backend_is_a_clear_error(world, tmp_path):
 
 
 def test_counts_below_one_are_refused_naming_the_option(world, tmp_path):
-    for command in (
-        ("data", "rate", "--data", world, "--n", "0", "--out", tmp_path / "ratings.jsonl"),
-        ("data", "synth", "--n", "-5", "--out", tmp_path / "pool"),
-    ):
-        result = emu(*command, check=False)
-        assert result.returncode == 1 and "--n must be at least 1" in result.stderr
-    assert not (tmp_path / "ratings.jsonl").exists() and not (tmp_path / "pool").exists()
     # an output that cannot be written is named, not a traceback
     (tmp_path / "a-file").write_text("")
     result = CliRunner().invoke(
         cli,
-        ["data", "rate", "--data", str(world), "--n", "5", "--out", str(tmp_path / "a-file" / "r")],
+        [
+            "data",
+            "rate",
+            "--data",
+            str(world),
+            "--num-images",
+            "5",
+            "--out",
+            str(tmp_path / "a-file" / "r"),
+        ],
     )
     assert result.exit_code == 1 and "Error: File exists:" in result.output, result.output
     assert "a-file" in result.output
@@ -78,24 +125,26 @@ def test_counts_below_one_are_refused_naming_the_option(world, tmp_path):
     model, out = tmp_path / "model", tmp_path / "out"
     qt = ("--model", model, "--data", world, "--out", out)
     for command, bad in (
-        (("evaluate", "--a", model, "--b", model, "--out", out), ("--steps", "0")),
+        (("data rate", "--data", world, "--out", tmp_path / "r.jsonl"), ("--num-images", "0")),
+        (("data synth", "--out", tmp_path / "pool"), ("--num-images", "-5")),
+        (("evaluate", "--a", model, "--b", model, "--out", out), ("--sampling-steps", "0")),
         (("evaluate", "--a", model, "--b", model, "--out", out), ("--resamples", "0")),
-        (("generate", "--model", model, "a red star"), ("--steps", "0")),
-        (("generate", "--model", model, "a red star"), ("--num-images", "0")),
-        (("quality-tune", *qt), ("--validation-steps", "0")),
+        (("generate", "--model", model, "a red star"), ("--sampling-steps", "0")),
+        (("generate", "--model", model, "a red star"), ("--images-per-prompt", "0")),
+        (("quality-tune", *qt), ("--validation-sampling-steps", "0")),
         (("quality-tune", *qt), ("--patience", "0")),
         (("quality-tune", *qt), ("--appeal-window", "0")),
         (("quality-tune", *qt), ("--faithfulness-margin", "-1")),
         (("filter", "--data", world, "--out", out), ("--workers", "0")),
         (("filter", "--data", world, "--out", out), ("--chunk-size", "0")),
-        (("review", world, "--stage", "generalist"), ("--annotators", "0")),
+        (("review", world, "--stage", "generalist"), ("--num-annotators", "0")),
     ):
-        result = CliRunner().invoke(cli, [command[0], *bad, *map(str, command[1:])])
+        result = CliRunner().invoke(cli, [*command[0].split(), *bad, *map(str, command[1:])])
         assert result.exit_code == 2, (bad, result.output)
         assert "Invalid value for" in result.output and f"'{bad[0]}'" in result.output, (
             result.output
         )
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "pool").exists()
 
 
 def test_config_file_sets_options_and_command_line_overrides(tmp_path, world):

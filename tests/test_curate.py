@@ -485,7 +485,7 @@ def curated_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("curated")
     pool = synthesize(WORLD_POOL, root / "pool", seed=21, size=256, report=False)
     emu("filter", "train-models", "--data", pool, "--out", root, "--clip-steps", CLIP_STEPS,
-        "--rated", 600)  # fmt: skip
+        "--num-rated", 600)  # fmt: skip
     emu(
         "filter",
         "--data",
@@ -593,7 +593,7 @@ def test_train_models_keeps_only_parts_made_with_the_same_settings(curated_world
     """Run again with the same settings, train-models keeps every part; with others it
     refuses, not mixing a new CLIP with ratings and a head made for the old one."""
     pool, clip = curated_world / "pool", curated_world / "clip" / "open_clip_model.safetensors"
-    args = ("filter", "train-models", "--data", pool, "--out", curated_world, "--rated", 600)
+    args = ("filter", "train-models", "--data", pool, "--out", curated_world, "--num-rated", 600)
     made = clip.stat().st_mtime_ns
     emu(*args, "--clip-steps", CLIP_STEPS)
     assert clip.stat().st_mtime_ns == made

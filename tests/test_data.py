@@ -120,7 +120,7 @@ def test_transparency_cmyk_and_exif_rotation(tmp_path):
 
 
 def test_images_a_resolution_would_upscale_are_counted_by_their_shorter_side(tmp_path):
-    from emu_cli.data.dataset import count_smaller
+    from emu_cli.training.plan import measure_sides
 
     root = _imagefolder(
         tmp_path / "d",
@@ -130,8 +130,12 @@ def test_images_a_resolution_would_upscale_are_counted_by_their_shorter_side(tmp
             ("broken.png", b"\x89PNG not really", "unreadable: not counted"),
         ],
     )
-    index = index_dataset(root)
-    assert [count_smaller(index, side) for side in (16, 32, 48)] == [0, 1, 2]
+    sides = measure_sides(index_dataset(root))
+    assert [sides.smaller_than(side) for side in (16, 32, 48)] == [0, 1, 2]
+    assert (sides.read, sides.of) == (3, 3)
+    assert sides.describe() == "shorter side 20-40 px, median 40 px (all read)"
+    sampled = measure_sides(index_dataset(root), limit=2)
+    assert sampled.read == 2 and "a sample of 2 of 3" in sampled.describe()
 
 
 @pytest.mark.parametrize("make", ["missing", "empty-folder", "no-usable"])

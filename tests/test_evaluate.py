@@ -104,7 +104,7 @@ def _evaluate_command(model_a, model_b, tmp_path, out: str, *extra: object) -> t
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red star on a sunset background\na blue ring on a sky background\n")
     return ("evaluate", "--a", model_a, "--b", model_b, "--prompts", prompts,
-            "--out", tmp_path / out, "--steps", 2, "--device", "cpu", "--resamples", 50,
+            "--out", tmp_path / out, "--sampling-steps", 2, "--device", "cpu", "--resamples", 50,
             *extra)  # fmt: skip
 
 

@@ -213,7 +213,7 @@ def test_a_composed_judge_scores_an_evaluation_beside_the_votes(
     out = tmp_path / "eval"
     result = invoke("evaluate", "--a", tiny_latent, "--b", tiny_latent, "--prompts",
                     "builtin:world-small", "--max-prompts", 2, "--seed", 3, "--out", out,
-                    "--steps", 2, "--judge", spec, "--resamples", 50,
+                    "--sampling-steps", 2, "--judge", spec, "--resamples", 50,
                     "--device", "cpu")  # fmt: skip
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())

@@ -1,6 +1,7 @@
 """The dataset layouts people already have, read by the one reader and used by every command
 that takes --data: metadata.csv and metadata.parquet image folders, and images with a caption
-file beside each (kohya's and SimpleTuner's layout, nested folders too)."""
+file beside each (kohya's and SimpleTuner's layout, nested folders too), and folders of images
+alone for the work that reads no captions."""
 
 import json
 import shutil
@@ -51,23 +52,66 @@ def test_each_layout_is_read_as_the_same_samples_and_used_by_every_command(
                         "--out", tmp_path / "pre", "--steps", 2, "--stage", "autoencoder",
                         "--device", "cpu")  # fmt: skip
     assert pretrained.exit_code == 0, pretrained.output
+    # the run says what it will do before the first step, and keeps it beside the model
+    said = pretrained.output
+    plan = json.loads((tmp_path / "pre" / "plan.json").read_text())
+    assert plan["samples"] == len(original) and plan["stages"][0]["steps"] == 2
+    assert f"data: {data}: {len(original)} samples, 0 skipped" in said
+    assert "stage autoencoder: 2 steps, batch" in said and "(all read)" in said
+    assert said.index("emu pretrain: backend latent (preset tiny)") < said.index(
+        "autoencoder: 2 steps, loss"
+    )
     tuned = invoke("quality-tune", "--model", tiny_latent, "--data", data, "--out",
                    tmp_path / "qt", "--steps", 2, "--no-early-stopping",
                    "--device", "cpu")  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
+    assert "stage quality-tune: 2 steps" in tuned.output
+    assert "validation: none (--no-early-stopping)" in tuned.output
     filtered = invoke("filter", "--data", data, "--out", tmp_path / "run", "--filters", "size",
                       "--set", "size.min_side=16", "--workers", 1)  # fmt: skip
     assert filtered.exit_code == 0, filtered.output
     assert f" of {len(original)} (" in filtered.output, "every sample reached the filters"
 
 
+def test_a_folder_of_images_alone_serves_the_work_that_reads_no_captions(
+    world, tiny_latent, tmp_path
+):
+    bare = tmp_path / "bare" / "holiday"
+    bare.mkdir(parents=True)
+    for image in sorted((world / "images").iterdir())[:SAMPLES]:
+        shutil.copy(image, bare)
+    tiny = ("--backend", "latent", "--preset", "tiny", "--data", bare, "--steps", 2,
+            "--device", "cpu")  # fmt: skip
+    trained = invoke("pretrain", *tiny, "--out", tmp_path / "ae", "--stage", "autoencoder")
+    assert trained.exit_code == 0, trained.output
+    assert f"{SAMPLES} samples, 0 skipped" in trained.output
+    filtered = invoke("filter", "--data", bare, "--out", tmp_path / "run", "--filters",
+                      "size,duplicates", "--set", "size.min_side=16", "--workers", 1)  # fmt: skip
+    assert filtered.exit_code == 0 and f" of {SAMPLES} (" in filtered.output, filtered.output
+
+    # work that reads captions is refused before it starts, naming what reads them
+    for command, reader in (
+        (("pretrain", *tiny, "--out", tmp_path / "dn", "--stage", "denoiser"), "stage denoiser"),
+        (("quality-tune", "--model", tiny_latent, "--data", bare, "--out", tmp_path / "qt",
+          "--no-early-stopping"), "quality-tuning"),
+        (("filter", "--data", bare, "--out", tmp_path / "cw", "--filters", "size,caption_words"),
+         "filter caption_words"),
+    ):  # fmt: skip
+        refused = invoke(*command)
+        assert refused.exit_code == 1, refused.output
+        assert f"holds {SAMPLES} images and no captions, which {reader} reads" in refused.output
+        assert '{"file_name": "images/0001.jpg", "text": "a caption"}' in refused.output
+    assert not (tmp_path / "dn" / "stages").exists() and not (tmp_path / "qt" / "stages").exists()
+
+
 def test_a_layout_emu_does_not_read_is_refused_with_what_was_found(world, tmp_path):
-    bare = tmp_path / "bare"
-    shutil.copytree(world / "images", bare)
-    refused = invoke("filter", "--data", bare, "--out", tmp_path / "a", "--filters", "size")
+    mixed = tmp_path / "mixed"  # two layouts claim the images: which one is meant is not guessed
+    shutil.copytree(world, mixed)
+    (mixed / "old.tar").write_bytes(b"")
+    refused = invoke("filter", "--data", mixed, "--out", tmp_path / "m", "--filters", "size")
     assert refused.exit_code == 1
-    assert f"holds {len(list(bare.iterdir()))} images and no captions" in refused.output
-    assert '{"file_name": "images/0001.jpg", "text": "a caption"}' in refused.output
+    assert "mixes layouts: 1 metadata.jsonl files" in refused.output
+    assert "1 .tar shards (e.g." in refused.output and "emu reads one layout" in refused.output
     odd = tmp_path / "odd"
     odd.mkdir()
     for name in ("a.docx", "b.docx", "notes.md"):

@@ -143,7 +143,7 @@ def test_the_example_backend_runs_through_every_command(site, tmp_path):
     tuned = tmp_path / "example-tuned"
     # its data is not the world's pool: the judge and prompts are named, as for a real model
     emu("quality-tune", "--model", out, "--data", data, "--out", tuned, "--device", "cpu",
-        "--steps", 8, "--validate-every", 4, "--validation-steps", 2, "--judge", "world",
+        "--steps", 8, "--validate-every", 4, "--validation-sampling-steps", 2, "--judge", "world",
         "--validation-prompts", "builtin:validation", env=env)  # fmt: skip
     record = json.loads((tuned / "emu.json").read_text())
     assert record["quality_tuning"]["steps_trained"] == 8

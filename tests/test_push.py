@@ -67,7 +67,7 @@ def test_a_checkpoint_arrives_byte_identical_with_a_card(checkpoint, tmp_path):
 def test_a_curated_set_becomes_a_dataset_repo_that_datasets_reads(world, tmp_path):
     from datasets import load_dataset
 
-    rate = ("data", "rate", "--n", 5, "--out")
+    rate = ("data", "rate", "--num-images", 5, "--out")
     emu(*rate, tmp_path / "local.jsonl", "--data", world)
     with FakeHub() as hub:
         emu("push", world, "--dataset", "--repo", "me/curated", "--private", "--revision",
@@ -105,7 +105,7 @@ def test_a_trained_clip_and_its_head_go_up_and_emu_filter_loads_them_by_hub_id(w
 
     clip, head = tmp_path / "clip", tmp_path / "aesthetic.safetensors"
     emu("filter", "train-clip", "--data", world, "--out", clip, "--steps", 3, "--batch-size", 16)
-    emu("data", "rate", "--data", world, "--n", 60, "--out", tmp_path / "ratings.jsonl")
+    emu("data", "rate", "--data", world, "--num-images", 60, "--out", tmp_path / "ratings.jsonl")
     emu("filter", "train-aesthetic", "--data", world, "--ratings", tmp_path / "ratings.jsonl",
         "--clip-model", clip, "--out", head)  # fmt: skip
 
@@ -164,7 +164,7 @@ def test_a_pushed_checkpoint_is_named_by_its_hub_repo_in_every_command(checkpoin
 
     def generate(model, out, env) -> bytes:
         emu("generate", "--model", model, "a red star on a sunset background", "-n", 1,
-            "--steps", 2, "--device", "cpu", "--out", tmp_path / out, env=env)  # fmt: skip
+            "--sampling-steps", 2, "--device", "cpu", "--out", tmp_path / out, env=env)  # fmt: skip
         return (tmp_path / out / "000-00.png").read_bytes()
 
     local = generate(checkpoint, "local", {})
@@ -181,7 +181,7 @@ def test_a_pushed_checkpoint_is_named_by_its_hub_repo_in_every_command(checkpoin
         emu("push", qt, "--repo", "me/emu-latent", "--revision", "tuned", env=hub_env(hub))
         tuned = commit_id(hub.files("me/emu-latent", branch="tuned"))
         emu("evaluate", "--a", "me/emu-latent@tuned", "--b", "me/emu-latent", "--prompts",
-            prompts, "--out", tmp_path / "eval", "--steps", 2, "--device", "cpu",
+            prompts, "--out", tmp_path / "eval", "--sampling-steps", 2, "--device", "cpu",
             "--resamples", 10, env=reader)  # fmt: skip
         # (with another empty cache: huggingface_hub serves what it has cached when the Hub
         # refuses, as when it cannot be reached)

@@ -161,7 +161,7 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
     for name in direct:
         torch.testing.assert_close(cached[name], direct[name], rtol=1e-5, atol=1e-5)
 
-    accelerator = make_accelerator("cpu", recipe)
+    accelerator = make_accelerator("cpu", recipe, tmp_path)
     Trainer(backend, model, "denoiser", recipe, index, tmp_path, accelerator,
             encode=cache.encode).run(None)  # fmt: skip
     assert CountingLatent.calls == warmed, "the encoder ran during quality-tuning steps"
@@ -169,7 +169,7 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
 
 def _qt_args(model, data, out, prompts):
     return ["quality-tune", "--model", model, "--data", data, "--out", out, "--device", "cpu",
-            "--steps", 8, "--validate-every", 4, "--validation-steps", 3,
+            "--steps", 8, "--validate-every", 4, "--validation-sampling-steps", 3,
             "--validation-prompts", prompts]  # fmt: skip
 
 
@@ -192,9 +192,10 @@ def test_quality_tune_then_evaluate_through_the_cli(tuned, tiny_latent, world, t
     assert provenance["recipes"]["quality-tune"]["noise_offset"] == 0.1
     # the world's junk holds tiny images, upscaled to the 32 px the model trains at; said
     from emu_cli.data import index_dataset
-    from emu_cli.data.dataset import count_smaller
+    from emu_cli.training.plan import measure_sides
 
-    assert provenance["data"]["upscaled"] == count_smaller(index_dataset(world), 32) > 0
+    smaller = measure_sides(index_dataset(world), limit=None).smaller_than(32)
+    assert provenance["data"]["upscaled"] == smaller > 0
     assert tuning["encoder_calls_while_training"] == 0
     points = tuning["curve"]["points"]
     assert [p["step"] for p in points] == [0, 4, 8]
@@ -209,7 +210,8 @@ def test_quality_tune_then_evaluate_through_the_cli(tuned, tiny_latent, world, t
 
     evaluation = tmp_path / "eval"
     run = ("evaluate", "--a", qt, "--b", tiny_latent, "--prompts", "builtin:world-small",
-           "--out", evaluation, "--steps", 3, "--device", "cpu", "--resamples", 200)  # fmt: skip
+           "--out", evaluation, "--sampling-steps", 3, "--device", "cpu",
+           "--resamples", 200)  # fmt: skip
     printed = emu(*run).stdout
     assert "visual appeal      unseen  A preferred" in printed
     results = json.loads((evaluation / "results.json").read_text())

@@ -58,7 +58,7 @@ def _pretrain_args(world: Path, out: Path, config: Path, backend: str = "latent"
         # the generating stage's judged curve must survive the crash too
         "--validate-every",
         "4",
-        "--validation-steps",
+        "--validation-sampling-steps",
         "2",
         # two optimizer groups (the text encoder's at half the rate) must resume, each its own
         "--option",
@@ -195,7 +195,7 @@ def test_two_process_data_parallel_run_on_cpu(world, tmp_path, backend):
         "a red star",
         "-n",
         "1",
-        "--steps",
+        "--sampling-steps",
         "2",
         "--out",
         tmp_path / "g",

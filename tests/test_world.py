@@ -74,7 +74,7 @@ def test_a_clean_set_shows_every_caption_plainly(judges, pool, tmp_path):
     out = tmp_path / "clean"
     result = CliRunner().invoke(
         cli,
-        ["data", "synth", "--n", "200", "--size", "32", "--seed", "3", "--clean"]
+        ["data", "synth", "--num-images", "200", "--size", "32", "--seed", "3", "--clean"]
         + ["--workers", "1", "--out", str(out)],
     )
     assert result.exit_code == 0 and "wrote 200 clean samples" in result.output, result.output

@@ -12,6 +12,7 @@ from emu_cli.cli.options import (
     device_option,
     key_values,
     run,
+    seed_option,
 )
 
 
@@ -26,9 +27,21 @@ from emu_cli.cli.options import (
 )
 @click.option("--clip-model", help="open_clip name, hf-hub:/local-dir: id, or a train-clip folder.")
 @click.option("--clip-pretrained", help="open_clip pretrained tag or file, e.g. openai.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: worker processes here; ray: a Ray cluster (RAY_ADDRESS, or a local one).",
+)
 @click.option("--workers", type=POSITIVE, help="Local worker processes (default: all cores).")
-@click.option("--chunk-size", type=POSITIVE, default=256, show_default=True)
+@click.option(
+    "--chunk-size",
+    type=POSITIVE,
+    default=256,
+    show_default=True,
+    help="Images per unit of work; a crashed run resumes from the last finished chunk.",
+)
 @device_option
 @config_option(extra_keys={"filters"})
 @click.pass_context
@@ -83,10 +96,26 @@ def filter_group(
 @filter_group.command(name="train-models")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="The pool.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Models folder.")
-@click.option("--clip-steps", type=int, default=1000, show_default=True)
-@click.option("--clip-batch-size", type=int, default=128, show_default=True)
-@click.option("--rated", type=int, default=2000, show_default=True, help="Images to rate.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--clip-steps", type=POSITIVE, default=1000, show_default=True, help="CLIP training steps."
+)
+@click.option(
+    "--clip-batch-size",
+    type=POSITIVE,
+    default=128,
+    show_default=True,
+    help="CLIP training batch size.",
+)
+@click.option(
+    "--num-rated",
+    "rated",
+    type=POSITIVE,
+    default=2000,
+    show_default=True,
+    help="Images the panel rates for the aesthetic head.",
+)
+@seed_option
+@config_option()
 def train_models(
     data: Path, out: Path, clip_steps: int, clip_batch_size: int, rated: int, seed: int
 ) -> None:
@@ -106,9 +135,12 @@ def train_models(
 @filter_group.command(name="train-clip")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="The pool.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Model folder.")
-@click.option("--steps", type=int, default=1000, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=POSITIVE, default=1000, show_default=True, help="Training steps.")
+@click.option(
+    "--batch-size", type=POSITIVE, default=128, show_default=True, help="Training batch size."
+)
+@seed_option
+@config_option()
 def train_clip(data: Path, out: Path, steps: int, batch_size: int, seed: int) -> None:
     """Train a small CLIP on the pool's own pairs (offline stand-in for a pretrained one).
 
@@ -131,9 +163,10 @@ def train_clip(data: Path, out: Path, steps: int, batch_size: int, seed: int) ->
     help='JSON lines {"key": SAMPLE KEY, "rating": 1-10}, e.g. from `emu data rate`.',
 )
 @click.option("--clip-model", required=True, help="The CLIP model the head will read.")
-@click.option("--clip-pretrained")
+@click.option("--clip-pretrained", help="open_clip pretrained tag, with a model name.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help=".safetensors file.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
+@config_option()
 def train_aesthetic(
     data: Path,
     ratings: Path,

@@ -9,7 +9,9 @@ import click
 
 from emu_cli.cli.options import (
     POSITIVE,
+    config_option,
     run,
+    seed_option,
 )
 from emu_cli.errors import EmuError
 from emu_cli.plugin import registry as plugins
@@ -21,9 +23,13 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--n", "count", type=int, required=True, help="Number of image-caption pairs.")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--num-images", "count", type=POSITIVE, required=True, help="Number of image-caption pairs."
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Image folder or shard folder."
+)
+@seed_option
 @click.option("--size", type=int, default=64, show_default=True, help="Image side in pixels.")
 @click.option(
     "--format",
@@ -31,6 +37,7 @@ def data() -> None:
     type=click.Choice(["imagefolder", "webdataset"]),
     default="imagefolder",
     show_default=True,
+    help="imagefolder: PNG files and metadata.jsonl; webdataset: .tar shards.",
 )
 @click.option("--workers", type=POSITIVE, help="Processes drawing images (default: all cores).")
 @click.option(
@@ -39,6 +46,7 @@ def data() -> None:
     help="No junk and only well-made pictures (large, sharp subject): what a generator can "
     "learn without the pool's noise.",
 )
+@config_option()
 def synth(
     count: int, out: Path, seed: int, size: int, format_: str, workers: int | None, clean: bool
 ) -> None:
@@ -60,9 +68,19 @@ def synth(
     required=True,
     help="Weights file (.safetensors); a .json with its record goes beside it.",
 )
-@click.option("--samples", type=int, default=90_000, show_default=True)
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--num-samples",
+    "samples",
+    type=POSITIVE,
+    default=90_000,
+    show_default=True,
+    help="Rendered scenes to train on.",
+)
+@click.option(
+    "--epochs", type=POSITIVE, default=10, show_default=True, help="Passes over the scenes."
+)
+@seed_option
+@config_option()
 def train_judges(out: Path, samples: int, epochs: int, seed: int) -> None:
     """Train the world's pixel judges (appeal and faithfulness) on rendered scenes.
 
@@ -76,10 +94,18 @@ def train_judges(out: Path, samples: int, epochs: int, seed: int) -> None:
 
 @data.command(name="rate")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="The pool.")
-@click.option("--n", "count", type=int, default=2000, show_default=True, help="Images to rate.")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--num-images", "count", type=POSITIVE, default=2000, show_default=True, help="Images to rate."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="JSON lines file of ratings.",
+)
+@seed_option
 @click.option("--panel", default="world", show_default=True, help="The panel that rates.")
+@config_option()
 def rate(data: Path, count: int, out: Path, seed: int, panel: str) -> None:
     """1-10 ratings of a random subset of a pool by a registered panel, as AVA's (JSON
     lines)."""
@@ -106,10 +132,24 @@ def rate(data: Path, count: int, out: Path, seed: int, panel: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Annotation database (default: annotations.sqlite beside --out).",
 )
-@click.option("--keep-rate", type=float, default=0.1, show_default=True)
-@click.option("--annotators", type=POSITIVE, default=4, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--keep-rate",
+    type=click.FloatRange(0, 1),
+    default=0.1,
+    show_default=True,
+    help="Fraction of the images the stage aims to keep.",
+)
+@click.option(
+    "--num-annotators",
+    "annotators",
+    type=POSITIVE,
+    default=4,
+    show_default=True,
+    help="Simulated annotators sharing the images.",
+)
+@seed_option
 @click.option("--panel", default="world", show_default=True, help="The panel that reviews.")
+@config_option()
 def simulate_review(
     data: Path,
     stage: str,
@@ -141,6 +181,7 @@ def simulate_review(
     "--weights", type=click.Path(dir_okay=False), help="Judge weights (default: shipped)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@config_option()
 def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_json: bool) -> None:
     """Score IMAGES with the world's pixel judges: appeal per guideline category."""
     from emu_cli.world.judges import ATTRIBUTES, judge_files

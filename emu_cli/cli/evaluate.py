@@ -14,6 +14,8 @@ from emu_cli.cli.options import (
     config_option,
     device_option,
     run,
+    sampling_steps_option,
+    seed_option,
 )
 
 
@@ -37,8 +39,14 @@ from emu_cli.cli.options import (
 @click.option(
     "--panel", default="world", show_default=True, help="The panel that votes when simulated."
 )
-@click.option("--images-per-prompt", type=POSITIVE, default=1, show_default=True)
-@click.option("--steps", type=POSITIVE, default=25, show_default=True, help="Sampling steps.")
+@click.option(
+    "--images-per-prompt",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Images each model makes per prompt; each makes a voted pair.",
+)
+@sampling_steps_option
 @click.option(
     "--guidance",
     type=float,
@@ -46,7 +54,7 @@ from emu_cli.cli.options import (
 )
 @click.option("--a-guidance", type=float, help="Guidance for model A only [default: --guidance].")
 @click.option("--b-guidance", type=float, help="Guidance for model B only [default: --guidance].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @click.option(
     "--max-prompts",
     type=POSITIVE,
@@ -69,7 +77,7 @@ def evaluate(
     annotators: str,
     panel: str,
     images_per_prompt: int,
-    steps: int,
+    sampling_steps: int,
     guidance: float | None,
     a_guidance: float | None,
     b_guidance: float | None,
@@ -89,7 +97,7 @@ def evaluate(
 
     sides = {side: g for side, g in (("a", a_guidance), ("b", b_guidance)) if g is not None}
     settings = Settings(
-        steps, guidance, seed, images_per_prompt, device, side_guidance=sides,
+        sampling_steps, guidance, seed, images_per_prompt, device, side_guidance=sides,
         max_prompts=max_prompts,
     )  # fmt: skip
     results = run(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from emu_cli.cli.options import POSITIVE, run
+from emu_cli.cli.options import POSITIVE, config_option, run
 
 
 @click.group()
@@ -38,6 +38,7 @@ def judge() -> None:
 @click.option(
     "--resamples", type=POSITIVE, default=1000, show_default=True, help="Bootstrap draws."
 )
+@config_option()
 def calibrate(votes: Path, specs: tuple[str, ...], out: Path | None, resamples: int) -> None:
     """For every voted pair: does the judge prefer the image the majority of people did? Each
     judge's agreement for appeal and faithfulness, beside each annotator's agreement with the

@@ -104,7 +104,44 @@ def validation_options(function):
     )(function)
     function = click.option("--judge", help=JUDGE_HELP)(function)
     return click.option(
-        "--validation-steps", type=POSITIVE, default=20, show_default=True, help="Sampling steps."
+        "--validation-sampling-steps",
+        type=POSITIVE,
+        default=20,
+        show_default=True,
+        help="Sampling steps of each validation image.",
+    )(function)
+
+
+def sampling_steps_option(function: Callable) -> Callable:
+    """Steps of the sampler, named apart from training's ``--steps`` everywhere."""
+    return click.option(
+        "--sampling-steps",
+        type=POSITIVE,
+        default=25,
+        show_default=True,
+        help="Sampling steps of each image.",
+    )(function)
+
+
+def seed_option(function: Callable) -> Callable:
+    return click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Random seed: the same seed and inputs give the same result.",
+    )(function)
+
+
+def report_to_option(function: Callable) -> Callable:
+    from emu_cli.training.trackers import REPORT_TO
+
+    return click.option(
+        "--report-to",
+        type=click.Choice(REPORT_TO),
+        help="Also log loss, learning rate, images/s, validation scores and sample grids to "
+        "TensorBoard (OUT/logs) or Weights & Biases, through accelerate's trackers "
+        "[default: none].",
     )(function)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from emu_cli.cli.options import run
+from emu_cli.cli.options import config_option, run
 
 
 @click.command()
@@ -40,6 +40,7 @@ from emu_cli.cli.options import run
     show_default=True,
     help="Seconds a Hub request may wait on the network before it is retried (3 tries).",
 )
+@config_option()
 def push(
     path: Path,
     repo: str,

@@ -36,7 +36,14 @@ from emu_cli.cli.options import (
     show_default=True,
     help="0 picks a free one.",
 )
-@click.option("--annotators", type=POSITIVE, default=1, show_default=True, help="Tokens to issue.")
+@click.option(
+    "--num-annotators",
+    "annotators",
+    type=POSITIVE,
+    default=1,
+    show_default=True,
+    help="Annotators: one link with its own token each.",
+)
 @click.option(
     "--export",
     "export_to",

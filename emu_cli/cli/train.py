@@ -17,8 +17,11 @@ from emu_cli.cli.options import (
     print_recipe_option,
     push_after_training,
     recipe_layers,
+    report_to_option,
     resume_option,
     run,
+    sampling_steps_option,
+    seed_option,
     validation_options,
 )
 from emu_cli.plugin import registry as plugins
@@ -45,7 +48,7 @@ from emu_cli.training.recipe import Recipe  # dataclasses only: keeps --help fas
 @click.option("--stage", "stages", multiple=True, help="Train only these stages (repeatable).")
 @click.option("--steps", type=int, help="Steps per stage (overrides the preset).")
 @click.option("--batch-size", type=int, help="Batch size per process.")
-@click.option("--learning-rate", "--lr", "learning_rate", type=float)
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate.")
 @click.option("--noise-offset", type=float, help="Noise offset (diffusion backends).")
 @click.option("--checkpoint-every", type=int, help="Write a resumable checkpoint every N steps.")
 @click.option("--preview-every", type=int, help="Write a preview grid every N steps.")
@@ -57,6 +60,7 @@ from emu_cli.training.recipe import Recipe  # dataclasses only: keeps --help fas
 )
 @validation_options
 @mixed_precision_option
+@report_to_option
 @click.option("--text-encoder", help="Pretrained text encoder: hub name or local folder.")
 @click.option(
     "--option",
@@ -64,7 +68,7 @@ from emu_cli.training.recipe import Recipe  # dataclasses only: keeps --help fas
     multiple=True,
     help="Backend option KEY=VALUE (repeatable), e.g. superres_factor=2; see docs/backends.md.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option
 @resume_option
 @click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
 @device_option
@@ -86,7 +90,7 @@ def pretrain(
     push_to_hub: str | None,
     device: str,
     validate_every: int | None,
-    validation_steps: int,
+    validation_sampling_steps: int,
     judge: str | None,
     validation_max_prompts: int | None,
     validation_prompts: str | None,
@@ -123,7 +127,7 @@ def pretrain(
         prompts=validation_prompts,
         validate_every=validate_every,
         max_prompts=validation_max_prompts,
-        sample_steps=validation_steps,
+        sample_steps=validation_sampling_steps,
     )
     result = run(
         lambda: run_pretrain(
@@ -162,14 +166,26 @@ def pretrain(
     "as `emu evaluate` reads them.",
 )
 @click.option(
-    "-n", "--num-images", type=POSITIVE, default=4, show_default=True, help="Images per prompt."
+    "-n",
+    "--images-per-prompt",
+    "num_images",
+    type=POSITIVE,
+    default=4,
+    show_default=True,
+    help="Images per prompt.",
 )
-@click.option("--steps", type=POSITIVE, default=25, show_default=True, help="Sampling steps.")
+@sampling_steps_option
 @click.option(
     "--guidance", type=float, help="Classifier-free guidance scale [default: the backend's]."
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("samples"), show_default=True)
+@seed_option
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("samples"),
+    show_default=True,
+    help="Output folder; outputs of an earlier run there are replaced.",
+)
 @device_option
 @config_option()
 def generate(
@@ -177,7 +193,7 @@ def generate(
     prompts: tuple[str, ...],
     prompt_set: str | None,
     num_images: int,
-    steps: int,
+    sampling_steps: int,
     guidance: float | None,
     seed: int,
     out: Path,
@@ -197,7 +213,7 @@ def generate(
             model_path,
             listed,
             num_images=num_images,
-            steps=steps,
+            steps=sampling_steps,
             guidance=guidance,
             seed=seed,
             out=out,
@@ -224,9 +240,10 @@ def generate(
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--steps", type=int, help="Iteration cap (default per preset: 15K at base).")
 @click.option("--batch-size", type=int, help="Batch size per process (default 64).")
-@click.option("--learning-rate", "--lr", "learning_rate", type=float)
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate.")
 @click.option("--noise-offset", type=float, help="Diffusion backends (default 0.1).")
 @mixed_precision_option
+@report_to_option
 @click.option("--subset", "subset_size", type=int, help="Tune on N random curated images only.")
 @click.option(
     "--early-stopping/--no-early-stopping",
@@ -236,7 +253,13 @@ def generate(
 )
 @click.option("--validate-every", type=int, help="Steps between validations (default per preset).")
 @validation_options
-@click.option("--patience", type=POSITIVE, default=3, show_default=True)
+@click.option(
+    "--patience",
+    type=POSITIVE,
+    default=3,
+    show_default=True,
+    help="Validations without a better step before training stops.",
+)
 @click.option(
     "--appeal-window",
     type=POSITIVE,
@@ -244,7 +267,13 @@ def generate(
     show_default=True,
     help="Validations whose mean appeal a step is judged on: one high reading is noise.",
 )
-@click.option("--faithfulness-margin", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option(
+    "--faithfulness-margin",
+    type=click.FloatRange(min=0),
+    default=0.1,
+    show_default=True,
+    help="How far faithfulness may fall below the start's before a step is not chosen.",
+)
 @device_option
 @resume_option
 @click.option("--push-to-hub", "push_to_hub", help="OWNER/NAME: push the result when done.")
@@ -260,7 +289,7 @@ def quality_tune(
     subset_size: int | None,
     early_stopping: bool,
     validate_every: int | None,
-    validation_steps: int,
+    validation_sampling_steps: int,
     patience: int,
     appeal_window: int,
     faithfulness_margin: float,
@@ -291,7 +320,7 @@ def quality_tune(
         patience=patience,
         window=appeal_window,
         faithfulness_margin=faithfulness_margin,
-        sample_steps=validation_steps,
+        sample_steps=validation_sampling_steps,
     )
     result = run(
         lambda: quality_tune(

@@ -80,6 +80,8 @@ class Filter:
     - ``column``: the score column that a threshold applies to; None when the filter decides
       by itself (override :meth:`decide`). Columns a filter returns from :meth:`score` go in
       the manifest, except those named ``_like_this`` (working data, e.g. thumbnails).
+    - ``reads_captions``: True for a filter that reads captions; a pool of images alone (no
+      captions) is curated only by filters that do not.
     - ``options``: the filter's own options and their defaults; a value given must be of its
       default's kind (number, text, list, bool; a default of None takes anything).
       A filter with a ``column`` also takes ``min``/``max``/``keep_fraction`` for it, with
@@ -92,6 +94,7 @@ class Filter:
     phase: ClassVar[str] = "score"
     column: ClassVar[str | None] = None
     higher_is_better: ClassVar[bool] = True
+    reads_captions: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
     default_threshold: ClassVar[dict[str, float]] = {}
 

@@ -48,7 +48,7 @@ def train_offline_models(
     if clip_steps < 1 or clip_batch_size < 2 or rated < 10:
         raise ValueError(
             "train-models needs --clip-steps >= 1, --clip-batch-size >= 2 (a contrastive batch) "
-            f"and --rated >= 10 (the aesthetic head's minimum); got {clip_steps}, "
+            f"and --num-rated >= 10 (the aesthetic head's minimum); got {clip_steps}, "
             f"{clip_batch_size} and {rated}"
         )
     out = Path(out)

@@ -254,7 +254,10 @@ class FilterRun:
 
     def _run(self) -> Outcome:
         refuse_to_replace(self.out / KEPT, self.source)  # before the work, not after it
-        index = index_dataset(self.source)
+        readers = [f.name for f in self.filters if f.reads_captions]
+        index = index_dataset(
+            self.source, captions_for=f"filter {', '.join(readers)}" if readers else None
+        )
         self._check_plan(index)
         by_key = {sample.key: sample for sample in index.samples}
         order = {sample.key: number for number, sample in enumerate(index.samples)}

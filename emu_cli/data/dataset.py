@@ -65,19 +65,6 @@ def read_image(sample: Sample) -> Image.Image:
     return to_rgb(decode(read_bytes(sample)))
 
 
-def count_smaller(index: SampleIndex, side: int) -> int:
-    """How many readable images of ``index`` have a shorter side below ``side``: what training
-    at that resolution upscales. Decodes headers only."""
-    count = 0
-    for sample in index.samples:
-        try:
-            with Image.open(io.BytesIO(read_bytes(sample))) as image:
-                count += min(image.size) < side
-        except Exception:  # noqa: BLE001, S112 - unreadable: the trainer skips and reports it
-            continue
-    return count
-
-
 def resize_and_crop(image: Image.Image, resolution: int) -> Image.Image:
     """Scale the shorter side to ``resolution`` and take the centre square."""
     return ImageOps.fit(image, (resolution, resolution), Image.Resampling.BICUBIC)

@@ -6,7 +6,9 @@ The layouts people already have are read, each the same way afterwards:
   ``datasets.load_dataset("imagefolder")`` reads them (any number of such files in subfolders);
 - WebDataset tar shards as img2dataset writes them: ``KEY.jpg`` + ``KEY.txt`` [+ ``KEY.json``];
 - an image folder with a caption file beside each image, ``NAME.jpg`` + ``NAME.txt`` (kohya's
-  and SimpleTuner's layout), nested folders too.
+  and SimpleTuner's layout), nested folders too;
+- an image folder with no captions at all, where the work reads none (``captions_for=None``: an
+  autoencoder or tokenizer stage, a review stage, filters that look at pixels only).
 
 Indexing reads only metadata and tar headers, so the trainer gets random access (exact resume,
 per-epoch shuffling, sharding across processes) without holding images in memory. Samples that
@@ -50,6 +52,8 @@ class SampleIndex:
     source: str
     samples: list[Sample]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+    # False where the work reads no captions: a missing or empty one is "", not a reject
+    captions_required: bool = True
 
     def fingerprint(self) -> str:
         """A short hash of what the dataset holds: keys, sizes and captions, in order."""
@@ -60,6 +64,12 @@ class SampleIndex:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def caption_problem(self, caption: str | None) -> str | None:
+        """Why ``caption`` makes its sample a reject here, or None."""
+        if not self.captions_required and (caption is None or not caption.strip()):
+            return None
+        return caption_problem(caption)
 
 
 def _caption_from(record: dict) -> str | None:
@@ -91,8 +101,7 @@ def caption_problem(caption: str | None) -> str | None:
     return None
 
 
-def _index_imagefolder(root: Path, metadata_files: list[Path]) -> SampleIndex:
-    index = SampleIndex(str(root), [])
+def _index_imagefolder(root: Path, metadata_files: list[Path], index: SampleIndex) -> SampleIndex:
     seen: set[str] = set()
     for metadata in metadata_files:
         try:
@@ -114,10 +123,9 @@ def _index_imagefolder(root: Path, metadata_files: list[Path]) -> SampleIndex:
     return index
 
 
-def _index_tables(root: Path, tables: list[Path]) -> SampleIndex:
+def _index_tables(root: Path, tables: list[Path], index: SampleIndex) -> SampleIndex:
     """``metadata.csv`` and ``metadata.parquet`` files: one record a row, rows numbered from 2
     in a CSV (its header is line 1) and from 0 in Parquet."""
-    index = SampleIndex(str(root), [])
     seen: set[str] = set()
     for table in tables:
         name = str(table.relative_to(root))
@@ -146,10 +154,9 @@ def _table_rows(table: Path) -> tuple[list[dict], int]:
         return list(csv.DictReader(handle)), 2
 
 
-def _index_sidecars(root: Path, images: list[Path]) -> SampleIndex:
+def _index_sidecars(root: Path, images: list[Path], index: SampleIndex) -> SampleIndex:
     """Images with a caption file beside them (``NAME.txt``); an image without one, or with an
     unreadable one, is a reject naming it."""
-    index = SampleIndex(str(root), [])
     for image in images:
         key = str(image.relative_to(root))
         text_file = image.with_suffix(".txt")
@@ -161,13 +168,38 @@ def _index_sidecars(root: Path, images: list[Path]) -> SampleIndex:
         except (OSError, UnicodeDecodeError) as error:
             index.rejected.append((key, f"caption file {text_file.name}: {_described(error)}"))
             continue
-        if problem := caption_problem(caption):
+        if problem := index.caption_problem(caption):
             index.rejected.append((key, problem))
         elif (size := image.stat().st_size) == 0:
             index.rejected.append((key, "image file is empty (0 bytes)"))
         else:
             index.samples.append(Sample(key, caption.strip(), str(image), -1, size))
     return index
+
+
+def _index_uncaptioned(images: list[Path], index: SampleIndex) -> SampleIndex:
+    """Images alone: every caption empty, for work that reads none."""
+    root = Path(index.source)
+    for image in images:
+        key = str(image.relative_to(root))
+        if (size := image.stat().st_size) == 0:
+            index.rejected.append((key, "image file is empty (0 bytes)"))
+        else:
+            index.samples.append(Sample(key, "", str(image), -1, size))
+    return index
+
+
+def _refuse_mixed(source: str | Path, layouts: dict[str, list[Path]]) -> None:
+    """Two layouts in one tree would each claim the images; which one is meant is not guessed."""
+    present = {name: files for name, files in layouts.items() if files}
+    if len(present) > 1:
+        found = "; ".join(
+            f"{len(files)} {name} (e.g. {files[0]})" for name, files in present.items()
+        )
+        raise DatasetError(
+            f"dataset '{source}' mixes layouts: {found}. emu reads one layout per dataset: "
+            "move one of them out, or point --data at the folder of one"
+        )
 
 
 def _found(root: Path) -> str:
@@ -227,8 +259,8 @@ def _index_record(
         index.rejected.append((where, f"file_name '{name[:200]}' is listed again"))
         return
     seen.add(key)
-    caption = _caption_from(record)
-    if problem := caption_problem(caption):
+    caption = _caption_from(record) or ""
+    if problem := index.caption_problem(caption):
         index.rejected.append((key, problem))
     elif not image.is_file():
         index.rejected.append((key, "image file is missing"))
@@ -347,19 +379,21 @@ def _index_group(
             caption = None
     if image is None:
         index.rejected.append((where, "no image member"))
-    elif problem := caption_problem(caption):
+    elif problem := index.caption_problem(caption):
         index.rejected.append((where, problem))
     elif image.size == 0:
         index.rejected.append((where, "image member is empty (0 bytes)"))
     else:
         index.samples.append(
-            Sample(where, caption.strip(), str(shard), image.offset_data, image.size)
+            Sample(where, (caption or "").strip(), str(shard), image.offset_data, image.size)
         )
 
 
-def index_dataset(source: str | Path) -> SampleIndex:
+def index_dataset(source: str | Path, *, captions_for: str | None = "this work") -> SampleIndex:
     """Index an image folder or WebDataset shards (a .tar file or a folder of them), here or in
-    a Hub dataset repo (``OWNER/NAME[@REVISION]``, as ``emu push --dataset`` makes them)."""
+    a Hub dataset repo (``OWNER/NAME[@REVISION]``, as ``emu push --dataset`` makes them).
+    ``captions_for`` names what reads the captions, for the error when there are none; None:
+    nothing does, and a folder of images alone is read too."""
     from emu_cli.hub import folder_or_repo
 
     root, _ = folder_or_repo(str(source), "dataset", f"dataset '{source}' is not a folder here")
@@ -376,22 +410,35 @@ def index_dataset(source: str | Path) -> SampleIndex:
     tables = [] if root.is_file() else sorted(
         [*root.rglob("metadata.csv"), *root.rglob("metadata.parquet")]
     )  # fmt: skip
+    _refuse_mixed(
+        source,
+        {
+            "metadata.jsonl files": metadata_files,
+            "metadata.csv/.parquet files": tables,
+            ".tar shards": shards,
+        },
+    )
+    empty = SampleIndex(str(root), [], captions_required=captions_for is not None)
     if metadata_files:
-        index = _index_imagefolder(root, metadata_files)
+        index = _index_imagefolder(root, metadata_files, empty)
     elif tables:
-        index = _index_tables(root, tables)
+        index = _index_tables(root, tables, empty)
     elif shards:
-        index = SampleIndex(str(root), [])
+        index = empty
         for shard in shards:
             _index_shard(shard, index)
     elif images := sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
-        if not any(p.with_suffix(".txt").is_file() for p in images):
+        if any(p.with_suffix(".txt").is_file() for p in images):
+            index = _index_sidecars(root, images, empty)
+        elif captions_for is None:
+            index = _index_uncaptioned(images, empty)
+        else:
             raise DatasetError(
-                f"dataset '{source}' holds {len(images)} images and no captions: give each a "
-                "NAME.txt beside it (kohya's layout), or a metadata.jsonl with lines "
+                f"dataset '{source}' holds {len(images)} images and no captions, which "
+                f"{captions_for} reads: give each a NAME.txt beside it (kohya's layout; "
+                "`emu data caption` writes them), or a metadata.jsonl with lines "
                 '{"file_name": "images/0001.jpg", "text": "a caption"}'
             )
-        index = _index_sidecars(root, images)
     else:
         raise DatasetError(
             f"dataset '{source}' is no layout emu reads (it holds {_found(root)}): an image "

@@ -22,7 +22,7 @@ def export_stage(data: Path, stage: str, out: Path, database: Path | None = None
         raise EmuError(
             "compare votes are read by `emu evaluate --annotators review` on the same folder"
         )
-    index = index_dataset(data)
+    index = index_dataset(data, captions_for=None)
     store = AnnotationStore(database or store_path(data, stage), Dataset.of(index))
     try:
         if stage == "caption":

@@ -99,7 +99,7 @@ class ReviewData:
                     f"review --out {root}`"
                 )
             return cls(root, stage, {}, comparisons)
-        index = index_dataset(root)
+        index = index_dataset(root, captions_for=None)  # people review pixels; they write captions
         dataset = Dataset.of(index)
         samples = {s.key: s for s in index.samples}
         # A later stage shows what the one before it kept, when that one was done here.

@@ -33,6 +33,9 @@ class Stage:
     # How the stage's default run is sized, per preset: resolution of the images fed to it,
     # steps, batch size and learning rate. A user's config overrides any of them.
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # False for a stage that learns images alone (an autoencoder, a tokenizer): it trains on
+    # a folder of images with no captions.
+    reads_captions: bool = True
 
 
 def stage_defaults(

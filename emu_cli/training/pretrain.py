@@ -18,6 +18,7 @@ from emu_cli.errors import EmuError
 from emu_cli.plugin.backend import PRESETS, Backend, Model
 from emu_cli.runtime import quiet_libraries
 from emu_cli.training.early_stopping import CurveOnly
+from emu_cli.training.plan import measure_sides, run_plan
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.resolution import Layer, ResolvedRecipe, stage_recipe
 from emu_cli.training.session import (
@@ -93,11 +94,20 @@ def pretrain(
         saved = session.saved()
         if resume is not None and saved is not None:  # stages it completed are reused
             refuse_changed_settings(session.out, preset, options or {})
-        index = index_dataset(data)
+        # a folder of images alone is enough when no stage to train reads a caption
+        readers = [n for n in names if backend.stage(n).reads_captions]
+        index = index_dataset(data, captions_for=f"stage {readers[0]}" if readers else None)
         report_index(index)
         accelerator = session.start(device, recipes[names[0]])
 
         completed = list(saved.stages_completed) if saved else []
+        validating = validation is not None and validation.validate_every
+        run_plan(
+            "pretrain", backend.name, preset, data, index, measure_sides(index, seed=0), recipes,
+            accelerator, session.out, done=completed if resume is not None else (),
+            resume_from=resume,
+            validation=validation.describe(None) if validating else None,
+        ).announce(session.out, accelerator.is_main_process)  # fmt: skip
         provenance = saved or Provenance(backend=backend.name)
         result = PretrainResult(session.out)
         for name in names:
@@ -126,9 +136,11 @@ def pretrain(
             if resume_from is not None:
                 log.info(f"resuming stage '{name}' from {resume_from}")
             monitor = _monitor(backend, name, validation, folder, recipe.seed)
+            before = sum(recipes[n].steps for n in names[: names.index(name)])
             trainer = Trainer(
-                backend, model, name, recipe, index, folder, accelerator, monitor=monitor
-            )
+                backend, model, name, recipe, index, folder, accelerator,
+                monitor=monitor, step_offset=before,
+            )  # fmt: skip
             stage_result = trainer.run(resume_from, record)
             completed = [*completed, name]
             provenance = record.with_changes(

@@ -27,6 +27,7 @@ from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.errors import EmuError
 from emu_cli.plugin.backend import Backend
 from emu_cli.runtime import quiet_libraries
+from emu_cli.training.plan import measure_sides, run_plan
 from emu_cli.training.resolution import (
     QT_PRESETS,
     Layer,
@@ -125,7 +126,7 @@ def quality_tune(
     resume: str | None = None,
 ) -> QualityTuneResult:
     from emu_cli.checkpoint.folder import checkpoint_provenance
-    from emu_cli.data.dataset import TrainingDataset, count_smaller
+    from emu_cli.data.dataset import TrainingDataset
     from emu_cli.judges.spec import trained_on_world
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
@@ -143,14 +144,12 @@ def quality_tune(
         stage = backend.generator_stage()
         preset = parent.preset
         recipe = _recipe_for(backend, parent, model_path, overrides).recipe
-        index = subset(index_dataset(data), subset_size, recipe.seed)
+        index = subset(index_dataset(data, captions_for="quality-tuning"), subset_size, recipe.seed)
         report_index(index)
-        upscaled = count_smaller(index, recipe.resolution)
-        if upscaled:  # the recipe's point is sharp, well-made images; an upscaled one is neither
-            log.info(
-                f"{upscaled} of {len(index)} curated images are smaller than the "
-                f"{recipe.resolution} px the model trains at: they are upscaled"
-            )
+        # every header of the (small) curated set: the recipe's point is sharp, well-made
+        # images, and an upscaled one is neither, so the count is exact and recorded
+        sides = measure_sides(index, limit=None)
+        upscaled = sides.smaller_than(recipe.resolution)
         resume_from = session.resume_point(STAGE_FOLDER, _not_quality_tuning)
         changes = None
         if resume_from is not None:
@@ -158,6 +157,15 @@ def quality_tune(
             log.info(f"resuming quality-tuning from {resume_from}")
             model = load_checkpoint(resume_from / "model", backend)[1]
         accelerator = session.start(device, recipe)
+        validation = None
+        if settings.enabled:
+            every = settings.validate_every or QT_PRESETS[preset].validate_every
+            validation = settings.describe(every)
+        run_plan(
+            "quality-tune", backend.name, preset, data, index, sides, {STAGE_FOLDER: recipe},
+            accelerator, session.out, resume_from=str(resume_from) if resume_from else None,
+            validation=validation or "none (--no-early-stopping)",
+        ).announce(session.out, accelerator.is_main_process)  # fmt: skip
         model.to(accelerator.device)
 
         cache = EncodingCache(backend, batch_size=recipe.batch_size)

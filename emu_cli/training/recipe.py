@@ -44,6 +44,7 @@ class Recipe:
     preview_every: int = 500  # 0 disables preview grids
     keep_checkpoints: int = 2
     num_workers: int = -1  # -1: decode inline on CPU (faster on 2 cores), 4 workers on GPU
+    report_to: str = "none"  # "tensorboard", "wandb" or "all" too (emu_cli.training.trackers)
     seed: int = 0
 
     def phases(self) -> list[tuple[int, int]]:
@@ -73,6 +74,10 @@ class Recipe:
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             problems.append(
                 f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
+            )
+        if self.report_to not in ("none", "tensorboard", "wandb", "all"):
+            problems.append(
+                f"report_to must be none, tensorboard, wandb or all, got {self.report_to!r}"
             )
         if self.attention not in ("auto", "torch", "math"):
             problems.append(f"attention must be auto, torch or math, got {self.attention!r}")

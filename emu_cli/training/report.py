@@ -1,17 +1,29 @@
-"""What a training run leaves for people and programs: a JSON-lines log and a loss-curve PNG."""
+"""What a training run leaves for people and programs: a JSON-lines log, a loss-curve PNG
+redrawn as the run goes, and the same numbers and grids in the trackers the user asked for."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from emu_cli.training.trackers import StageTrackers
+
+# How often loss.png is redrawn while training: often enough to watch, rare enough that
+# drawing (about 0.2 s) costs nothing next to the steps.
+PLOT_EVERY_SECONDS = 30.0
+
 
 class TrainingLog:
-    def __init__(self, folder: Path, enabled: bool = True):
+    def __init__(
+        self, folder: Path, enabled: bool = True, trackers: StageTrackers | None = None
+    ) -> None:
         self.path = folder / "log.jsonl"
         self.plot_path = folder / "loss.png"
         self.enabled = enabled
+        self.trackers = trackers
+        self.plotted = time.monotonic()
         if enabled:
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -19,6 +31,17 @@ class TrainingLog:
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.trackers is not None and "step" in record:
+                self.trackers.scalars(record["step"], record)
+
+    def image(self, step: int, name: str, path: Path) -> None:
+        """A grid the run wrote, for the trackers (the PNG itself is the file's record)."""
+        if self.enabled and self.trackers is not None:
+            self.trackers.image(step, name, path)
+
+    def plot_if_due(self) -> None:
+        if time.monotonic() - self.plotted >= PLOT_EVERY_SECONDS:
+            self.plot()
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
@@ -34,6 +57,7 @@ class TrainingLog:
     def plot(self) -> None:
         if not self.enabled:
             return
+        self.plotted = time.monotonic()
         points = [(r["step"], r["loss"]) for r in self.records() if "loss" in r]
         if not points:
             return

@@ -33,6 +33,7 @@ from emu_cli.plugin.backend import Backend, Model
 from emu_cli.runtime import resolve_device
 from emu_cli.training import divergence
 from emu_cli.training.recipe import Recipe
+from emu_cli.training.trackers import chosen_trackers, start_trackers
 
 log = logging.getLogger("emu")
 
@@ -46,20 +47,27 @@ MAY_CHANGE_ON_RESUME = {
     "mixed_precision",
     "attention",
     "loss_spike_factor",
+    "report_to",
 }
 
 
-def make_accelerator(device: str, recipe: Recipe) -> Any:
+def make_accelerator(device: str, recipe: Recipe, out: Path) -> Any:
     """An ``accelerate.Accelerator`` for ``--device auto|cpu|cuda``; under ``accelerate launch``
-    or ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPUs)."""
+    or ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPUs). Its trackers are
+    the recipe's ``report_to``, logging under ``out/logs``."""
     from accelerate import Accelerator
 
     resolve_device(device)  # refuses cuda where there is none
-    return Accelerator(
+    trackers = chosen_trackers(recipe.report_to)
+    accelerator = Accelerator(
         cpu=device == "cpu",
         mixed_precision=recipe.mixed_precision,
         gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        log_with=trackers or None,
+        project_dir=str(out / "logs"),
     )
+    start_trackers(accelerator, out, recipe.to_dict())
+    return accelerator
 
 
 def report_index(index: SampleIndex) -> None:
@@ -137,7 +145,11 @@ class TrainingSession:
         return self
 
     def __exit__(self, *exception: object) -> None:
-        self.lock.release()
+        try:
+            if self.accelerator is not None and self.accelerator.trackers:
+                self.accelerator.end_training()  # closes the trackers' files and runs
+        finally:
+            self.lock.release()
 
     @property
     def has_model(self) -> bool:
@@ -197,7 +209,7 @@ class TrainingSession:
         )
 
     def start(self, device: str, recipe: Recipe) -> Any:
-        self.accelerator = make_accelerator(device, recipe)
+        self.accelerator = make_accelerator(device, recipe, self.out)
         return self.accelerator
 
     def save(self, backend: Backend, model: Model, provenance: Provenance) -> None:

@@ -29,6 +29,7 @@ from emu_cli.training.divergence import LossGuard, TrainingDiverged, record_dive
 from emu_cli.training.ema import EMA
 from emu_cli.training.recipe import Recipe
 from emu_cli.training.report import TrainingLog
+from emu_cli.training.trackers import StageTrackers
 
 if TYPE_CHECKING:
     from emu_cli.training.early_stopping import Decision
@@ -109,11 +110,13 @@ class Trainer:
         *,
         encode: Callable[..., dict] | None = None,
         monitor: GenerationMonitor | None = None,
+        step_offset: int = 0,
     ):
         """``encode`` replaces ``backend.encode`` (quality-tuning passes a cache); ``monitor``,
         when given, judges the model every ``monitor.every`` steps (see
         :class:`emu_cli.training.validation.GenerationMonitor`): its best weights are kept in
-        ``folder/best`` and it may stop the stage early."""
+        ``folder/best`` and it may stop the stage early. ``step_offset``: the steps of the
+        run's stages before this one, where the trackers' steps go on from."""
         self.backend, self.model, self.stage = backend, model, stage
         self.encode = encode or backend.encode
         self.monitor = monitor
@@ -121,7 +124,11 @@ class Trainer:
         self.folder = folder
         self.accelerator = accelerator
         self.train_index, self.holdout_index = split_holdout(index, recipe.seed)
-        self.log = TrainingLog(folder, enabled=accelerator.is_main_process)
+        self.log = TrainingLog(
+            folder,
+            enabled=accelerator.is_main_process,
+            trackers=StageTrackers(accelerator, stage, step_offset),
+        )
         self.skipped: list[tuple[str, str]] = []
 
     # -- pieces -------------------------------------------------------------------------
@@ -175,7 +182,10 @@ class Trainer:
         finally:
             if ema is not None:
                 ema.swap_out()
-        save_grid(pictures, self.folder / "previews" / f"step-{step:08d}.png")
+        grid = self.folder / "previews" / f"step-{step:08d}.png"
+        # a denoiser's preview draws each holdout caption; an autoencoder's pairs images
+        save_grid(pictures, grid, captions=captions if len(pictures) == len(captions) else None)
+        self.log.image(step, "preview", grid)
         return metrics
 
     def _prepare(self, device: torch.device) -> None:
@@ -200,6 +210,13 @@ class Trainer:
                 ema.swap_in()
             try:
                 decision[0] = self.monitor.check(step, self.model)
+                point = self.monitor.rule.points[-1]
+                self.log.write(
+                    step=step,
+                    validation_appeal=point.appeal,
+                    validation_faithfulness=point.faithfulness,
+                )
+                self.log.image(step, "validation", self.monitor.grid_path(step))
                 if decision[0].best:
                     record = provenance.with_changes(stage=self.stage, step=step)
                     save_checkpoint(self.backend, self.model, self.folder / "best", record)
@@ -369,6 +386,7 @@ class Trainer:
             resolution=resolution,
             **logged,
         )
+        self.log.plot_if_due()
         if recipe.preview_every > 0 and (step % recipe.preview_every == 0 or step == recipe.steps):
             run.metrics = self._preview(step, run.ema)
             if run.metrics:

@@ -34,13 +34,23 @@ class ValidationSettings:
     def resolved(self, world: bool, command: str) -> ValidationSettings:
         """These settings with the judge and prompts a model gets when none are named (the
         world's, for a model of the world; refused otherwise), checked before any work."""
+        from emu_cli.evaluate.prompts import load_prompts
         from emu_cli.judges.spec import default_judge, default_prompts
         from emu_cli.plugin import registry
 
         judge = default_judge(self.judge, world, command, registry.get_judges())
         prompts = default_prompts(self.prompts, world, command)
         registry.judge(judge)  # an unknown name is refused now, not after training
+        load_prompts(prompts)  # so is a prompt file that is missing or empty
         return dataclasses.replace(self, judge=judge, prompts=prompts)
+
+    def describe(self, every: int | None) -> str:
+        """One line for the run's plan (:mod:`emu_cli.training.plan`)."""
+        prompts = f"{self.max_prompts} prompts of" if self.max_prompts else "the prompts of"
+        return (
+            f"every {every or self.validate_every} steps, judge {self.judge}, {prompts} "
+            f"{self.prompts}, {self.sample_steps} sampling steps"
+        )
 
     def monitor(
         self,
@@ -135,9 +145,12 @@ class GenerationMonitor:
             steps=self.steps, guidance=self.guidance, seed=self.seed,
         )  # fmt: skip
         decision = self.rule.update(step, appeal, faithfulness)
-        save_grid(images, self.folder / "validation" / f"step-{step:08d}.png")
+        save_grid(images, self.grid_path(step), captions=self.prompts)
         self._write()
         return decision
+
+    def grid_path(self, step: int) -> Path:
+        return self.folder / "validation" / f"step-{step:08d}.png"
 
     def restore(self, step: int) -> None:
         self.rule.restore(read_curve(self.curve_path, step))

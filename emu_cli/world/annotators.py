@@ -129,7 +129,7 @@ def rate_pool(data, count: int, *, seed: int = 0) -> dict[str, float]:
     from emu_cli.data.dataset import read_image
 
     if count < 1:
-        raise ValueError(f"--n must be at least 1, got {count}")
+        raise ValueError(f"--num-images must be at least 1, got {count}")
     index = index_dataset(data)
     order = np.random.default_rng(seed).permutation(len(index))
     images: dict[str, Image.Image] = {}

@@ -252,7 +252,7 @@ def synthesize(
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got '{format}'")
     if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
+        raise ValueError(f"--num-images must be at least 1, got {n}")
     if size < 16:
         raise ValueError(f"--size must be at least 16 pixels, got {size}")
     out = Path(out)

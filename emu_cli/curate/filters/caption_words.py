@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 class CaptionWordsFilter(Filter):
     name = "caption_words"
+    reads_captions = True
     description = "rejects captions naming a blocked word (whole words, any case)"
     phase = "scan"
     options = {"blocked": []}

@@ -10,6 +10,7 @@ from emu_cli.curate.resources import Resources
 
 class ClipScoreFilter(Filter):
     name = "clip_score"
+    reads_captions = True
     description = "CLIP image-caption cosine similarity (poor alignment is rejected)"
     column = "clip_score"
     default_threshold = {"min": 0.2}

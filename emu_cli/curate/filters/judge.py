@@ -12,6 +12,7 @@ from emu_cli.plugin.judge import MEASURES
 
 class JudgeFilter(Filter):
     name = "judge"
+    reads_captions = True
     description = "a judge's score of each image for its caption (spec=JUDGE, measure=appeal)"
     column = "judge"
     options = {"spec": None, "measure": "appeal"}

@@ -49,7 +49,10 @@ class LatentDiffusion(Backend):
     description = "Latent diffusion (Emu): 16-channel AutoencoderKL + UNet2DConditionModel"
     stages = (
         Stage(
-            "autoencoder", "AutoencoderKL with Fourier-lifted input", STAGE_DEFAULTS["autoencoder"]
+            "autoencoder",
+            "AutoencoderKL with Fourier-lifted input",
+            STAGE_DEFAULTS["autoencoder"],
+            reads_captions=False,
         ),
         Stage("denoiser", "text-conditioned UNet on latents", STAGE_DEFAULTS["denoiser"]),
     )

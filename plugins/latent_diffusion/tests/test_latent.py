@@ -164,7 +164,7 @@ def test_a_stable_diffusion_model_made_elsewhere_is_generated_from_and_quality_t
     from emu_cli.checkpoint.folder import load_checkpoint
 
     emu("generate", "--model", stable_diffusion, "a red star on a sunset background", "-n", 1,
-        "--steps", 2, "--device", "cpu", "--out", tmp_path / "gen")  # fmt: skip
+        "--sampling-steps", 2, "--device", "cpu", "--out", tmp_path / "gen")  # fmt: skip
     assert Image.open(tmp_path / "gen" / "000-00.png").size == (32, 32)  # 16 latents x 2
     qt = tmp_path / "qt"
     emu("quality-tune", "--model", stable_diffusion, "--data", world, "--out", qt,
@@ -185,7 +185,7 @@ def test_a_stable_diffusion_model_made_elsewhere_is_generated_from_and_quality_t
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red star on a sunset background\n")
     emu("evaluate", "--a", qt, "--b", stable_diffusion, "--prompts", prompts, "--out",
-        tmp_path / "eval", "--steps", 2, "--device", "cpu", "--resamples", 10,
+        tmp_path / "eval", "--sampling-steps", 2, "--device", "cpu", "--resamples", 10,
         "--judge", "none")  # fmt: skip
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["b"] == str(stable_diffusion) and results["pairs"] == 1
@@ -207,7 +207,8 @@ def test_a_stable_diffusion_model_made_elsewhere_is_generated_from_and_quality_t
         subprocess.run([sys.executable, "-c", upload, repo], env={**os.environ, **env},
                        check=True, capture_output=True)  # fmt: skip
         emu("generate", "--model", "elsewhere/sd", "a red star on a sunset background", "-n", 1,
-            "--steps", 2, "--device", "cpu", "--out", tmp_path / "hub", env=env)  # fmt: skip
+            "--sampling-steps", 2, "--device", "cpu", "--out", tmp_path / "hub",
+            env=env)  # fmt: skip
         downloads = [path for method, path in hub.requests if method == "GET"]
     fetched = {path.split("/resolve/", 1)[1].split("/", 1)[1] for path in downloads
                if "/resolve/" in path}  # fmt: skip
@@ -285,8 +286,8 @@ def test_a_model_generates_at_the_resolution_it_was_trained_at(world, tmp_path):
     config.write_text("resolution: 16\n")
     out = tmp_path / "small-images"
     pretrain_tiny(world, out, "--steps", 2, "--batch-size", 4, "--config", config)
-    emu("generate", "--model", out, "a red star", "-n", 1, "--steps", 2, "--out", tmp_path / "g",
-        "--device", "cpu")  # fmt: skip
+    emu("generate", "--model", out, "a red star", "-n", 1, "--sampling-steps", 2,
+        "--out", tmp_path / "g", "--device", "cpu")  # fmt: skip
     assert Image.open(tmp_path / "g" / "000-00.png").size == (16, 16)
     unet = json.loads((out / "unet" / "config.json").read_text())
     vae = json.loads((out / "vae" / "config.json").read_text())
@@ -326,7 +327,7 @@ def test_an_adopted_model_is_judged_only_by_a_judge_named(
     assert "Installed judges: clip-aesthetic, clipscore, hpsv2, pickscore, world" in refused.output
     assert not qt.exists(), "refused before any work"
     judged = (*tune, "--judge", f"clip-aesthetic@{judge_weights.clip}", "--validate-every", 1,
-              "--validation-steps", 2)  # fmt: skip
+              "--validation-sampling-steps", 2)  # fmt: skip
     refused = invoke(*judged)
     assert refused.exit_code == 1 and "needs --validation-prompts" in refused.output
     prompts = tmp_path / "prompts.txt"

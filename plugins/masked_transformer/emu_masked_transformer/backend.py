@@ -58,6 +58,7 @@ class MaskedTransformer(Backend):
             "tokenizer",
             "VQModel image tokenizer (codebook, dead-code restarts)",
             STAGE_DEFAULTS["tokenizer"],
+            reads_captions=False,
         ),
         Stage(
             "transformer",

@@ -40,7 +40,7 @@ def test_pretrain_generate_reload_gives_the_same_images(tiny_masked, tmp_path):
     prompt = "a red star on a sunset background"
     runs = []
     for name in ("first", "second"):
-        emu("generate", "--model", tiny_masked, prompt, "-n", 2, "--steps", 4, "--seed", 5,
+        emu("generate", "--model", tiny_masked, prompt, "-n", 2, "--sampling-steps", 4, "--seed", 5,
             "--out", tmp_path / name, "--device", "cpu")  # fmt: skip
         runs.append([np.asarray(Image.open(tmp_path / name / f"000-0{i}.png")) for i in (0, 1)])
     # Asked for no guidance scale, the model samples at its backend's own.

@@ -39,7 +39,7 @@ def test_pretrain_generate_reload_gives_the_same_images(tiny_pixel, tmp_path):
     prompt = "a red star on a sunset background"
     runs = []
     for name in ("first", "second"):
-        emu("generate", "--model", tiny_pixel, prompt, "-n", 2, "--steps", 4, "--seed", 5,
+        emu("generate", "--model", tiny_pixel, prompt, "-n", 2, "--sampling-steps", 4, "--seed", 5,
             "--out", tmp_path / name, "--device", "cpu")  # fmt: skip
         runs.append([np.asarray(Image.open(tmp_path / name / f"000-0{i}.png")) for i in (0, 1)])
     assert runs[0][0].shape == (32, 32, 3), "the 2x super-resolution stage sets the output size"
