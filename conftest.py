@@ -4,6 +4,7 @@ a small world, a tiny pre-trained model."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -177,3 +178,21 @@ def _laion_state(width: int) -> dict:
                            nn.Dropout(0.2), nn.Linear(128, 64), nn.Dropout(0.1),
                            nn.Linear(64, 16), nn.Linear(16, 1))  # fmt: skip
     return {f"layers.{k}": v for k, v in layers.state_dict().items()}
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# No sandbox as root; no background traffic, which this machine's closed network would refuse.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (which cannot download one here)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()

@@ -108,7 +108,7 @@ def _evaluate_command(model_a, model_b, tmp_path, out: str, *extra: object) -> t
             *extra)  # fmt: skip
 
 
-def test_new_images_are_never_mixed_with_old_votes(tiny_latent, tmp_path):
+def test_new_images_are_never_mixed_with_old_votes(tiny_latent, browser, tmp_path):
     import shutil
 
     from conftest import emu
@@ -118,12 +118,41 @@ def test_new_images_are_never_mixed_with_old_votes(tiny_latent, tmp_path):
     first = json.loads(emu(*run, "--json").stdout)
     assert first["pairs"] == 2 and first["votes"] == 2 * 8
     assert json.loads(emu(*run, "--json").stdout) == first, "a rerun reuses images and votes"
+    _read_the_report_in_a_browser(browser, tmp_path / "eval")
 
     provenance = json.loads((model / "emu.json").read_text())
     provenance["saved_at"] = "2030-01-01T00:00:00Z"  # the checkpoint was saved again
     (model / "emu.json").write_text(json.dumps(provenance))
     again = emu(*run, check=False)
     assert again.returncode == 1 and "holds votes on images of another checkpoint" in again.stderr
+
+
+def _read_the_report_in_a_browser(browser, evaluation) -> None:
+    """The report as a person sees it: the models by name, each pair's verdict and votes,
+    large thumbnails, a table per prompt tag."""
+    from conftest import ARTIFACTS
+
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto((evaluation / "report.html").as_uri())
+    page.wait_for_load_state("load")
+    assert page.inner_text("h1") == "Side-by-side evaluation: model against latent"
+    figures = page.locator("figure")
+    assert figures.count() == 2
+    caption = figures.first.inner_text()
+    assert "visual appeal:" in caption and "text faithfulness:" in caption
+    # five appeal and three faithfulness votes, each pair's count adding up
+    counts = [int(n) for n in re.findall(r"(?:model|latent|tie|both|neither) (\d)", caption)]
+    assert sum(counts) == 8, caption
+    assert figures.first.locator("img").first.bounding_box()["width"] >= 256
+    assert page.evaluate("Array.from(document.images).every(i => i.naturalWidth > 0)")
+    headers = page.locator("h2").all_inner_texts()
+    assert (
+        "Visual appeal, by prompt tag" in headers and "Text faithfulness, by prompt tag" in headers
+    )
+    assert "model preferred" in page.locator("table").first.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "evaluate-report.png"), full_page=True)
+    page.close()
 
 
 def test_each_side_samples_at_its_backends_guidance_or_its_own(tiny_latent, tmp_path):

@@ -1,7 +1,10 @@
-"""The review app in a real browser: Debian's chromium, driven by Playwright, keyboard only.
+"""The review app in a real browser: Debian's chromium, driven by Playwright, with keys and
+clicks.
 
 One annotator goes through every stage as a person would; the database and the export must
-reflect each key they pressed. A screenshot of each stage is left in test-artifacts/.
+reflect each key they pressed and each button they clicked, and the page's counts must follow.
+A screenshot of each stage and of the guide is left in test-artifacts/ (docs/images/ holds
+copies).
 """
 
 import json
@@ -15,22 +18,6 @@ from review_client import serve
 from conftest import ARTIFACTS, emu
 from emu_cli.data import index_dataset
 from emu_cli.human.store import AnnotationStore, Dataset
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# No sandbox as root; no background traffic, which this machine's closed network would refuse.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update",
-         "--disable-sync"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
 
 
 def annotate(browser, port: int, token: str, stage: str):
@@ -57,6 +44,7 @@ def shoot(page, stage: str) -> None:
 def test_an_annotator_goes_through_every_stage_with_the_keyboard(browser, world, tmp_path):
     pool = shutil.copytree(world, tmp_path / "pool")
     keys = [s.key for s in index_dataset(pool).samples]
+    captions = {s.key: s.caption for s in index_dataset(pool).samples}
     store_file = tmp_path / "annotations.sqlite"
 
     with serve(pool, "generalist", 2) as (port, tokens, _):
@@ -66,22 +54,37 @@ def test_an_annotator_goes_through_every_stage_with_the_keyboard(browser, world,
             page.keyboard.press(key)
         wait_for_status(page, f"undid {keys[3]}")
         assert page.locator(".cell.keep").count() == 2 and page.locator(".cell.drop").count() == 1
+        # a decision is written on the image, not only coloured
+        assert page.locator(".cell.keep .badge").all_inner_texts() == ["KEPT", "KEPT"]
+        assert page.locator(".cell.drop .badge").inner_text() == "REJECTED"
+        assert page.inner_text("#counts") == f"3 decided · {len(keys) - 3} left"
+        assert page.locator(".cell .cap").first.inner_text() == captions[keys[0]]
+        page.locator(".cell").nth(5).click()  # the mouse does what the keys do
+        page.click("#reject")
+        wait_for_status(page, f"rejected {keys[5]}")
+        assert page.inner_text("#counts") == f"4 decided · {len(keys) - 4} left"
         shoot(page, "generalist")
     store = AnnotationStore(store_file, Dataset.of(index_dataset(pool)))
     assert store.decisions_of("generalist", "annotator-1") == {
         keys[0]: {"keep": True, "checklist": None},
         keys[1]: {"keep": True, "checklist": None},
         keys[2]: {"keep": False, "checklist": None},
+        keys[5]: {"keep": False, "checklist": None},
     }
 
     with serve(pool, "specialist", 1) as (port, tokens, _):
         page = annotate(browser, port, tokens["annotator-1"], "specialist")
         assert "image 1 of 2" in page.inner_text("#where"), "only what generalists kept"
+        guideline = page.locator(".rule").first.inner_text()
+        assert guideline.startswith("passes: ") and "; fails: " in guideline
+        assert "Keep an image only when it passes every one" in page.inner_text("main")
         page.keyboard.press("1")  # composition
         page.keyboard.press("2")  # lighting
         page.keyboard.press("k")
-        page.keyboard.press("d")
+        page.click("#drop")
         wait_for_status(page, f"rejected {keys[1]}")
+        assert page.inner_text(".verdict") == "REJECTED"
+        assert page.inner_text("#counts") == "2 decided · 0 left"
         shoot(page, "specialist")
     decisions = store.decisions_of("specialist", "annotator-1")
     assert decisions[keys[0]]["keep"] and not decisions[keys[1]]["keep"]
@@ -93,6 +96,15 @@ def test_an_annotator_goes_through_every_stage_with_the_keyboard(browser, world,
         page.fill("#text", "a hand-written caption of a shape")
         page.keyboard.press("Control+Enter")
         wait_for_status(page, f"saved {keys[0]}")
+        assert page.inner_text("#counts") == "1 decided · 0 left"
+        guide = page.get_attribute("a[target=_blank]", "href")
+        page.goto(f"http://127.0.0.1:{port}{guide}")
+        text = page.inner_text("main")
+        assert "The guidelines" in text and "blown-out highlights" in text
+        assert "caption (this stage)" in text
+        page.screenshot(path=str(ARTIFACTS / "review-guide.png"))
+        page.go_back()
+        page.wait_for_selector("#main img")
         shoot(page, "caption")
     assert store.captions() == {keys[0]: "a hand-written caption of a shape"}
     out = tmp_path / "curated"
@@ -122,11 +134,18 @@ def test_an_annotator_goes_through_every_stage_with_the_keyboard(browser, world,
         assert "pair 2 of 3" in page.inner_text("#where")
         page.keyboard.press("3")
         wait_for_status(page, "appeal: tie pair-1")
+        page.click("button[data-choice='2']")  # faithfulness of pair-1: the right-hand image
+        page.click("#left")  # appeal of pair-2, by clicking the picture
+        wait_for_status(page, "appeal: left pair-2")
+        assert page.inner_text("#counts") == "2 decided · 1 left"
         shoot(page, "compare")
     cast = {(v.comparison, v.protocol): v for v in votes.votes()}
     appeal = cast[("pair-0", "appeal")]
     assert f"side={appeal.shown_left}" in left and appeal.choice == appeal.shown_left
     assert cast[("pair-0", "faithfulness")].choice == "neither"
     assert cast[("pair-1", "appeal")].choice == "tie"
-    for stage in ("generalist", "specialist", "caption", "compare"):
+    right = cast[("pair-1", "faithfulness")]
+    assert right.choice == ("b" if right.shown_left == "a" else "a")
+    assert cast[("pair-2", "appeal")].choice == cast[("pair-2", "appeal")].shown_left
+    for stage in ("generalist", "specialist", "caption", "compare", "guide"):
         assert (ARTIFACTS / f"review-{stage}.png").stat().st_size > 5000

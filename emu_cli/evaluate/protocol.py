@@ -223,7 +223,7 @@ def evaluate(
         write_atomic(out / "results.json", json.dumps(results, indent=2))
         from emu_cli.evaluate.report import write_report
 
-        write_report(results, pairs, out)
+        write_report(results, pairs, out, votes)
         return results
 
 

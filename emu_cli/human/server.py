@@ -280,7 +280,7 @@ class ReviewApp:
         return [body]
 
     def _answer(self, environ: dict[str, Any]) -> tuple[HTTPStatus, bytes, str]:
-        from emu_cli.human.pages import page
+        from emu_cli.human.pages import guide, page
 
         method = environ["REQUEST_METHOD"]
         query = parse_qs(environ.get("QUERY_STRING", ""))
@@ -294,6 +294,9 @@ class ReviewApp:
         annotator = self.annotator(token)
         if method == "GET" and not parts:
             html = page(self.data.stage, annotator, token or "")
+            return HTTPStatus.OK, html.encode(), "text/html; charset=utf-8"
+        if method == "GET" and parts == ["guide"]:
+            html = guide(self.data.stage, token or "")
             return HTTPStatus.OK, html.encode(), "text/html; charset=utf-8"
         if method == "GET" and parts[0] == "image" and len(parts) >= 2:
             side = query.get("side", [None])[0]
