@@ -63,7 +63,7 @@ def train_stage(backend, model, stage: str, data: Path, folder: Path, **recipe_f
     from emu_cli.training.trainer import Trainer
 
     recipe = Recipe(**recipe_fields)
-    accelerator = make_accelerator("cpu", recipe)
+    accelerator = make_accelerator("cpu", recipe, folder)
     return Trainer(backend, model, stage, recipe, index_dataset(data), folder, accelerator).run(
         None
     )

@@ -52,7 +52,7 @@ class SampleIndex:
     source: str
     samples: list[Sample]
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
-    # False where the work reads no captions: a missing or empty one is "", not a reject
+    # False for data with no caption at all, read where the work reads none: every caption ""
     captions_required: bool = True
 
     def fingerprint(self) -> str:
@@ -446,6 +446,13 @@ def index_dataset(source: str | Path, *, captions_for: str | None = "this work")
             "metadata.csv / metadata.parquet with those columns), images with a NAME.txt "
             "caption beside each, or WebDataset .tar shards"
         )
+    if not index.captions_required and any(s.caption for s in index.samples):
+        # captioned data with a caption missing here and there: those are rejects, as ever;
+        # only data with no caption at all is read as images alone
+        for sample in [s for s in index.samples if not s.caption]:
+            index.rejected.append((sample.key, "missing or empty caption"))
+        index.samples = [s for s in index.samples if s.caption]
+        index.captions_required = True
     if not index.samples:
         reasons = "; ".join(f"{k}: {r}" for k, r in index.rejected[:3])
         detail = f" ({len(index.rejected)} rejected, e.g. {reasons})" if index.rejected else ""

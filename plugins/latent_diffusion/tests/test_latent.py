@@ -40,7 +40,7 @@ def test_generate_writes_images_and_same_seed_gives_same_images(tiny_latent, tmp
         "a blue circle over sand",
         "-n",
         "2",
-        "--steps",
+        "--sampling-steps",
         "4",
         "--seed",
         "7",
@@ -63,7 +63,8 @@ def test_generate_writes_images_and_same_seed_gives_same_images(tiny_latent, tmp
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "a" / "000-00.png")), different)
     index = json.loads((tmp_path / "a" / "index.json").read_text())
     assert [i["seed"] for i in index["images"]] == [7, 8, 7, 8]
-    assert Image.open(tmp_path / "a" / "grid.png").size == (2 * 32 + 2, 2 * 32 + 2)
+    width, height = Image.open(tmp_path / "a" / "grid.png").size
+    assert width == 2 * 256 + 3 * 6 and height > width, "256 px tiles, a caption under each"
 
 
 def test_checkpoint_opens_in_stable_diffusion_pipeline(tiny_latent):
