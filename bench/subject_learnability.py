@@ -71,7 +71,7 @@ def decode(pool: Path, records: list[dict]) -> list[Image.Image]:
 
 def views(images: list[Image.Image], size: int) -> torch.Tensor:
     """The images as training sees them (``emu filter train-clip`` included), in [-1, 1]."""
-    return torch.stack([training_view(image, size, False) for image in images])
+    return torch.stack([training_view(image, (size, size), False) for image in images])
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from emu_cli.data.sources import DatasetError, Sample, SampleIndex
 
 # Refuse decompression bombs as bad samples rather than letting PIL only warn about them.
 MAX_IMAGE_PIXELS = 64_000_000
+ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the picture a quarter
 
 
 def read_bytes(sample: Sample) -> bytes:
@@ -65,9 +66,21 @@ def read_image(sample: Sample) -> Image.Image:
     return to_rgb(decode(read_bytes(sample)))
 
 
-def resize_and_crop(image: Image.Image, resolution: int) -> Image.Image:
-    """Scale the shorter side to ``resolution`` and take the centre square."""
-    return ImageOps.fit(image, (resolution, resolution), Image.Resampling.BICUBIC)
+def read_size(sample: Sample) -> tuple[int, int] | None:
+    """(width, height) as training sees the image (EXIF rotation applied), from its header
+    alone; None when it cannot be read."""
+    try:
+        with Image.open(io.BytesIO(read_bytes(sample))) as image:
+            width, height = image.size
+            rotated = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - unreadable: the trainer skips and reports it
+        return None
+    return (height, width) if rotated else (width, height)
+
+
+def resize_and_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Scale to cover ``size`` (width, height) and take its centre."""
+    return ImageOps.fit(image, size, Image.Resampling.BICUBIC)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -94,6 +107,14 @@ class TrainingDataset(torch.utils.data.Dataset):
     seed: int = 0
     random_flip: bool = True
     caption_dropout: float = 0.0
+    # each sample's (width, height) by key: its aspect bucket (emu_cli.data.buckets); None:
+    # every image a centre square of ``resolution``
+    sizes: dict[str, tuple[int, int]] | None = None
+
+    def size_of(self, sample: Sample) -> tuple[int, int]:
+        if self.sizes is None:
+            return (self.resolution, self.resolution)
+        return self.sizes[sample.key]
 
     def __len__(self) -> int:
         return len(self.index.samples)
@@ -101,6 +122,8 @@ class TrainingDataset(torch.utils.data.Dataset):
     def __getitem__(self, position: int) -> tuple[torch.Tensor, str, list[tuple[str, str]]]:
         samples = self.index.samples
         epoch, position = divmod(position, len(samples))
+        # an unreadable sample's stand-in is shown at its size: a batch is one bucket
+        size = self.size_of(samples[position])
         skipped: list[tuple[str, str]] = []
         for attempt in range(len(samples)):
             sample = samples[(position + attempt) % len(samples)]
@@ -112,7 +135,7 @@ class TrainingDataset(torch.utils.data.Dataset):
             rng = sample_generator(self.seed, epoch, (position + attempt) % len(samples))
             flip = self.random_flip and rng.random() < 0.5
             caption = "" if rng.random() < self.caption_dropout else sample.caption
-            return training_view(image, self.resolution, flip), caption, skipped
+            return training_view(image, size, flip), caption, skipped
         raise DatasetError(f"dataset '{self.index.source}' has no readable image")
 
     def variants(self) -> Iterator[tuple[torch.Tensor, str]]:
@@ -126,7 +149,7 @@ class TrainingDataset(torch.utils.data.Dataset):
                 continue
             captions = [sample.caption] + ([""] if self.caption_dropout > 0 else [])
             for flip in flips:
-                view = training_view(image, self.resolution, flip)
+                view = training_view(image, self.size_of(sample), flip)
                 for caption in captions:
                     yield view, caption
 
@@ -134,9 +157,9 @@ class TrainingDataset(torch.utils.data.Dataset):
         return len(self) * (2 if self.random_flip else 1) * (2 if self.caption_dropout > 0 else 1)
 
 
-def training_view(image: Image.Image, resolution: int, flip: bool) -> torch.Tensor:
+def training_view(image: Image.Image, size: tuple[int, int], flip: bool) -> torch.Tensor:
     """The tensor training sees of an image: resized, centre-cropped, maybe mirrored."""
-    image = resize_and_crop(image, resolution)
+    image = resize_and_crop(image, size)
     return to_tensor(ImageOps.mirror(image) if flip else image)
 
 

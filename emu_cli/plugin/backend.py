@@ -282,6 +282,12 @@ class Backend(ABC):
         )
         return pictures, {}
 
+    def size_multiple(self, model: Model, stage: str) -> int | None:
+        """What the width and height of ``stage``'s training images must be multiples of, for
+        aspect-ratio buckets (non-square batches); None, the default, for a stage that takes
+        square images only, whose images are centre-cropped (and the run's plan says so)."""
+        return None
+
     def prepare_stage(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
     ) -> None:

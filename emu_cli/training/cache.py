@@ -57,20 +57,23 @@ class EncodingCache:
     def warm(
         self, model: Model, stage: str, variants: Iterator[tuple[torch.Tensor, str]], total: int
     ) -> None:
-        """Encode every (image, caption) variant before training starts."""
+        """Encode every (image, caption) variant before training starts, in batches of one
+        image size (aspect buckets give several)."""
         device = model.device
-        images: list[torch.Tensor] = []
-        captions: list[str] = []
+        waiting: dict[tuple[int, ...], tuple[list[torch.Tensor], list[str]]] = {}
         for image, caption in tqdm(variants, total=total, desc="encoding once", leave=False):
             if row_key(image, caption) in self.rows:
                 continue
+            images, captions = waiting.setdefault(tuple(image.shape), ([], []))
             images.append(image)
             captions.append(caption)
             if len(images) == self.batch_size:
                 self._encode_rows(model, stage, torch.stack(images).to(device), captions)
-                images, captions = [], []
-        if images:
-            self._encode_rows(model, stage, torch.stack(images).to(device), captions)
+                images.clear()
+                captions.clear()
+        for images, captions in waiting.values():
+            if images:
+                self._encode_rows(model, stage, torch.stack(images).to(device), captions)
 
     def encode(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str]

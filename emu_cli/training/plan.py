@@ -5,7 +5,6 @@ A user sees a wrong batch or a tiny dataset now, not hours later."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Collection
@@ -49,21 +48,15 @@ class ImageSides:
 def measure_sides(index: SampleIndex, limit: int | None = SIZE_SAMPLE, seed: int = 0) -> ImageSides:
     """Read image headers (not pixels) of every sample, or of a seeded sample of ``limit``."""
     import numpy as np
-    from PIL import Image
 
-    from emu_cli.data.dataset import read_bytes
+    from emu_cli.data.dataset import read_size
 
     samples = index.samples
     if limit is not None and len(samples) > limit:
         chosen = np.random.default_rng([seed, 7]).choice(len(samples), limit, replace=False)
         samples = [samples[i] for i in sorted(chosen)]
-    sides = []
-    for sample in samples:
-        try:
-            with Image.open(io.BytesIO(read_bytes(sample))) as image:
-                sides.append(min(image.size))
-        except Exception:  # noqa: BLE001, S112 - unreadable: the trainer skips and reports it
-            continue
+    sizes = [read_size(sample) for sample in samples]
+    sides = [min(size) for size in sizes if size is not None]
     return ImageSides(read=len(samples), of=len(index.samples), sides=sides)
 
 

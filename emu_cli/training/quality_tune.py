@@ -130,7 +130,7 @@ def quality_tune(
     from emu_cli.judges.spec import trained_on_world
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
-    from emu_cli.training.trainer import Trainer
+    from emu_cli.training.trainer import Trainer, training_buckets
 
     quiet_libraries()
     settings = early_stopping or EarlyStoppingSettings()
@@ -169,11 +169,13 @@ def quality_tune(
         model.to(accelerator.device)
 
         cache = EncodingCache(backend, batch_size=recipe.batch_size)
+        buckets = training_buckets(backend, model, stage, recipe, index, recipe.resolution)
         view = TrainingDataset(
             index,
             recipe.resolution,
             random_flip=recipe.random_flip,
             caption_dropout=recipe.caption_dropout,
+            sizes=buckets.size_of if buckets else None,
         )
         cache.warm(model, stage, view.variants(), view.variant_count())
         warm_calls = cache.encoder_calls

@@ -45,6 +45,9 @@ class Recipe:
     keep_checkpoints: int = 2
     num_workers: int = -1  # -1: decode inline on CPU (faster on 2 cores), 4 workers on GPU
     report_to: str = "none"  # "tensorboard", "wandb" or "all" too (emu_cli.training.trackers)
+    # batches of one aspect bucket, not centre squares, where the backend takes non-square
+    # images (Backend.size_multiple; emu_cli.data.buckets)
+    aspect_buckets: bool = True
     seed: int = 0
 
     def phases(self) -> list[tuple[int, int]]:

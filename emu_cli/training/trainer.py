@@ -21,8 +21,10 @@ from tqdm.auto import tqdm
 
 from emu_cli.checkpoint import state as checkpoints
 from emu_cli.checkpoint.provenance import Provenance
+from emu_cli.data.buckets import BucketBatches, Buckets, assign_buckets, bucket_groups
 from emu_cli.data.dataset import StepBatches, TrainingDataset, collate
 from emu_cli.data.sources import SampleIndex
+from emu_cli.files import write_atomic
 from emu_cli.images import save_grid
 from emu_cli.plugin.backend import Backend, Model, ScaledLearningRates
 from emu_cli.training.divergence import LossGuard, TrainingDiverged, record_divergence
@@ -95,6 +97,24 @@ def split_holdout(index: SampleIndex, seed: int) -> tuple[SampleIndex, SampleInd
     )
 
 
+def training_buckets(
+    backend: Backend,
+    model: Model,
+    stage: str,
+    recipe: Recipe,
+    index: SampleIndex,
+    resolution: int,
+) -> Buckets | None:
+    """The aspect buckets ``stage`` trains in at ``resolution``: None where the recipe turns
+    them off, the backend takes square images only, or every image falls in one bucket (then
+    the batches are exactly the square ones, as before buckets)."""
+    multiple = backend.size_multiple(model, stage) if recipe.aspect_buckets else None
+    if multiple is None:
+        return None
+    buckets = assign_buckets(index, resolution, multiple)
+    return None if set(buckets.size_of.values()) == {(resolution, resolution)} else buckets
+
+
 class Trainer:
     """Trains one stage of one backend's model on one dataset under a recipe."""
 
@@ -134,28 +154,41 @@ class Trainer:
     # -- pieces -------------------------------------------------------------------------
     def _loader(self, resolution: int, first: int, count: int) -> torch.utils.data.DataLoader:
         recipe, accelerator = self.recipe, self.accelerator
+        buckets = training_buckets(self.backend, self.model, self.stage, recipe, self.train_index,
+                                   resolution)  # fmt: skip
+        if accelerator.is_main_process and buckets is not None:
+            tqdm.write(f"{self.stage} at {resolution} px: {buckets.describe()}")
+            write_atomic(self.folder / f"buckets-{resolution}.json", json.dumps(buckets.record()))
+        elif (
+            accelerator.is_main_process
+            and recipe.aspect_buckets
+            and first == 0
+            and self.backend.size_multiple(self.model, self.stage) is None
+        ):
+            tqdm.write(f"{self.stage}: centre squares (backend '{self.backend.name}' takes "
+                       "square images only at this stage)")  # fmt: skip
         dataset = TrainingDataset(
             self.train_index,
             resolution,
             seed=recipe.seed,
             random_flip=recipe.random_flip,
             caption_dropout=recipe.caption_dropout,
+            sizes=buckets.size_of if buckets else None,
         )
         micro = recipe.gradient_accumulation_steps
-        sampler = StepBatches(
-            len(dataset),
-            recipe.batch_size,
-            accelerator.num_processes,
-            accelerator.process_index,
-            recipe.seed,
-            first * micro,
-            count * micro,
-        )
+        order = (
+            StepBatches(len(dataset), recipe.batch_size, accelerator.num_processes,
+                        accelerator.process_index, recipe.seed, first * micro, count * micro)
+            if buckets is None
+            else BucketBatches(bucket_groups(self.train_index, buckets), recipe.batch_size,
+                               accelerator.num_processes, accelerator.process_index, recipe.seed,
+                               first * micro, count * micro)
+        )  # fmt: skip
         workers = recipe.num_workers
         if workers < 0:  # auto: decoding inline is cheap next to a CPU training step
             workers = 0 if accelerator.device.type == "cpu" else 4
         return torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers
+            dataset, batch_sampler=order, collate_fn=collate, num_workers=workers
         )
 
     def _save_model(self, path: Path, provenance: Provenance) -> None:

@@ -228,6 +228,14 @@ class LatentDiffusion(Backend):
             "input_ids": token_ids(model["tokenizer"], captions, images.device),
         }
 
+    def size_multiple(self, model: Model, stage: str) -> int | None:
+        """Both stages are convolutional and take any shape whose sides the autoencoder (and,
+        for the denoiser, the UNet's downsampling on its latents) divides."""
+        encoder = 2 ** (len(model["vae"].config.block_out_channels) - 1)
+        if stage == "autoencoder":
+            return encoder
+        return encoder * 2 ** (len(model["unet"].config.down_block_types) - 1)
+
     def prepare_stage(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
     ) -> None:

@@ -175,6 +175,13 @@ class PixelDiffusion(Backend):
             batch["low"] = low_resolution_view(images, self._factor(model))
         return batch
 
+    def size_multiple(self, model: Model, stage: str) -> int | None:
+        """The UNet's downsampling; the super-resolution stage's low-resolution view must be
+        divided by it too."""
+        unet = model["sr_unet" if stage == "superres" else "unet"]
+        multiple = 2 ** (len(unet.config.down_block_types) - 1)
+        return multiple * self._factor(model) if stage == "superres" else multiple
+
     def _factor(self, model: Model) -> int:
         if "sr_unet" not in model.components:
             raise ValueError(
