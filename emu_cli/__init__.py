@@ -17,6 +17,7 @@ from emu_cli.plugin.backend import (
     component_config,
     stage_defaults,
 )
+from emu_cli.plugin.captioner import Captioner
 from emu_cli.plugin.hookspecs import hookimpl
 from emu_cli.plugin.judge import Judge
 from emu_cli.plugin.panel import FilteringResult, Pair, Panel
@@ -27,6 +28,7 @@ from emu_cli.version import __version__
 __all__ = [
     "Backend",
     "Batch",
+    "Captioner",
     "EmuError",
     "Filter",
     "FilteringResult",

@@ -244,6 +244,7 @@ def test_a_third_party_filter_runs_in_the_workers(world, tmp_path):
         "judges": [],
         "panels": [],
         "prompt_sets": [],
+        "captioners": [],
     } in listed["plugins"]
 
     out = tmp_path / "run"

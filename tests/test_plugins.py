@@ -94,6 +94,7 @@ def test_the_example_backend_runs_through_every_command(site, tmp_path):
         "judges": [],
         "panels": [],
         "prompt_sets": [],
+        "captioners": [],
     }
     assert "latent" in listed["backends"], "installing a plugin keeps the others"
 

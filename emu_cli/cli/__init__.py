@@ -47,6 +47,7 @@ def backends(as_json: bool) -> None:
     judge_descriptions = {name: j.description for name, j in plugins.get_judges().items()}
     panel_descriptions = {name: p.description for name, p in plugins.get_panels().items()}
     prompt_descriptions = {name: p.description for name, p in plugins.get_prompt_sets().items()}
+    captioner_descriptions = {n: c.description for n, c in plugins.get_captioners().items()}
     failures = plugins.load_failures()
     if as_json:
         click.echo(
@@ -75,6 +76,8 @@ def backends(as_json: bool) -> None:
             click.echo(f"  panel {name}: {panel_descriptions.get(name, '')}")
         for name in info.prompt_sets:
             click.echo(f"  prompt set builtin:{name}: {prompt_descriptions.get(name, '')}")
+        for name in info.captioners:
+            click.echo(f"  captioner {name}: {captioner_descriptions.get(name, '')}")
     for failure in failures:
         click.echo(f"{failure.name}: FAILED to load: {failure.error}")
 

@@ -201,3 +201,39 @@ def judge(images: tuple[str, ...], caption: str | None, weights: str | None, as_
             wrong = [k for k in ATTRIBUTES if not row["faithful"][k]]
             line += "; " + (f"not the caption's {', '.join(wrong)}" if wrong else "as captioned")
         click.echo(line)
+
+
+@data.command(name="caption")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="A folder of images; a NAME.txt is written beside each that has none.",
+)
+@click.option(
+    "--captioner",
+    "spec",
+    default="blip",
+    show_default=True,
+    help="A registered captioner (`emu backends` lists them), or NAME@FOLDER or "
+    "NAME@OWNER/NAME for its weights.",
+)
+@click.option("--overwrite", is_flag=True, help="Caption every image, replacing NAME.txt files.")
+@click.option(
+    "--batch-size", type=POSITIVE, default=8, show_default=True, help="Images captioned at once."
+)
+@config_option()
+def caption(data: Path, spec: str, overwrite: bool, batch_size: int) -> None:
+    """Write a first caption beside each image of a folder (kohya's NAME.txt layout), for
+    people to correct in `emu review DATA --stage caption`."""
+    from emu_cli.data.captions import caption_folder
+
+    result = run(
+        lambda: caption_folder(
+            data, plugins.captioner(spec), overwrite=overwrite, batch_size=batch_size
+        )
+    )
+    click.echo(f"wrote {result.written} captions in {data} ({result.kept} images had one already)")
+    if result.failed:
+        named = "; ".join(f"{k} ({why})" for k, why in result.failed[:5])
+        click.echo(f"{len(result.failed)} images left without a caption, e.g. {named}", err=True)

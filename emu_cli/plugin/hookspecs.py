@@ -61,6 +61,16 @@ def register_panels(register: Callable[[object], None]) -> None:
 
 
 @hookspec
+def register_captioners(register: Callable[[object], None]) -> None:
+    """Register captioners, which ``emu data caption --captioner NAME`` uses to write a first
+    caption for each image of a folder, for people to correct.
+
+    Call ``register(captioner)`` with an :class:`emu_cli.Captioner`: a unique ``name`` and
+    ``caption(images)`` returning one string per image. Load models lazily, inside it.
+    """
+
+
+@hookspec
 def register_prompt_sets(register: Callable[[object], None]) -> None:
     """Register prompt sets that commands take as ``builtin:NAME`` (``--prompts``,
     ``--validation-prompts``).

@@ -36,6 +36,7 @@ class PluginInfo:
     judges: list[str] = field(default_factory=list)
     panels: list[str] = field(default_factory=list)
     prompt_sets: list[str] = field(default_factory=list)
+    captioners: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def load_plugins() -> pluggy.PluginManager:
     if _loaded:
         return pm
     _loaded = True
+    from emu_cli.captioners import plugin as captioners
     from emu_cli.curate import builtin
     from emu_cli.evaluate import benchmarks
     from emu_cli.judges import plugin as judges
@@ -90,8 +92,9 @@ def load_plugins() -> pluggy.PluginManager:
     pm.register(builtin, name="emu")
     pm.register(judges, name="judges")
     pm.register(benchmarks, name="benchmarks")
+    pm.register(captioners, name="captioners")
     pm.register(world, name="world")
-    for name in ("emu", "judges", "benchmarks", "world"):
+    for name in ("emu", "judges", "benchmarks", "captioners", "world"):
         _distributions[name] = "emu-cli"
     allowed = _allow_list()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -169,6 +172,18 @@ def get_prompt_sets() -> dict[str, Any]:
     return _by_name("register_prompt_sets", "prompt set")
 
 
+def get_captioners() -> dict[str, Any]:
+    """Every registered captioner, by name."""
+    return _by_name("register_captioners", "captioner")
+
+
+def captioner(spec: str) -> Any:
+    """The installed captioner ``NAME`` or ``NAME@SOURCE`` names."""
+    name, _, source = spec.partition("@")
+    found = _one(get_captioners(), "captioner", name)
+    return found.from_source(source) if source else found
+
+
 def _one(found: dict[str, Any], kind: str, name: str) -> Any:
     if name not in found:
         known = ", ".join(sorted(found)) or "none"
@@ -207,6 +222,7 @@ def plugin_infos() -> list[PluginInfo]:
     judges = _collect("register_judges")
     panels = _collect("register_panels")
     prompt_sets = _collect("register_prompt_sets")
+    captioners = _collect("register_captioners")
     infos = []
     for plugin_name, _plugin in pm.list_name_plugin():
         distribution = _distributions.get(plugin_name)
@@ -224,6 +240,7 @@ def plugin_infos() -> list[PluginInfo]:
                 judges=[j.name for j in judges.get(plugin_name, [])],
                 panels=[p.name for p in panels.get(plugin_name, [])],
                 prompt_sets=[p.name for p in prompt_sets.get(plugin_name, [])],
+                captioners=[c.name for c in captioners.get(plugin_name, [])],
             )
         )
     return infos
