@@ -56,9 +56,13 @@ def make_accelerator(device: str, recipe: Recipe, out: Path) -> Any:
     or ``torchrun`` it joins the process group (gloo on CPU, NCCL on GPUs). Its trackers are
     the recipe's ``report_to``, logging under ``out/logs``."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     resolve_device(device)  # refuses cuda where there is none
     trackers = chosen_trackers(recipe.report_to)
+    # accelerate keeps one precision per process; a second run in the same Python (a notebook,
+    # a script training twice) may ask for another, so the last run's is let go
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=device == "cpu",
         mixed_precision=recipe.mixed_precision,
