@@ -11,6 +11,7 @@ from emu_cli.files import write_atomic
 from emu_cli.images import save_grid
 from emu_cli.lock import FolderLock
 from emu_cli.runtime import quiet_libraries, resolve_device
+from emu_cli.sampling import sample_in_batches
 
 INDEX = "index.json"
 
@@ -50,9 +51,10 @@ def generate(
         guidance = backend.guidance(guidance)
         all_prompts = [p for p in prompts for _ in range(num_images)]
         seeds = [seed + j for _ in prompts for j in range(num_images)]
-        images = backend.sample(
-            model, all_prompts, steps=steps, guidance=guidance, seeds=seeds, device=target
-        )
+        images = sample_in_batches(
+            backend, model, all_prompts, steps=steps, guidance=guidance, seeds=seeds,
+            device=target, description="generating",
+        )  # fmt: skip
         _remove_earlier_outputs(out)
         written, records = [], []
         for k, (image, prompt, image_seed) in enumerate(

@@ -88,6 +88,13 @@ def test_a_folder_of_images_alone_serves_the_work_that_reads_no_captions(
     filtered = invoke("filter", "--data", bare, "--out", tmp_path / "run", "--filters",
                       "size,duplicates", "--set", "size.min_side=16", "--workers", 1)  # fmt: skip
     assert filtered.exit_code == 0 and f" of {SAMPLES} (" in filtered.output, filtered.output
+    # the defaults on 32 px images: what could not run is named, and so is what rejected all
+    defaults = invoke("filter", "--data", bare, "--out", tmp_path / "defaults", "--workers", 1)
+    assert defaults.exit_code == 0, defaults.output
+    assert "not run: clip_score, aesthetic, concepts (the CLIP-based filters need" in (
+        defaults.output
+    )
+    assert f"every sample was rejected, {SAMPLES} by size (min_side=200" in defaults.output
 
     # work that reads captions is refused before it starts, naming what reads them
     for command, reader in (

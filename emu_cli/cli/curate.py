@@ -84,9 +84,29 @@ def filter_group(
         )
     )
     click.echo("filters: " + ", ".join(f.name for f in filtering.filters))
+    if not names and configured is None:  # the defaults: say which could not run, and why
+        from emu_cli.curate.builtin import DEFAULT_ORDER
+
+        left = [n for n in DEFAULT_ORDER if n not in {f.name for f in filtering.filters}]
+        if left:
+            click.echo(
+                f"not run: {', '.join(left)} (the CLIP-based filters need --clip-model; "
+                "aesthetic also --set aesthetic.weights=HEAD)"
+            )
     outcome = run(filtering.run)
     rejected = ", ".join(f"{k} {v}" for k, v in outcome.rejected_by.items() if k)
     click.echo(f"kept {outcome.kept} of {outcome.total} ({rejected or 'none rejected'})")
+    rejecting = {k: v for k, v in outcome.rejected_by.items() if k}
+    if outcome.total and not outcome.kept and rejecting:
+        worst = max(rejecting, key=lambda name: rejecting[name])
+        chosen = next((f for f in filtering.filters if f.name == worst), None)
+        options = ", ".join(f"{k}={v}" for k, v in chosen.settings.items()) if chosen else ""
+        click.echo(
+            f"every sample was rejected, {rejecting[worst]} by {worst}"
+            + (f" ({options})" if options else "")
+            + f": loosen it with --set {worst}.OPTION=VALUE",
+            err=True,
+        )
     click.echo(
         f"kept set: {out / 'kept'}; manifest: {out / 'manifest.parquet'}; "
         f"report: {out / 'report' / 'index.html'}"

@@ -82,6 +82,7 @@ def _generate(
     from emu_cli.checkpoint.folder import checkpoint_provenance, load_checkpoint
     from emu_cli.plugin.registry import get_backend
     from emu_cli.runtime import resolve_device
+    from emu_cli.sampling import sample_in_batches
 
     provenance = checkpoint_provenance(model.path)
     backend = get_backend(provenance.backend)
@@ -109,9 +110,9 @@ def _generate(
     # A seed per image, the same for both models: pairs differ only by the model, and
     # prompts do not all start from one noise.
     seeds = [settings.seed + k for k in range(len(prompts))]
-    images = backend.sample(
-        loaded, prompts, steps=settings.steps, guidance=guidance, seeds=seeds,
-        device=device,
+    images = sample_in_batches(
+        backend, loaded, prompts, steps=settings.steps, guidance=guidance, seeds=seeds,
+        device=device, description=f"model {side.upper()}: {model.name}",
     )  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     for image, path in zip(images, files, strict=True):

@@ -96,15 +96,14 @@ def judged_reading(
     and their mean judged appeal and faithfulness."""
     import torch
 
+    from emu_cli.sampling import sample_in_batches
+
     with torch.no_grad():
-        images = backend.sample(
-            model,
-            prompts,
-            steps=steps,
-            guidance=guidance,
-            seeds=[seed + i for i in range(len(prompts))],
-            device=model.device,
-        )
+        images = sample_in_batches(
+            backend, model, prompts, steps=steps, guidance=guidance,
+            seeds=[seed + i for i in range(len(prompts))], device=model.device,
+            description="validation images",
+        )  # fmt: skip
     scores = judge.score(images, prompts)
     return images, float(scores["appeal"].mean()), float(scores["faithfulness"].mean())
 
