@@ -218,6 +218,7 @@ def test_quality_tune_then_evaluate_through_the_cli(tuned, tiny_latent, world, t
            "--resamples", 200)  # fmt: skip
     printed = emu(*run).stdout
     assert "visual appeal      unseen  A preferred" in printed
+    assert f"A: {qt}\nB: {tiny_latent}" in printed, "the table names the models it compares"
     results = json.loads((evaluation / "results.json").read_text())
     assert results["pairs"] == 32 and results["votes"] == 32 * (5 + 3)
     for protocol in ("appeal", "faithfulness"):

@@ -110,6 +110,7 @@ def evaluate(
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
+    click.echo(f"A: {results['a']}\nB: {results['b']}")
     for protocol, subsets in results["protocols"].items():
         for subset, rate in subsets.items():
             click.echo(f"{PROTOCOL_TITLES[protocol]:18} {subset:7} {describe(rate)}")
