@@ -18,7 +18,7 @@ from emu_cli.data.buckets import (
     bucket_sizes,
     nearest_size,
 )
-from emu_cli.data.dataset import TrainingDataset
+from emu_cli.data.dataset import TrainingDataset, image_sizes
 
 
 def test_bucket_sizes_keep_the_area_and_the_multiple():
@@ -84,7 +84,7 @@ def test_wide_images_keep_their_sides_and_a_killed_run_resumes_exactly(tmp_path)
 
     # what the stage trained on: the whole width, scaled, its red and blue sides kept
     index = index_dataset(data)
-    sizes = assign_buckets(index, 32, 4).size_of
+    sizes = assign_buckets(image_sizes(index.samples), 32, 4).size_of
     view = TrainingDataset(index, 32, random_flip=False, sizes=sizes)
     wide, _, _ = view[0]
     assert tuple(wide.shape) == (3, 24, 40)

@@ -130,11 +130,11 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
 
     from emu_cli.checkpoint.folder import load_checkpoint
     from emu_cli.data import index_dataset
-    from emu_cli.data.dataset import TrainingDataset, collate
+    from emu_cli.data.dataset import TrainingDataset, collate, image_sizes
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.recipe import Recipe
     from emu_cli.training.session import make_accelerator
-    from emu_cli.training.trainer import Trainer, training_buckets
+    from emu_cli.training.trainer import Trainer, bucket_multiple, training_buckets
 
     class CountingLatent(LatentDiffusion):
         calls = 0
@@ -149,7 +149,8 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
                     checkpoint_every=0, preview_every=0, warmup_steps=1)  # fmt: skip
     index = index_dataset(world)
     # the world's few very wide or tall images train in their own aspect buckets
-    buckets = training_buckets(backend, model, "denoiser", recipe, index, 32)
+    multiple = bucket_multiple(backend, model, "denoiser", recipe)
+    buckets = training_buckets(image_sizes(index.samples), 32, multiple)
     assert buckets is not None and len(buckets.counts()) > 1
     view = TrainingDataset(index, 32, caption_dropout=0.5, sizes=buckets.size_of)
     cache = EncodingCache(backend, batch_size=64)

@@ -70,7 +70,7 @@ def filter_group(
         return
     if data is None or out is None:
         raise click.UsageError("emu filter needs --data and --out (or a subcommand)")
-    from emu_cli.curate.pipeline import FilterRun, choose_filters
+    from emu_cli.curate.pipeline import FilterRun, choose_filters, default_filters
     from emu_cli.curate.resources import Resources
     from emu_cli.plugin import registry
 
@@ -85,14 +85,7 @@ def filter_group(
     )
     click.echo("filters: " + ", ".join(f.name for f in filtering.filters))
     if not names and configured is None:  # the defaults: say which could not run, and why
-        from emu_cli.curate.builtin import DEFAULT_ORDER
-
-        left = [n for n in DEFAULT_ORDER if n not in {f.name for f in filtering.filters}]
-        if left:
-            click.echo(
-                f"not run: {', '.join(left)} (the CLIP-based filters need --clip-model; "
-                "aesthetic also --set aesthetic.weights=HEAD)"
-            )
+        click.echo(f"not run: {default_filters(clip_model)[1]}")
     outcome = run(filtering.run)
     rejected = ", ".join(f"{k} {v}" for k, v in outcome.rejected_by.items() if k)
     click.echo(f"kept {outcome.kept} of {outcome.total} ({rejected or 'none rejected'})")

@@ -49,6 +49,23 @@ class FilterSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def default_filters(clip_model: str | None) -> tuple[list[str], str]:
+    """The default order's filters that can run with what was given (the CLIP-based ones only
+    with a CLIP model; the aesthetic head only when named, since it needs its own file), and
+    a sentence naming the others and why."""
+    from emu_cli.curate.builtin import DEFAULT_ORDER
+
+    without_clip = ("size", "duplicates", "ocr")
+    chosen = [n for n in DEFAULT_ORDER if n != "aesthetic" and (clip_model or n in without_clip)]
+    if clip_model:
+        return chosen, "aesthetic (it runs when named, with --set aesthetic.weights=HEAD)"
+    left = [n for n in DEFAULT_ORDER if n not in chosen]
+    return chosen, (
+        f"{', '.join(left)} (the CLIP-based filters need --clip-model; aesthetic also --set "
+        "aesthetic.weights=HEAD)"
+    )
+
+
 def choose_filters(
     configured: Any, names: str | None, assignments: dict[str, Any], clip_model: str | None
 ) -> list[FilterSpec]:
@@ -56,8 +73,6 @@ def choose_filters(
     comma-separated ``names`` and ``NAME.OPTION`` ``assignments``. With neither names nor a
     config, the default order's filters that can run with what was given (the CLIP-based ones
     only with a CLIP model; the aesthetic head only when named, since it needs its own file)."""
-    from emu_cli.curate.builtin import DEFAULT_ORDER
-
     if configured is not None and not isinstance(configured, dict):
         raise EmuError("`filters:` in the config must map filter names to options")
     if names:
@@ -65,8 +80,7 @@ def choose_filters(
     elif configured is not None:
         chosen = {}
     else:
-        chosen = {n: {} for n in DEFAULT_ORDER if clip_model or n in ("size", "duplicates", "ocr")}
-        chosen.pop("aesthetic", None)
+        chosen = {n: {} for n in default_filters(clip_model)[0]}
     for name, options in (configured or {}).items():
         if not names or name in chosen:
             chosen[name] = dict(options or {})

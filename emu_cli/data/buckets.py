@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from emu_cli.data.dataset import read_size, sample_generator
+from emu_cli.data.dataset import sample_generator
 from emu_cli.data.sources import SampleIndex
 
 # The widest shape a bucket may have (either way): kohya's default range at 1024 px.
@@ -70,15 +70,18 @@ class Buckets:
         }
 
 
-def assign_buckets(index: SampleIndex, resolution: int, multiple: int) -> Buckets:
-    """Every sample's bucket, from its image's header; an unreadable one is given the square
-    bucket (the trainer skips it, and shows another image at that size instead)."""
+def assign_buckets(
+    image_sizes: Mapping[str, Size | None], resolution: int, multiple: int
+) -> Buckets:
+    """Every sample's bucket, from its image's size by key
+    (:func:`~emu_cli.data.dataset.image_sizes`); an unreadable one is given the square bucket
+    (the trainer skips it, and shows another image at that size instead)."""
     sizes = bucket_sizes(resolution, multiple)
     square = max(multiple, resolution // multiple * multiple)
-    size_of = {}
-    for sample in index.samples:
-        found = read_size(sample)
-        size_of[sample.key] = nearest_size(*found, sizes) if found else (square, square)
+    size_of = {
+        key: nearest_size(*found, sizes) if found else (square, square)
+        for key, found in image_sizes.items()
+    }
     return Buckets(resolution, multiple, size_of)
 
 

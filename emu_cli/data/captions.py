@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu_cli.data.sources import IMAGE_EXTENSIONS, DatasetError
+from emu_cli.data.sources import DatasetError, caption_files, image_files
 from emu_cli.files import write_atomic
 from emu_cli.plugin.captioner import Captioner
 
@@ -26,19 +26,17 @@ def caption_folder(
     ``failed`` and left without one."""
     from tqdm.auto import tqdm
 
-    from emu_cli.data.dataset import to_rgb
+    from emu_cli.data.dataset import decode, to_rgb
 
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"'{root}' is not a folder of images")
-    listed = [p for n in ("metadata.jsonl", "metadata.csv", "metadata.parquet") for p in
-              root.rglob(n)] + list(root.rglob("*.tar"))  # fmt: skip
-    if listed:
+    if listed := [p for files in caption_files(root).values() for p in files]:
         raise DatasetError(
             f"'{root}' keeps its captions in {listed[0].name}; `emu data caption` writes a "
             "NAME.txt beside each image of a folder of images (with or without captions)"
         )
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = image_files(root)
     if not images:
         raise DatasetError(f"'{root}' holds no images")
     result = Captioned()
@@ -48,11 +46,8 @@ def caption_folder(
     for start in range(0, len(todo), batch_size):
         batch, pictures = [], []
         for path in todo[start : start + batch_size]:
-            try:
-                from PIL import Image
-
-                with Image.open(path) as opened:
-                    pictures.append(to_rgb(opened))
+            try:  # decoded as training decodes (decompression bombs refused)
+                pictures.append(to_rgb(decode(path.read_bytes())))
                 batch.append(path)
             except Exception as error:  # noqa: BLE001 - one bad file is named, not fatal
                 result.failed.append((str(path.relative_to(root)), type(error).__name__))

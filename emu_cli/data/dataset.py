@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +76,12 @@ def read_size(sample: Sample) -> tuple[int, int] | None:
     except Exception:  # noqa: BLE001 - unreadable: the trainer skips and reports it
         return None
     return (height, width) if rotated else (width, height)
+
+
+def image_sizes(samples: Iterable[Sample]) -> dict[str, tuple[int, int] | None]:
+    """:func:`read_size` of each sample, by key: read once, for the run's plan and its aspect
+    buckets."""
+    return {sample.key: read_size(sample) for sample in samples}
 
 
 def resize_and_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -101,57 +101,59 @@ def caption_problem(caption: str | None) -> str | None:
     return None
 
 
-def _index_imagefolder(root: Path, metadata_files: list[Path], index: SampleIndex) -> SampleIndex:
-    seen: set[str] = set()
-    for metadata in metadata_files:
-        try:
-            lines = metadata.read_bytes().splitlines()
-        except OSError as error:
-            index.rejected.append((str(metadata.relative_to(root)), f"unreadable ({error})"))
-            continue
-        if lines and lines[0].startswith(UTF8_BOM):  # written by some editors and exporters
-            lines[0] = lines[0][len(UTF8_BOM) :]
-        # Lines are read one by one: one bad line must cost one sample, not the file.
-        for line_number, raw in enumerate(lines, 1):
-            if not raw.strip():
-                continue
-            where = f"{metadata.relative_to(root)}:{line_number}"
-            try:
-                _index_metadata_line(raw, metadata.parent, root, seen, index, where)
-            except Exception as error:  # noqa: BLE001 - whatever a line holds, it is one reject
-                index.rejected.append((where, f"unusable metadata line ({_described(error)})"))
-    return index
+class _Unusable(str):
+    """A metadata record that could not be read, as the reason its sample is a reject."""
 
 
-def _index_tables(root: Path, tables: list[Path], index: SampleIndex) -> SampleIndex:
-    """``metadata.csv`` and ``metadata.parquet`` files: one record a row, rows numbered from 2
-    in a CSV (its header is line 1) and from 0 in Parquet."""
+def _index_metadata(root: Path, files: list[Path], index: SampleIndex) -> SampleIndex:
+    """``metadata.jsonl``, ``metadata.csv`` or ``metadata.parquet`` files: one record a line or
+    row (numbered from 1 in JSON lines, from 2 in a CSV, whose header is line 1, and from 0 in
+    Parquet). One bad record costs one sample, never the file."""
     seen: set[str] = set()
-    for table in tables:
-        name = str(table.relative_to(root))
+    for metadata in files:
+        name = str(metadata.relative_to(root))
         try:
-            rows, first = _table_rows(table)
-        except Exception as error:  # noqa: BLE001 - an unreadable table is a reject, counted
+            records = _records(metadata)
+        except Exception as error:  # noqa: BLE001 - an unreadable file is a reject, counted
             index.rejected.append((name, f"unreadable ({_described(error)})"))
             continue
-        for number, row in enumerate(rows, first):
+        for number, record in records:
             where = f"{name}:{number}"
+            if isinstance(record, _Unusable):
+                index.rejected.append((where, str(record)))
+                continue
             try:
-                _index_record(row, table.parent, root, seen, index, where)
-            except Exception as error:  # noqa: BLE001 - whatever a row holds, it is one reject
-                index.rejected.append((where, f"unusable metadata row ({_described(error)})"))
+                _index_record(record, metadata.parent, root, seen, index, where)
+            except Exception as error:  # noqa: BLE001 - whatever it holds, it is one reject
+                index.rejected.append((where, f"unusable metadata record ({_described(error)})"))
     return index
 
 
-def _table_rows(table: Path) -> tuple[list[dict], int]:
-    if table.suffix == ".parquet":
+def _records(metadata: Path) -> list[tuple[int, object]]:
+    if metadata.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(table).to_pylist(), 0
-    import csv
+        return list(enumerate(pq.read_table(metadata).to_pylist()))
+    if metadata.suffix == ".csv":
+        import csv
 
-    with open(table, encoding="utf-8-sig", newline="") as handle:
-        return list(csv.DictReader(handle)), 2
+        with open(metadata, encoding="utf-8-sig", newline="") as handle:
+            return list(enumerate(csv.DictReader(handle), 2))
+    lines = metadata.read_bytes().splitlines()
+    if lines and lines[0].startswith(UTF8_BOM):  # written by some editors and exporters
+        lines[0] = lines[0][len(UTF8_BOM) :]
+    return [(n, _json_record(raw)) for n, raw in enumerate(lines, 1) if raw.strip()]
+
+
+def _json_record(raw: bytes) -> object:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return _Unusable("metadata line is not valid UTF-8")
+    except json.JSONDecodeError as error:
+        return _Unusable(f"metadata line is not JSON ({error.msg})")
+    except Exception as error:  # noqa: BLE001 - nesting deeper than Python's stack, say
+        return _Unusable(f"unusable metadata line ({_described(error)})")
 
 
 def _index_sidecars(root: Path, images: list[Path], index: SampleIndex) -> SampleIndex:
@@ -177,9 +179,8 @@ def _index_sidecars(root: Path, images: list[Path], index: SampleIndex) -> Sampl
     return index
 
 
-def _index_uncaptioned(images: list[Path], index: SampleIndex) -> SampleIndex:
+def _index_uncaptioned(root: Path, images: list[Path], index: SampleIndex) -> SampleIndex:
     """Images alone: every caption empty, for work that reads none."""
-    root = Path(index.source)
     for image in images:
         key = str(image.relative_to(root))
         if (size := image.stat().st_size) == 0:
@@ -189,12 +190,30 @@ def _index_uncaptioned(images: list[Path], index: SampleIndex) -> SampleIndex:
     return index
 
 
+JSON_LINES, TABLES, SHARDS = "metadata.jsonl files", "metadata.csv/.parquet files", ".tar shards"
+
+
+def caption_files(root: Path) -> dict[str, list[Path]]:
+    """The files under ``root`` that hold captions for many images, by layout (only the
+    layouts found): metadata.jsonl, metadata.csv or .parquet, WebDataset .tar shards."""
+    found = {
+        JSON_LINES: sorted(root.rglob("metadata.jsonl")),
+        TABLES: sorted([*root.rglob("metadata.csv"), *root.rglob("metadata.parquet")]),
+        SHARDS: sorted(root.rglob("*.tar")),
+    }
+    return {layout: files for layout, files in found.items() if files}
+
+
+def image_files(root: Path) -> list[Path]:
+    """Every image file under ``root``, in path order."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def _refuse_mixed(source: str | Path, layouts: dict[str, list[Path]]) -> None:
     """Two layouts in one tree would each claim the images; which one is meant is not guessed."""
-    present = {name: files for name, files in layouts.items() if files}
-    if len(present) > 1:
+    if len(layouts) > 1:
         found = "; ".join(
-            f"{len(files)} {name} (e.g. {files[0]})" for name, files in present.items()
+            f"{len(files)} {name} (e.g. {files[0]})" for name, files in layouts.items()
         )
         raise DatasetError(
             f"dataset '{source}' mixes layouts: {found}. emu reads one layout per dataset: "
@@ -216,20 +235,6 @@ def _found(root: Path) -> str:
 def _described(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
-
-
-def _index_metadata_line(
-    raw: bytes, folder: Path, root: Path, seen: set[str], index: SampleIndex, where: str
-) -> None:
-    try:
-        record = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        index.rejected.append((where, "metadata line is not valid UTF-8"))
-        return
-    except json.JSONDecodeError as error:
-        index.rejected.append((where, f"metadata line is not JSON ({error.msg})"))
-        return
-    _index_record(record, folder, root, seen, index, where)
 
 
 def _index_record(
@@ -402,36 +407,22 @@ def index_dataset(source: str | Path, *, captions_for: str | None = "this work")
     if root.is_file():
         if root.suffix != ".tar":
             raise DatasetError(f"dataset '{source}' is a file but not a .tar shard")
-        shards = [root]
-        metadata_files: list[Path] = []
+        layouts = {SHARDS: [root]}
     else:
-        metadata_files = sorted(root.rglob("metadata.jsonl"))
-        shards = sorted(root.rglob("*.tar"))
-    tables = [] if root.is_file() else sorted(
-        [*root.rglob("metadata.csv"), *root.rglob("metadata.parquet")]
-    )  # fmt: skip
-    _refuse_mixed(
-        source,
-        {
-            "metadata.jsonl files": metadata_files,
-            "metadata.csv/.parquet files": tables,
-            ".tar shards": shards,
-        },
-    )
+        layouts = caption_files(root)
+    _refuse_mixed(source, layouts)
     empty = SampleIndex(str(root), [], captions_required=captions_for is not None)
-    if metadata_files:
-        index = _index_imagefolder(root, metadata_files, empty)
-    elif tables:
-        index = _index_tables(root, tables, empty)
-    elif shards:
+    if metadata := layouts.get(JSON_LINES) or layouts.get(TABLES):
+        index = _index_metadata(root, metadata, empty)
+    elif shards := layouts.get(SHARDS):
         index = empty
         for shard in shards:
             _index_shard(shard, index)
-    elif images := sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+    elif images := image_files(root):
         if any(p.with_suffix(".txt").is_file() for p in images):
             index = _index_sidecars(root, images, empty)
         elif captions_for is None:
-            index = _index_uncaptioned(images, empty)
+            index = _index_uncaptioned(root, images, empty)
         else:
             raise DatasetError(
                 f"dataset '{source}' holds {len(images)} images and no captions, which "

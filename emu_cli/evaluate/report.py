@@ -99,9 +99,7 @@ def _verdict(outcome: str | None, names: dict[str, str]) -> str:
     return "tie" if outcome == "tie" else f"{names[outcome]} preferred"
 
 
-def write_report(
-    results: dict[str, Any], pairs: list[dict], out: Path, votes: list[Vote] | None = None
-) -> None:
+def write_report(results: dict[str, Any], pairs: list[dict], out: Path, votes: list[Vote]) -> None:
     """``report.html``, ``winrates.png`` and ``comparison.png`` in ``out``; ``votes`` give
     each pair its verdict and its annotators' choices."""
     names = {side: model_label(results[side]) for side in ("a", "b")}
@@ -109,7 +107,7 @@ def write_report(
     comparison_grid(pairs, out, names)
     escape = html.escape
     verdicts = {
-        protocol: (outcomes(votes or [], protocol), choices_by_pair(votes or [], protocol))
+        protocol: (outcomes(votes, protocol), choices_by_pair(votes, protocol))
         for protocol in PROTOCOL_TITLES
     }
     title = f"{names['a']} (A) against {names['b']} (B)"

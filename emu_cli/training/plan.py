@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,12 @@ class ImageSides:
     of: int
     sides: list[int] = field(default_factory=list)
 
+    @classmethod
+    def of(cls, sizes: Mapping[str, tuple[int, int] | None], total: int) -> ImageSides:
+        """The sides of ``sizes`` (:func:`~emu_cli.data.dataset.image_sizes`), read of
+        ``total`` images."""
+        return cls(len(sizes), total, [min(size) for size in sizes.values() if size is not None])
+
     def smaller_than(self, side: int) -> int:
         """How many of the images read have a shorter side below ``side`` (upscaled to train)."""
         return sum(s < side for s in self.sides)
@@ -49,15 +55,13 @@ def measure_sides(index: SampleIndex, limit: int | None = SIZE_SAMPLE, seed: int
     """Read image headers (not pixels) of every sample, or of a seeded sample of ``limit``."""
     import numpy as np
 
-    from emu_cli.data.dataset import read_size
+    from emu_cli.data.dataset import image_sizes
 
     samples = index.samples
     if limit is not None and len(samples) > limit:
         chosen = np.random.default_rng([seed, 7]).choice(len(samples), limit, replace=False)
         samples = [samples[i] for i in sorted(chosen)]
-    sizes = [read_size(sample) for sample in samples]
-    sides = [min(size) for size in sizes if size is not None]
-    return ImageSides(read=len(samples), of=len(index.samples), sides=sides)
+    return ImageSides.of(image_sizes(samples), len(index.samples))
 
 
 @dataclass

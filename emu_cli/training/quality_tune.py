@@ -27,7 +27,7 @@ from emu_cli.data.sources import SampleIndex, index_dataset
 from emu_cli.errors import EmuError
 from emu_cli.plugin.backend import Backend
 from emu_cli.runtime import quiet_libraries
-from emu_cli.training.plan import measure_sides, run_plan
+from emu_cli.training.plan import ImageSides, run_plan
 from emu_cli.training.resolution import (
     QT_PRESETS,
     Layer,
@@ -126,11 +126,11 @@ def quality_tune(
     resume: str | None = None,
 ) -> QualityTuneResult:
     from emu_cli.checkpoint.folder import checkpoint_provenance
-    from emu_cli.data.dataset import TrainingDataset
+    from emu_cli.data.dataset import TrainingDataset, image_sizes
     from emu_cli.judges.spec import trained_on_world
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
-    from emu_cli.training.trainer import Trainer, training_buckets
+    from emu_cli.training.trainer import Trainer, bucket_multiple, training_buckets
 
     quiet_libraries()
     settings = early_stopping or EarlyStoppingSettings()
@@ -146,9 +146,11 @@ def quality_tune(
         recipe = _recipe_for(backend, parent, model_path, overrides).recipe
         index = subset(index_dataset(data, captions_for="quality-tuning"), subset_size, recipe.seed)
         report_index(index)
-        # every header of the (small) curated set: the recipe's point is sharp, well-made
-        # images, and an upscaled one is neither, so the count is exact and recorded
-        sides = measure_sides(index, limit=None)
+        # every header of the (small) curated set, read once: the recipe's point is sharp,
+        # well-made images, and an upscaled one is neither, so the count is exact and recorded;
+        # the aspect buckets read the same sizes
+        sizes = image_sizes(index.samples)
+        sides = ImageSides.of(sizes, len(index))
         upscaled = sides.smaller_than(recipe.resolution)
         resume_from = session.resume_point(STAGE_FOLDER, _not_quality_tuning)
         changes = None
@@ -169,7 +171,8 @@ def quality_tune(
         model.to(accelerator.device)
 
         cache = EncodingCache(backend, batch_size=recipe.batch_size)
-        buckets = training_buckets(backend, model, stage, recipe, index, recipe.resolution)
+        multiple = bucket_multiple(backend, model, stage, recipe)
+        buckets = training_buckets(sizes, recipe.resolution, multiple)
         view = TrainingDataset(
             index,
             recipe.resolution,
@@ -209,7 +212,7 @@ def quality_tune(
         )
         trainer = Trainer(
             backend, model, stage, recipe, index, folder, accelerator,
-            encode=cache.encode, monitor=monitor,
+            encode=cache.encode, monitor=monitor, sizes=sizes,
         )  # fmt: skip
         result = trainer.run(resume_from, record)
 

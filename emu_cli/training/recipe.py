@@ -10,6 +10,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from emu_cli.training.trackers import REPORT_TO
+
 if TYPE_CHECKING:
     import torch
 
@@ -78,9 +80,9 @@ class Recipe:
             problems.append(
                 f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
             )
-        if self.report_to not in ("none", "tensorboard", "wandb", "all"):
+        if self.report_to not in REPORT_TO:
             problems.append(
-                f"report_to must be none, tensorboard, wandb or all, got {self.report_to!r}"
+                f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}"
             )
         if self.attention not in ("auto", "torch", "math"):
             problems.append(f"attention must be auto, torch or math, got {self.attention!r}")

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from emu_cli.checkpoint import state as checkpoints
 from emu_cli.checkpoint.provenance import Provenance
 from emu_cli.data.buckets import BucketBatches, Buckets, assign_buckets, bucket_groups
-from emu_cli.data.dataset import StepBatches, TrainingDataset, collate
+from emu_cli.data.dataset import StepBatches, TrainingDataset, collate, image_sizes
 from emu_cli.data.sources import SampleIndex
 from emu_cli.files import write_atomic
 from emu_cli.images import save_grid
@@ -97,21 +97,21 @@ def split_holdout(index: SampleIndex, seed: int) -> tuple[SampleIndex, SampleInd
     )
 
 
+def bucket_multiple(backend: Backend, model: Model, stage: str, recipe: Recipe) -> int | None:
+    """What ``stage``'s image sides are multiples of in aspect buckets; None where the recipe
+    turns them off or the backend takes square images only."""
+    return backend.size_multiple(model, stage) if recipe.aspect_buckets else None
+
+
 def training_buckets(
-    backend: Backend,
-    model: Model,
-    stage: str,
-    recipe: Recipe,
-    index: SampleIndex,
-    resolution: int,
+    image_sizes: Mapping[str, tuple[int, int] | None], resolution: int, multiple: int | None
 ) -> Buckets | None:
-    """The aspect buckets ``stage`` trains in at ``resolution``: None where the recipe turns
-    them off, the backend takes square images only, or every image falls in one bucket (then
-    the batches are exactly the square ones, as before buckets)."""
-    multiple = backend.size_multiple(model, stage) if recipe.aspect_buckets else None
+    """The aspect buckets of the images (sizes by key) at ``resolution``: None without a
+    ``multiple`` (:func:`bucket_multiple`) or where every image falls in the square bucket
+    (then the batches are exactly the square ones, as before buckets)."""
     if multiple is None:
         return None
-    buckets = assign_buckets(index, resolution, multiple)
+    buckets = assign_buckets(image_sizes, resolution, multiple)
     return None if set(buckets.size_of.values()) == {(resolution, resolution)} else buckets
 
 
@@ -131,12 +131,15 @@ class Trainer:
         encode: Callable[..., dict] | None = None,
         monitor: GenerationMonitor | None = None,
         step_offset: int = 0,
+        sizes: Mapping[str, tuple[int, int] | None] | None = None,
     ):
         """``encode`` replaces ``backend.encode`` (quality-tuning passes a cache); ``monitor``,
         when given, judges the model every ``monitor.every`` steps (see
         :class:`emu_cli.training.validation.GenerationMonitor`): its best weights are kept in
         ``folder/best`` and it may stop the stage early. ``step_offset``: the steps of the
-        run's stages before this one, where the trackers' steps go on from."""
+        run's stages before this one, where the trackers' steps go on from. ``sizes``: the
+        samples' image sizes by key where the caller read them already (read here when buckets need
+        them, once for every phase)."""
         self.backend, self.model, self.stage = backend, model, stage
         self.encode = encode or backend.encode
         self.monitor = monitor
@@ -150,23 +153,18 @@ class Trainer:
             trackers=StageTrackers(accelerator, stage, step_offset),
         )
         self.skipped: list[tuple[str, str]] = []
+        self.multiple = bucket_multiple(backend, model, stage, recipe)
+        self.sizes = sizes
 
     # -- pieces -------------------------------------------------------------------------
     def _loader(self, resolution: int, first: int, count: int) -> torch.utils.data.DataLoader:
         recipe, accelerator = self.recipe, self.accelerator
-        buckets = training_buckets(self.backend, self.model, self.stage, recipe, self.train_index,
-                                   resolution)  # fmt: skip
+        if self.multiple is not None and self.sizes is None:
+            self.sizes = image_sizes(self.train_index.samples)
+        buckets = training_buckets(self.sizes or {}, resolution, self.multiple)
         if accelerator.is_main_process and buckets is not None:
             tqdm.write(f"{self.stage} at {resolution} px: {buckets.describe()}")
             write_atomic(self.folder / f"buckets-{resolution}.json", json.dumps(buckets.record()))
-        elif (
-            accelerator.is_main_process
-            and recipe.aspect_buckets
-            and first == 0
-            and self.backend.size_multiple(self.model, self.stage) is None
-        ):
-            tqdm.write(f"{self.stage}: centre squares (backend '{self.backend.name}' takes "
-                       "square images only at this stage)")  # fmt: skip
         dataset = TrainingDataset(
             self.train_index,
             resolution,
@@ -278,6 +276,9 @@ class Trainer:
         accelerator.gradient_accumulation_steps = self.recipe.gradient_accumulation_steps
         if resume_from is None:
             self._prepare(accelerator.device)
+        if accelerator.is_main_process and self.recipe.aspect_buckets and self.multiple is None:
+            tqdm.write(f"{self.stage}: centre squares (backend '{self.backend.name}' takes "
+                       "square images only at this stage)")  # fmt: skip
         run = self._optimization(resume_from, provenance or Provenance(backend=self.backend.name))
         progress = tqdm(
             total=self.recipe.steps,
