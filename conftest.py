@@ -149,6 +149,14 @@ class JudgeWeights:
     laion: Path  # the same CLIP with a LAION-layout head (.pth) instead
     hps: Path  # open_clip config + an HPS checkpoint ({"state_dict": ...}, a .pt)
     pickscore: Path  # a transformers CLIPModel + processor folder
+    imagereward: Path  # ImageReward.pt (a pickled state dict) + med_config.json + tokenizer
+    vqascore: Path  # CLIP-FlanT5: T5 config with mm_* keys, pickled shards, tokenizer
+
+
+# The words the small judges' tokenizers know: their templates' and the world's captions'.
+TEMPLATE_WORDS = ("A chat between a curious user and an artificial intelligence assistant . The "
+                  "gives helpful , detailed polite answers to the user's questions USER : "
+                  "ASSISTANT Does this figure show \" ? Please answer yes or no Yes")  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -203,16 +211,191 @@ def judge_weights(tmp_path_factory) -> JudgeWeights:
     CLIPProcessor(image_processor=images, tokenizer=offline_clip_tokenizer()).save_pretrained(
         pickscore
     )
-    return JudgeWeights(clip, laion, hps, pickscore)
+    words = sorted({w.lower() for w in TEMPLATE_WORDS.split()} | _world_words())
+    imagereward = _imagereward_folder(root / "imagereward", words)
+    vqascore = _clip_flant5_folder(root / "vqascore", words)
+    return JudgeWeights(clip, laion, hps, pickscore, imagereward, vqascore)
+
+
+def _world_words() -> set[str]:
+    import re
+
+    from emu_cli.world.concepts import BACKGROUNDS, CAPTION_TEMPLATES, COLORS, SUBJECTS
+
+    text = " ".join([*SUBJECTS, *COLORS, *BACKGROUNDS, *CAPTION_TEMPLATES]).lower()
+    return set(re.findall(r"[a-z]+|[^a-z\s{}]", text))
+
+
+def blip_vit():
+    """BLIP's ViT at the small judge's size, as timm builds it (BLIP's code is timm's)."""
+    from functools import partial
+
+    import torch.nn as nn
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=32, patch_size=16, embed_dim=128, depth=2, num_heads=2,
+                             qkv_bias=True, num_classes=0, global_pool="",
+                             norm_layer=partial(nn.LayerNorm, eps=1e-6))  # fmt: skip
+
+
+def blip_text(med: dict):
+    """BLIP's text encoder as ``med_config.json`` describes it, attending to the ViT above."""
+    from transformers import BlipTextConfig, BlipTextModel
+
+    keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "vocab_size", "max_position_embeddings")  # fmt: skip
+    config = BlipTextConfig(**{k: med[k] for k in keys}, encoder_hidden_size=128, is_decoder=True)
+    return BlipTextModel(config, add_pooling_layer=False)
+
+
+def _imagereward_folder(folder: Path, words: list[str]) -> Path:
+    """ImageReward's published layout: BLIP's ViT under timm's names (built here with timm),
+    BLIP's text encoder, the MLP, and keys its loader ignores."""
+    import json
+    from collections import OrderedDict
+
+    import torch
+    from transformers import BertTokenizer
+
+    folder.mkdir()
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    med = {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": 30524,  # bert-base-uncased and BLIP's two
+        "max_position_embeddings": 40,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+        "pad_token_id": 0,
+        "encoder_width": 128,
+        "add_cross_attention": True,
+        "model_type": "bert",
+        "type_vocab_size": 2,
+    }
+    (folder / "med_config.json").write_text(json.dumps(med))
+    vit = blip_vit()
+    text = blip_text(med)
+    state = OrderedDict()
+    for prefix, module in (
+        ("blip.visual_encoder.", vit),
+        ("blip.text_encoder.", text),
+    ):
+        state.update({prefix + k: v for k, v in module.state_dict().items()})
+    state.update({f"mlp.{k}": v for k, v in _laion_state(64).items()})  # the same MLP
+    state["blip.text_encoder.embeddings.position_ids"] = torch.arange(40)[None]
+    state["blip.vision_proj.weight"] = torch.randn(16, 128)  # BLIP's contrastive heads
+    torch.save(state, folder / "ImageReward.pt")
+    return folder
+
+
+def _clip_flant5_folder(folder: Path, words: list[str]) -> Path:
+    """CLIP-FlanT5's published layout: a T5 config naming its vision tower and projector,
+    weights in pickled shards with an index, a T5 tokenizer; the tower in a folder of its own."""
+    import json
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        PreTrainedTokenizerFast,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    tower = folder.parent / "clip-vision-336"
+    CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        )
+    ).save_pretrained(tower, safe_serialization=True)
+    CLIPImageProcessor(
+        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}
+    ).save_pretrained(tower)
+    pieces = sorted({"\u2581" + w for w in words} | {"\u2581" + w.capitalize() for w in words})
+    characters = sorted(set("".join(words + [w.upper() for w in words]) + "\n\u2581"))
+    vocabulary = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocabulary += [(p, -1.0) for p in pieces] + [(c, -8.0) for c in characters]
+    model = Tokenizer(models.Unigram(vocabulary, unk_id=2))
+    model.pre_tokenizer, model.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    model.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model, eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(folder)
+    config = T5Config(
+        vocab_size=len(vocabulary) + 28,  # FlanT5's rows beyond its tokenizer
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        feed_forward_proj="gated-gelu",
+        decoder_start_token_id=0,
+    )
+    t5 = T5ForConditionalGeneration(config)
+    projector = torch.nn.Sequential(
+        torch.nn.Linear(32, 32), torch.nn.GELU(), torch.nn.Linear(32, 32)
+    )
+    state = {
+        **t5.state_dict(),
+        **{f"mm_projector.{k}": v for k, v in projector.state_dict().items()},
+    }
+    state["lm_head.weight"] = torch.randn_like(state["shared.weight"])  # FlanT5 keeps its own
+    names = sorted(state)
+    shards = {
+        "pytorch_model-00001-of-00002.bin": names[: len(names) // 2],
+        "pytorch_model-00002-of-00002.bin": names[len(names) // 2 :],
+    }
+    for shard, keys in shards.items():
+        torch.save({k: state[k].clone() for k in keys}, folder / shard)
+    index = {
+        "metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
+        "weight_map": {k: shard for shard, keys in shards.items() for k in keys},
+    }
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    # as FlanT5's config says it (transformers 5 writes its own reading of it instead)
+    written = {k: v for k, v in config.to_dict().items() if k != "scale_decoder_outputs"}
+    published = {
+        **written,
+        "tie_word_embeddings": False,
+        "model_type": "clip_t5",
+        "mm_vision_tower": str(tower),
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_hidden_size": 32,
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+    }
+    (folder / "config.json").write_text(json.dumps(published))
+    return folder
 
 
 def _laion_state(width: int) -> dict:
     """A state dict in the layout of LAION's improved aesthetic predictor."""
     import torch.nn as nn
 
-    layers = nn.Sequential(nn.Linear(width, 1024), nn.Dropout(0.2), nn.Linear(1024, 128),
-                           nn.Dropout(0.2), nn.Linear(128, 64), nn.Dropout(0.1),
-                           nn.Linear(64, 16), nn.Linear(16, 1))  # fmt: skip
+    layers = nn.Sequential(
+        nn.Linear(width, 1024),
+        nn.Dropout(0.2),
+        nn.Linear(1024, 128),
+        nn.Dropout(0.2),
+        nn.Linear(128, 64),
+        nn.Dropout(0.1),
+        nn.Linear(64, 16),
+        nn.Linear(16, 1),
+    )
     return {f"layers.{k}": v for k, v in layers.state_dict().items()}
 
 

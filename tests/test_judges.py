@@ -16,7 +16,7 @@ import torch
 from hub_server import WRITE_TOKEN, FakeHub
 from PIL import Image
 
-from conftest import emu, invoke
+from conftest import blip_text, blip_vit, emu, invoke
 from emu_cli.data import index_dataset
 from emu_cli.errors import EmuError
 from emu_cli.human.store import AnnotationStore
@@ -90,6 +90,114 @@ def test_each_judge_loads_from_a_folder_and_scores_as_its_model_does(judge_weigh
             np.testing.assert_allclose(scores[f"raw_{measure}"], raw, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(scores[measure], _logistic(raw, center, spread), rtol=1e-4)
             assert ((scores[measure] >= 0) & (scores[measure] <= 1)).all(), spec
+
+
+def test_imagereward_reads_its_published_pickle_and_scores_as_blip_runs_it(judge_weights, pictures):
+    """The vision tower against timm's ViT (whose names BLIP's checkpoint keeps), then the
+    whole reward as ImageReward.score computes it."""
+    from transformers import BertTokenizer
+
+    images, prompts = pictures
+    folder = judge_weights.imagereward
+    state = torch.load(folder / "ImageReward.pt", weights_only=True)
+
+    def part(prefix):
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+    vit = blip_vit().eval()
+    vit.load_state_dict(part("blip.visual_encoder."))
+    med = json.loads((folder / "med_config.json").read_text())
+    text = blip_text(med).eval()
+    text.load_state_dict(part("blip.text_encoder."), strict=False)  # position_ids is a buffer
+    w = part("mlp.layers.")
+    preprocess = open_clip.transform.image_transform(32, is_train=False)  # CLIP's, as theirs
+    words = BertTokenizer.from_pretrained(folder)(
+        prompts, padding="max_length", truncation=True, max_length=35, return_tensors="pt"
+    )
+    with torch.no_grad():
+        pixels = torch.stack([preprocess(image) for image in images])
+        seen = vit.forward_features(pixels)
+        out = text(
+            words.input_ids,
+            attention_mask=words.attention_mask,
+            encoder_hidden_states=seen,
+            encoder_attention_mask=torch.ones(seen.shape[:2], dtype=torch.long),
+        )
+        x = out.last_hidden_state[:, 0]
+        for i in (0, 2, 4, 6, 7):  # its MLP: linear layers, no activations, dropout off
+            x = x @ w[f"{i}.weight"].T + w[f"{i}.bias"]
+        reward = ((x.squeeze(1) - 0.16717362830052426) / 1.0333394966054072).numpy()
+
+    judge = judge_from_spec(f"imagereward@{folder}", complete=False)
+    scores = judge.score(images, prompts)
+    model, _ = judge._loaded
+    with torch.no_grad():
+        torch.testing.assert_close(model.vision(pixel_values=pixels).last_hidden_state, seen)
+    np.testing.assert_allclose(scores["raw_appeal"], reward, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scores["appeal"], _logistic(reward, 0.0, 1.0), rtol=1e-4)
+    assert judge.measures == ("appeal",)
+
+
+def test_vqascore_is_clip_flant5s_probability_of_yes(judge_weights, pictures):
+    """Each image alone, as t2v_metrics builds CLIP-FlanT5's input: the template's text
+    tokenised around <image>, the tower's second-last layer's patches projected there, and
+    the mean log-probability of "Yes" and its end mark over the tokenizer's vocabulary."""
+    import torch.nn.functional as F
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionModel,
+        T5ForConditionalGeneration,
+    )
+
+    images, prompts = pictures
+    prompts = [*prompts[:-1], prompts[-1] + " and a much longer ending than the others"]
+    folder = judge_weights.vqascore
+    config = json.loads((folder / "config.json").read_text())
+    state = {}
+    for shard in sorted(folder.glob("*.bin")):
+        state.update(torch.load(shard, weights_only=True))
+    t5 = T5ForConditionalGeneration.from_pretrained(folder).eval()  # transformers' own reading
+    tower = CLIPVisionModel.from_pretrained(config["mm_vision_tower"]).eval()
+    processor = CLIPImageProcessor.from_pretrained(config["mm_vision_tower"])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    system = (
+        "A chat between a curious user and an artificial intelligence assistant. The "
+        "assistant gives helpful, detailed, and polite answers to the user's questions."
+    )
+    expected = []
+    for image, prompt in zip(images, prompts, strict=True):
+        side = max(image.size)  # LLaVA's expand2square, in the processor's mean colour
+        square = Image.new("RGB", (side, side), tuple(int(255 * m) for m in processor.image_mean))
+        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+        question = f'Does this figure show "{prompt}"? Please answer yes or no.'
+        before = tokenizer(system + " USER: ").input_ids
+        after = tokenizer("\n" + question + " ASSISTANT: ").input_ids
+        labels = torch.tensor([tokenizer("Yes").input_ids])
+        with torch.no_grad():
+            pixels = processor(images=square, return_tensors="pt").pixel_values
+            patches = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+            features = F.linear(
+                F.gelu(
+                    F.linear(patches, state["mm_projector.0.weight"], state["mm_projector.0.bias"])
+                ),
+                state["mm_projector.2.weight"],
+                state["mm_projector.2.bias"],
+            )
+            embed = t5.get_input_embeddings()
+            inputs = torch.cat(
+                [embed(torch.tensor([before])), features, embed(torch.tensor([after]))], dim=1
+            )
+            logits = t5(inputs_embeds=inputs, labels=labels).logits[..., : len(tokenizer)]
+            expected.append(torch.exp(-F.cross_entropy(logits[0], labels[0])).item())
+
+    judge = judge_from_spec(f"vqascore@{folder}", complete=False)
+    scores = judge.score(images, prompts)  # one batch: prompts of different lengths padded
+    np.testing.assert_allclose(scores["raw_faithfulness"], expected, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(
+        scores["faithfulness"], _logistic(np.array(expected), 0.5, 0.1), rtol=1e-4
+    )
+    assert judge.measures == ("faithfulness",)
 
 
 def test_judges_compose_and_bad_names_are_refused_with_the_way_out(judge_weights, pictures):
@@ -209,7 +317,10 @@ def test_a_composed_judge_scores_an_evaluation_beside_the_votes(
     quick evaluation on a seeded sample of a prompt set."""
     from emu_cli.evaluate.prompts import load_prompts, sample_prompts
 
-    spec = f"appeal=hpsv2@{judge_weights.hps},faithfulness=clipscore@{judge_weights.clip}"
+    spec = (
+        f"appeal=imagereward@{judge_weights.imagereward},"
+        f"faithfulness=vqascore@{judge_weights.vqascore}"
+    )
     out = tmp_path / "eval"
     result = invoke("evaluate", "--a", tiny_latent, "--b", tiny_latent, "--prompts",
                     "builtin:world-small", "--max-prompts", 2, "--seed", 3, "--out", out,

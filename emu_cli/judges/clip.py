@@ -132,15 +132,25 @@ def head_in(folder: Path, clip: _OpenClip) -> Any:
 def laion_head(path: Path) -> Any:
     """LAION's improved aesthetic predictor: an MLP from the embedding to a 1-10 rating,
     whose first layer's width is read from the file (768 for ViT-L/14)."""
-    import torch.nn as nn
-
     tensors = state_dict(path)
     try:
         width = tensors["layers.0.weight"].shape[1]
     except KeyError as error:
         raise EmuError(f"'{path}' is not a LAION aesthetic head (no layers.0.weight)") from error
+    head = laion_mlp(width)
+    try:
+        head.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise EmuError(f"'{path}' does not fit LAION's aesthetic head: {error}") from error
+    return head.eval()
 
-    class AestheticMLP(nn.Module):  # its layer names are the file's keys
+
+def laion_mlp(width: int) -> Any:
+    """The MLP of LAION's improved aesthetic predictor (linear layers, no activations), whose
+    parameter names are its file's keys; ImageReward's head is the same network."""
+    import torch.nn as nn
+
+    class AestheticMLP(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.layers = nn.Sequential(
@@ -151,9 +161,4 @@ def laion_head(path: Path) -> Any:
         def forward(self, x: Any) -> Any:
             return self.layers(x)
 
-    head = AestheticMLP()
-    try:
-        head.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise EmuError(f"'{path}' does not fit LAION's aesthetic head: {error}") from error
-    return head.eval()
+    return AestheticMLP()

@@ -10,7 +10,11 @@ from emu_cli.plugin.hookspecs import hookimpl
 @hookimpl
 def register_judges(register: Callable[[object], None]) -> None:
     from emu_cli.judges.clip import ClipAestheticJudge, ClipScoreJudge
+    from emu_cli.judges.imagereward import ImageRewardJudge
     from emu_cli.judges.preference import HpsV2Judge, PickScoreJudge
+    from emu_cli.judges.vqascore import VqaScoreJudge
 
-    for judge in (ClipAestheticJudge(), ClipScoreJudge(), PickScoreJudge(), HpsV2Judge()):
+    judges = (ClipAestheticJudge(), ClipScoreJudge(), PickScoreJudge(), HpsV2Judge(),
+              ImageRewardJudge(), VqaScoreJudge())  # fmt: skip
+    for judge in judges:
         register(judge)

@@ -6,59 +6,22 @@ give no separate faithfulness: compose them with one that does
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from typing import Any
 
 import numpy as np
 
 from emu_cli.errors import EmuError
+from emu_cli.judges.single import SingleMeasureJudge
 from emu_cli.judges.weights import judge_folder, no_pickles_beside, state_dict
-from emu_cli.kit.scoring import Scale, mapped
-from emu_cli.plugin.judge import Judge
+from emu_cli.kit.scoring import Scale
 
 # PickScore is CLIP's logit (100 x cosine): about 18-23 on generated images, 21 typical.
 PICKSCORE = Scale(center=21.0, spread=1.0)
 # HPSv2.1 is the cosine itself: about 0.24-0.32 on generated images, 0.27 typical.
 HPS = Scale(center=0.27, spread=0.015)
-BATCH = 16
 
 
-class _PreferenceJudge(Judge):
-    """A preference model read on first use from ``source`` (default: its Hub repo), scoring
-    in batches; a subclass says how to load it and what its raw score is."""
-
-    measures = ("appeal",)
-    default_source: str
-    scale: Scale
-
-    def __init__(self, source: str | None = None) -> None:
-        self.source = source
-        self._loaded: Any = None
-
-    def from_source(self, source: str) -> Judge:
-        return type(self)(source)
-
-    def score(self, images: list, prompts: list[str]) -> dict[str, np.ndarray]:
-        if self._loaded is None:
-            self._loaded = self.load(self.source or self.default_source)
-        raw = np.concatenate(
-            [
-                self.raw(images[i : i + BATCH], prompts[i : i + BATCH])
-                for i in range(0, len(images), BATCH)
-            ]
-        ) if images else np.zeros(0)  # fmt: skip
-        return mapped({"appeal": raw}, {"appeal": self.scale})
-
-    @abstractmethod
-    def load(self, source: str) -> Any:
-        """The model (and what it reads images and text with), from a folder or Hub repo."""
-
-    @abstractmethod
-    def raw(self, images: list, prompts: list[str]) -> np.ndarray:
-        """The raw score of each image for its prompt."""
-
-
-class PickScoreJudge(_PreferenceJudge):
+class PickScoreJudge(SingleMeasureJudge):
     name = "pickscore"
     description = "appeal: PickScore v1, CLIP-H trained on Pick-a-Pic preferences (transformers)"
     default_source = "yuvalkirstain/PickScore_v1"
@@ -100,7 +63,7 @@ class PickScoreJudge(_PreferenceJudge):
             return (model.logit_scale.exp() * cosines).numpy()
 
 
-class HpsV2Judge(_PreferenceJudge):
+class HpsV2Judge(SingleMeasureJudge):
     name = "hpsv2"
     description = "appeal: Human Preference Score v2.1, open_clip ViT-H-14 trained on HPD v2"
     default_source = "xswu/HPSv2"

@@ -9,8 +9,8 @@ measures one of them only says so in :attr:`Judge.measures`; it then serves in a
 folder, another Hub repo) is named ``NAME@SOURCE`` and made by :meth:`Judge.from_source`.
 
 The built-in world's pixel judge (``world``) stands in for people offline; ``emu_cli.judges``
-registers the real ones (CLIP aesthetic, CLIP score, PickScore, HPSv2); a plugin registers more
-with ``register_judges``.
+registers the real ones (CLIP aesthetic, CLIP score, PickScore, HPSv2, ImageReward,
+VQAScore); a plugin registers more with ``register_judges``.
 """
 
 from __future__ import annotations

@@ -325,7 +325,10 @@ def test_an_adopted_model_is_judged_only_by_a_judge_named(
     refused = invoke(*tune)
     assert refused.exit_code == 1
     assert "needs --judge for a model not trained on the built-in world" in refused.output
-    assert "Installed judges: clip-aesthetic, clipscore, hpsv2, pickscore, world" in refused.output
+    assert (
+        "Installed judges: clip-aesthetic, clipscore, hpsv2, imagereward, pickscore, vqascore, "
+        "world" in refused.output
+    )
     assert not qt.exists(), "refused before any work"
     judged = (*tune, "--judge", f"clip-aesthetic@{judge_weights.clip}", "--validate-every", 1,
               "--validation-sampling-steps", 2)  # fmt: skip
