@@ -138,9 +138,11 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
 
     class CountingLatent(LatentDiffusion):
         calls = 0
+        rows = 0
 
         def encode(self, model, stage, images, captions):
             CountingLatent.calls += 1
+            CountingLatent.rows += len(images)
             return super().encode(model, stage, images, captions)
 
     backend = CountingLatent()
@@ -157,6 +159,11 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
     cache.warm(model, "denoiser", view.variants(), view.variant_count())
     warmed = CountingLatent.calls
     assert warmed == cache.encoder_calls and len(cache) > len(index) * 2
+    # each image (and its mirror) went through the autoencoder once, not once per caption
+    # variant: the token ids depend on the caption alone (Backend.caption_encodings)
+    pictures = {(s.key, flip) for s in index.samples for flip in (False, True)}
+    assert view.variant_count() == 2 * len(pictures)
+    assert CountingLatent.rows <= len(pictures) + 1
 
     square = [i for i, s in enumerate(index.samples) if buckets.size_of[s.key] == (32, 32)]
     images, captions, _ = collate([view[i] for i in square[:6]])

@@ -179,6 +179,10 @@ class Backend(ABC):
     # The classifier-free guidance scale used wherever a command is not given one (generation,
     # validation during training, evaluation), as each diffusers pipeline has its own default.
     default_guidance: float = 5.0
+    # The outputs of ``encode`` that depend on the captions alone (token ids), when every other
+    # output depends on the images alone: quality-tuning's cache then encodes an image once
+    # whatever captions it trains with (half the autoencoder passes with caption dropout).
+    caption_encodings: tuple[str, ...] = ()
 
     def guidance(self, requested: float | None) -> float:
         """The guidance scale to sample with: ``requested``, or the family's default."""

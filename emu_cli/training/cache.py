@@ -5,6 +5,9 @@ A backend's ``encode`` is pure and row-wise (row ``i`` of every output depends o
 ``i`` and caption ``i``), so one row can stand for its (image, caption) pair wherever it
 appears. Rows are keyed by the image's bytes and the caption: a flipped image or a dropped
 caption is another key, and every variant the data loader can produce is encoded up front.
+Outputs a backend names in :attr:`~emu_cli.plugin.backend.Backend.caption_encodings` depend on
+the caption alone and the rest on the image alone; they are then kept apart, so that an image
+goes through the autoencoder once whatever captions it is trained with.
 """
 
 from __future__ import annotations
@@ -31,11 +34,18 @@ class EncodingCache:
 
     def __init__(self, backend: Backend, batch_size: int = 64):
         self.backend, self.batch_size = backend, batch_size
+        self.captioned = frozenset(backend.caption_encodings)
         self.rows: dict[str, dict[str, torch.Tensor]] = {}
         self.encoder_calls = 0
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def _keys(self, image: torch.Tensor, caption: str) -> tuple[str, ...]:
+        """Where a pair's row is kept: one key for both, or the image's and the caption's."""
+        if not self.captioned:
+            return (row_key(image, caption),)
+        return ("image:" + row_key(image, ""), "caption:" + caption)
 
     def _encode_rows(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
@@ -52,18 +62,27 @@ class EncodingCache:
                         "image, so its encodings cannot be cached; see Backend.encode"
                     )
                 row[name] = value[i].detach().cpu()
-            self.rows[row_key(images[i], caption)] = row
+            keys = self._keys(images[i], caption)
+            if len(keys) == 1:
+                self.rows[keys[0]] = row
+            else:
+                self.rows[keys[0]] = {k: v for k, v in row.items() if k not in self.captioned}
+                self.rows[keys[1]] = {k: v for k, v in row.items() if k in self.captioned}
 
     def warm(
         self, model: Model, stage: str, variants: Iterator[tuple[torch.Tensor, str]], total: int
     ) -> None:
         """Encode every (image, caption) variant before training starts, in batches of one
-        image size (aspect buckets give several)."""
+        image size (aspect buckets give several); a pair whose image and caption are both
+        known already costs nothing."""
         device = model.device
         waiting: dict[tuple[int, ...], tuple[list[torch.Tensor], list[str]]] = {}
+        queued: set[str] = set()
         for image, caption in tqdm(variants, total=total, desc="encoding once", leave=False):
-            if row_key(image, caption) in self.rows:
+            keys = self._keys(image, caption)
+            if all(key in self.rows or key in queued for key in keys):
                 continue
+            queued.update(keys)
             images, captions = waiting.setdefault(tuple(image.shape), ([], []))
             images.append(image)
             captions.append(caption)
@@ -78,12 +97,12 @@ class EncodingCache:
     def encode(
         self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
     ) -> dict[str, Any]:
-        keys = [row_key(image, caption) for image, caption in zip(images, captions, strict=True)]
-        missing = [i for i, key in enumerate(keys) if key not in self.rows]
+        keys = [self._keys(image, caption) for image, caption in zip(images, captions, strict=True)]
+        missing = [i for i, row in enumerate(keys) if any(key not in self.rows for key in row)]
         if missing:  # a variant the warm-up did not foresee: encode it now, once
             self._encode_rows(model, stage, images[missing], [captions[i] for i in missing])
-        names = self.rows[keys[0]].keys()
+        rows = [{name: value for key in row for name, value in self.rows[key].items()}
+                for row in keys]  # fmt: skip
         return {
-            name: torch.stack([self.rows[key][name] for key in keys]).to(images.device)
-            for name in names
+            name: torch.stack([row[name] for row in rows]).to(images.device) for name in rows[0]
         }

@@ -47,6 +47,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 class LatentDiffusion(Backend):
     name = "latent"
     description = "Latent diffusion (Emu): 16-channel AutoencoderKL + UNet2DConditionModel"
+    caption_encodings = ("input_ids",)  # token ids; the rest encodes images
     stages = (
         Stage(
             "autoencoder",

@@ -53,6 +53,7 @@ class MaskedTransformer(Backend):
         "Masked generative transformer (Muse-like): VQModel tokenizer + UVit2DModel with a "
         "position table"
     )
+    caption_encodings = ("input_ids",)  # token ids; the rest encodes images
     stages = (
         Stage(
             "tokenizer",

@@ -35,6 +35,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 class PixelDiffusion(Backend):
     name = "pixel"
     description = "Pixel diffusion (Imagen-like): text-conditioned UNet on RGB + super-resolution"
+    caption_encodings = ("input_ids",)  # token ids; the rest encodes images
     stages = (
         Stage("denoiser", "text-conditioned UNet on pixels", STAGE_DEFAULTS["denoiser"]),
         Stage(
