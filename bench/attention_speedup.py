@@ -8,6 +8,7 @@ the ratio uses the mean of the two torch runs. The final losses are printed besi
 the kernel must not change what is learned.
 
     python bench/attention_speedup.py --threads 1              # as each `make demo` job runs
+    python bench/attention_speedup.py --threads 1 --precision no   # float32, as without bf16
     python bench/attention_speedup.py --backend masked --stage transformer
 """
 

@@ -178,6 +178,8 @@ def compare_recipes(
     with tempfile.TemporaryDirectory() as folder:
         index = index_dataset(synthesize(512, Path(folder) / "data", seed=0, size=resolution))
         for i, (_, fields) in enumerate((base, trial, base)):
+            if args.precision:  # the same precision for both recipes
+                fields = {**fields, "mixed_precision": args.precision}
             recipe = bench_recipe(args, resolution, **fields)
             # accelerate keeps one precision per process; the runs here may change it.
             AcceleratorState._reset_state(reset_partial_state=True)
@@ -236,6 +238,8 @@ def bench_parser(description: str, stage_help: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--precision", choices=["no", "bf16"],
+                        help="training precision of every run (default: the bench's)")  # fmt: skip
     return parser
 
 

@@ -408,9 +408,14 @@ def main() -> None:
         help="the paper's data-size ablation: also quality-tune on N random curated images",
     )
     parser.add_argument("--jobs", type=int, help="jobs side by side (default: the scale's)")
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["auto", "no", "bf16"],
+        help="training precision (default: the scale's); `no` times a CPU without native bf16",
+    )
     args = parser.parse_args()
     scale = dict(SCALES[args.scale])
-    scale["mixed_precision"] = training_precision(scale["mixed_precision"])
+    scale["mixed_precision"] = training_precision(args.mixed_precision or scale["mixed_precision"])
     from emu_cli.plugin.registry import get_backends
 
     started = time.perf_counter()
