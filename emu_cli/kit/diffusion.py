@@ -1,7 +1,9 @@
 """Training-side diffusion math shared by every diffusion backend (latent and pixel).
 
 Keeping it here means the recipe's noise offset, prediction targets and loss weighting behave the
-same for every model family.
+same for every model family. Three objectives: DDPM with an epsilon or a v target, and flow
+matching (``flow_prediction``, rectified flow as SD3 and Flux train: the sample moves on a
+straight line from the image to noise, the model predicts the velocity ``noise - image``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from torch import nn
 
 from emu_cli.errors import EmuError
 
+FLOW = "flow_prediction"  # diffusers' name for a velocity target on flow sigmas
+PREDICTION_TYPES = ("epsilon", "v_prediction", FLOW)
+
 
 def scheduler_config(prediction_type: str, *, thresholding: bool = False) -> dict[str, Any]:
     """The noise schedule and sampler every diffusion backend builds with.
@@ -22,7 +27,8 @@ def scheduler_config(prediction_type: str, *, thresholding: bool = False) -> dic
     so the model learns to make an image's overall color and brightness from the text alone; with
     Stable Diffusion's scaled-linear schedule the mean of a small latent survives to the last
     step, the model never learns it, and a sample's background follows its starting noise rather
-    than its prompt (Lin et al. 2024; docs/backends.md). ``thresholding`` is Imagen's dynamic
+    than its prompt (Lin et al. 2024; docs/backends.md). A flow model samples on flow sigmas,
+    which start at pure noise by construction. ``thresholding`` is Imagen's dynamic
     thresholding of the predicted clean image, for models of bounded pixels.
     """
     config: dict[str, Any] = {
@@ -34,6 +40,8 @@ def scheduler_config(prediction_type: str, *, thresholding: bool = False) -> dic
         "timestep_spacing": "trailing",
         "steps_offset": 1,  # unused with trailing timesteps; StableDiffusionPipeline asks for it
     }
+    if prediction_type == FLOW:  # the same sampler, stepping on sigmas from 1 to 0
+        config |= {"use_flow_sigmas": True, "flow_shift": 1.0}
     if thresholding:
         config |= {
             "thresholding": True,
@@ -54,8 +62,15 @@ def pooled_text_conditioning(text_width: int) -> dict[str, Any]:
 
 def check_objective(prediction_type: str, snr_weighting: str, snr_gamma: float) -> None:
     """Fail at build time, not after the first batch, on a bad prediction type or weighting."""
-    if prediction_type not in ("epsilon", "v_prediction"):
-        raise EmuError(f"prediction_type must be epsilon or v_prediction, got {prediction_type!r}")
+    if prediction_type not in PREDICTION_TYPES:
+        raise EmuError(
+            f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}"
+        )
+    if prediction_type == FLOW and snr_weighting != "none":
+        raise EmuError(
+            f"prediction_type {FLOW} weights its timesteps by how it samples them (logit-normal) "
+            f"and takes no SNR weighting: set snr_weighting=none, not {snr_weighting!r}"
+        )
     snr_weights(torch.ones(1), snr_weighting, snr_gamma, prediction_type)
 
 
@@ -120,13 +135,15 @@ def diffusion_loss(
     snr_gamma: float = 5.0,
     **condition: Any,
 ) -> dict[str, torch.Tensor]:
-    """DDPM training loss for ``denoise(noisy, timesteps, **condition) -> prediction``.
+    """Training loss for ``denoise(noisy, timesteps, **condition) -> prediction``.
 
-    The target follows ``scheduler.config.prediction_type`` (epsilon or v_prediction); each
-    sample is weighted by :func:`snr_weights`.
+    The target follows ``scheduler.config.prediction_type``: epsilon or v_prediction (DDPM,
+    each sample weighted by :func:`snr_weights`), or flow_prediction (:func:`flow_loss`).
     """
     batch = clean.shape[0]
     noise = offset_noise(clean.shape, generator, noise_offset, clean.dtype)
+    if scheduler.config.prediction_type == FLOW:
+        return flow_loss(denoise, clean, noise, scheduler, generator, **condition)
     timesteps = torch.randint(
         0,
         scheduler.config.num_train_timesteps,
@@ -149,6 +166,30 @@ def diffusion_loss(
     )
     weights = snr_weights(snr(scheduler, timesteps), snr_weighting, snr_gamma, prediction_type)
     return {"loss": (per_sample * weights).mean()}
+
+
+def flow_loss(
+    denoise: Any,
+    clean: torch.Tensor,
+    noise: torch.Tensor,
+    scheduler: Any,
+    generator: torch.Generator,
+    **condition: Any,
+) -> dict[str, torch.Tensor]:
+    """Rectified flow: ``noisy = (1 - sigma) * clean + sigma * noise``, the target the velocity
+    ``noise - clean``, and the model told the time ``sigma * num_train_timesteps`` (the
+    timesteps diffusers' flow sigmas give at sampling). Sigma is drawn logit-normal, as SD3
+    trains: ``sigmoid(N(0, 1))``, so the middle of the path, where the image is decided, gets
+    most of the steps. A noise offset is part of ``noise``, so the velocity carries it."""
+    batch = clean.shape[0]
+    draw = torch.randn(batch, generator=generator, device=generator.device)
+    sigmas = torch.sigmoid(draw).to(clean.device, clean.dtype)
+    noise = noise.to(clean.device)
+    shaped = sigmas.view(-1, *([1] * (clean.ndim - 1)))
+    noisy = (1 - shaped) * clean + shaped * noise
+    prediction = denoise(noisy, sigmas * scheduler.config.num_train_timesteps, **condition)
+    loss = F.mse_loss(prediction.float(), (noise - clean).float())
+    return {"loss": loss}
 
 
 class TextConditionedDenoising(nn.Module):

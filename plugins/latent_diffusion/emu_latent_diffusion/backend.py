@@ -34,8 +34,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "text_encoder": None,  # a pretrained CLIP text model: hub name or folder
     "train_text_encoder": None,  # default: trained when built here, frozen when pretrained
     "text_encoder_lr_scale": 1.0,  # the trained text encoder's rate, relative to the stage's
-    "prediction_type": "v_prediction",
-    "snr_weighting": "soft-min",
+    "prediction_type": "v_prediction",  # or epsilon, or flow_prediction (rectified flow)
+    "snr_weighting": None,  # soft-min; none for flow_prediction
     "snr_gamma": 5.0,
     "fourier_frequencies": None,  # of the autoencoder's input lift
     "adversarial_weight": None,  # patch-GAN weight in the autoencoder stage
@@ -67,6 +67,7 @@ class LatentDiffusion(Backend):
         from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
 
         from emu_cli.kit.diffusion import (
+            FLOW,
             check_objective,
             pooled_text_conditioning,
             scheduler_config,
@@ -80,6 +81,8 @@ class LatentDiffusion(Backend):
         spec = PRESETS[preset]
         defaults = {
             **DEFAULT_OPTIONS,
+            # a flow model weights its timesteps by sampling them: no SNR weighting by default
+            "snr_weighting": "none" if options.get("prediction_type") == FLOW else "soft-min",
             "fourier_frequencies": spec["fourier_frequencies"],
             "adversarial_weight": spec["adversarial_weight"],
             "train_text_encoder": not options.get("text_encoder"),

@@ -73,6 +73,12 @@ class PixelDiffusion(Backend):
                 f"superres_factor must be 1 (off), 2 or 4, got {chosen['superres_factor']!r}"
             )
         chosen["superres_factor"] = int(chosen["superres_factor"])
+        if chosen["prediction_type"] == "flow_prediction":
+            # its super-resolution stage noise-augments its input on the DDPM schedule
+            raise ValueError(
+                "pixel takes prediction_type epsilon or v_prediction; flow_prediction is the "
+                "latent backend's (docs/backends.md)"
+            )
         return chosen
 
     # -- building, saving, loading ---------------------------------------------------------
