@@ -96,8 +96,10 @@ class ClipFlanT5:
         cuda = torch.cuda.is_available()
         dtype = torch.bfloat16 if cuda else torch.float32
         t5_config = T5Config.from_dict({k: v for k, v in config.items() if k != "model_type"})
-        t5 = T5ForConditionalGeneration(t5_config)
-        if "lm_head.weight" in tensors:  # transformers 5 ties it to the embedding; FlanT5 does not
+        # Built without memory and filled from the file's tensors: xxl has 11B parameters.
+        with torch.device("meta"):
+            t5 = T5ForConditionalGeneration(t5_config)
+            # transformers 5 ties the output layer to the embedding; FlanT5 keeps its own
             t5.lm_head = torch.nn.Linear(t5_config.d_model, t5_config.vocab_size, bias=False)
         vision_source = config.get("mm_vision_tower", VISION_TOWER)
         vision_folder = judge_folder(vision_source, ["*.json", "*.safetensors"], judge)
@@ -119,15 +121,17 @@ class ClipFlanT5:
             },
             folder,
         )
-        _load(
-            t5,
-            {
-                k: v
-                for k, v in tensors.items()
-                if not k.startswith(("vision_tower.", "mm_projector."))
-            },
-            folder,
-        )
+        words = {
+            k: v for k, v in tensors.items() if not k.startswith(("vision_tower.", "mm_projector."))
+        }
+        for tied in (
+            "encoder.embed_tokens.weight",
+            "decoder.embed_tokens.weight",
+            "lm_head.weight",
+        ):
+            if "shared.weight" in words:  # a file may keep tied weights once, as shared
+                words.setdefault(tied, words["shared.weight"])
+        _load(t5, words, folder)
         has_tokenizer = any((folder / n).is_file() for n in ("tokenizer.json", "spiece.model"))
         # given the config, since transformers knows no model type clip_t5
         tokenizer = AutoTokenizer.from_pretrained(
@@ -217,10 +221,8 @@ def _projector(config: dict, vision_width: int, width: int) -> Any:
 
 def _load(module: Any, tensors: dict, folder: Path) -> None:
     try:
-        missing, _ = module.load_state_dict(tensors, strict=False)
+        missing, _ = module.load_state_dict(tensors, strict=False, assign=True)
     except RuntimeError as error:  # a tensor of another shape
         raise EmuError(f"the weights in '{folder}' do not fit CLIP-FlanT5: {error}") from error
-    # T5 ties its encoder's and decoder's embeddings to ``shared``; those are not in files
-    missing = [k for k in missing if not k.endswith("embed_tokens.weight")]
     if missing:
         raise EmuError(f"the weights in '{folder}' do not fit CLIP-FlanT5: no {missing[0]}")
