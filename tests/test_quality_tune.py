@@ -315,3 +315,40 @@ def test_reconstruct_is_the_round_trip_through_the_stages_below_the_generator(na
     assert not torch.allclose(back, images, atol=0.1), "an untrained round trip loses detail"
     _, metrics = backend.preview(model, first, images, ["a red star on snow"] * 2, seed=0)
     assert metrics["psnr"] == pytest.approx(float(psnr(back, images).mean()), rel=1e-5)
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights_and_says_so(
+    tiny_latent, world, tmp_path
+):
+    """Recomputing activations in the backward pass (memory for compute) must not change what
+    is learned; the run plan says it is on."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for name, flag in (("plain", "--no-gradient-checkpointing"),
+                       ("checkpointed", "--gradient-checkpointing")):  # fmt: skip
+        out = tmp_path / name
+        result = emu("quality-tune", "--model", tiny_latent, "--data", world, "--out", out,
+                     "--steps", 2, "--batch-size", 4, "--no-early-stopping", "--device", "cpu",
+                     flag)  # fmt: skip
+        plan = json.loads((out / "plan.json").read_text())
+        runs[name] = (load_file(out / "unet" / "diffusion_pytorch_model.safetensors"), plan)
+        said = result.stdout + result.stderr
+        assert ("gradient checkpointing" in said) == (name == "checkpointed")
+    plain, checkpointed = runs["plain"][0], runs["checkpointed"][0]
+    for key, value in plain.items():
+        torch.testing.assert_close(checkpointed[key], value, rtol=1e-5, atol=1e-6)
+    assert [runs[n][1]["stages"][0]["gradient_checkpointing"] for n in runs] == [False, True]
+    from emu_latent_diffusion.backend import LatentDiffusion
+
+    from emu_cli.checkpoint.folder import load_checkpoint
+    from emu_cli.training.recipe import Recipe
+    from emu_cli.training.trainer import checkpoint_activations
+
+    backend = LatentDiffusion()
+    _, model, _ = load_checkpoint(tiny_latent, backend)
+    module = backend.training_module(model, "denoiser", Recipe())
+    reached = checkpoint_activations(module, "the denoiser")
+    assert "unet" in reached and model["unet"].is_gradient_checkpointing
+    with pytest.raises(ValueError, match="supports gradient checkpointing"):
+        checkpoint_activations(torch.nn.Linear(2, 2), "a bare layer")

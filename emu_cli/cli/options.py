@@ -75,6 +75,13 @@ def resume_option(function):
 
 
 def mixed_precision_option(function):
+    """Training precision and the memory it takes: autocast, gradient checkpointing."""
+    function = click.option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        default=None,
+        help="Recompute activations in the backward pass: less memory, about a third more "
+        "compute [default: off].",
+    )(function)
     return click.option(
         "--mixed-precision",
         type=click.Choice(["no", "fp16", "bf16"]),

@@ -73,6 +73,7 @@ class StagePlan:
     resolution: str
     learning_rate: float
     precision: str
+    gradient_checkpointing: bool
     checkpoint_every: int
     done: bool = False  # completed by the run being resumed
 
@@ -107,8 +108,9 @@ class RunPlan:
             lines.append(
                 f"  stage {stage.name}{state}: {stage.steps} steps, batch {stage.batch_size} "
                 f"per process ({stage.global_batch} in all), {stage.resolution} px, "
-                f"lr {stage.learning_rate:g}, precision {stage.precision}, checkpoint every "
-                f"{stage.checkpoint_every} steps"
+                f"lr {stage.learning_rate:g}, precision {stage.precision}"
+                f"{', gradient checkpointing' if stage.gradient_checkpointing else ''}, "
+                f"checkpoint every {stage.checkpoint_every} steps"
             )
         for side, count in self.upscaled.items():
             if count:
@@ -141,6 +143,7 @@ def stage_plan(name: str, recipe: Recipe, processes: int, done: bool = False) ->
         resolution=resolutions,
         learning_rate=recipe.learning_rate,
         precision="fp32" if recipe.mixed_precision == "no" else recipe.mixed_precision,
+        gradient_checkpointing=recipe.gradient_checkpointing,
         checkpoint_every=recipe.checkpoint_every,
         done=done,
     )

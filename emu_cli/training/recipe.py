@@ -42,6 +42,9 @@ class Recipe:
     # "auto": the math kernel under bf16 on a CPU (see attention_kernel), torch's choice
     # elsewhere; "torch": always torch's choice; "math": always the math kernel
     attention: str = "auto"
+    # recompute the trained networks' activations in the backward pass: less memory, about a
+    # third more compute (diffusers' and transformers' own gradient checkpointing)
+    gradient_checkpointing: bool = False
     checkpoint_every: int = 500
     preview_every: int = 500  # 0 disables preview grids
     keep_checkpoints: int = 2

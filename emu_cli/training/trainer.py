@@ -70,6 +70,29 @@ def parameter_groups(module: torch.nn.Module, learning_rate: float) -> list[dict
     return [{"params": params, "lr": learning_rate * scale} for scale, params in grouped.items()]
 
 
+def checkpoint_activations(module: torch.nn.Module, what: str) -> list[str]:
+    """Turn on gradient checkpointing in every trained diffusers or transformers model inside
+    ``module`` (their own implementations); the names of those it reached. A stage none of
+    whose trained networks supports it is refused."""
+    reached = []
+    for name, child in module.named_modules():
+        if not any(p.requires_grad for p in child.parameters()):
+            continue
+        supports = getattr(child, "_supports_gradient_checkpointing", False) or getattr(
+            child, "supports_gradient_checkpointing", False
+        )
+        if supports and hasattr(child, "enable_gradient_checkpointing"):  # diffusers
+            child.enable_gradient_checkpointing()
+        elif supports and hasattr(child, "gradient_checkpointing_enable"):  # transformers
+            child.gradient_checkpointing_enable()
+        else:
+            continue
+        reached.append(name)
+    if not reached:
+        raise ValueError(f"{what} trains no network that supports gradient checkpointing")
+    return reached
+
+
 def learning_rate_factor(recipe: Recipe) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < recipe.warmup_steps:
@@ -309,6 +332,8 @@ class Trainer:
         where given (with the random state and the log as they were at that step)."""
         recipe, backend = self.recipe, self.backend
         module = backend.training_module(self.model, self.stage, recipe)
+        if recipe.gradient_checkpointing:
+            checkpoint_activations(module, f"stage '{self.stage}' of backend '{backend.name}'")
         groups = parameter_groups(module, recipe.learning_rate)
         rates = [group["lr"] for group in groups]  # before the optimizer's schedule scales them
         parameters = [p for group in groups for p in group["params"]]
