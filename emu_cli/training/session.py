@@ -46,6 +46,7 @@ MAY_CHANGE_ON_RESUME = {
     "num_workers",
     "mixed_precision",
     "attention",
+    "gradient_checkpointing",
     "loss_spike_factor",
     "report_to",
 }
