@@ -3,7 +3,7 @@ adopted Stable Diffusion folder and the same data, alternated, with the median r
 
 The peer is `examples/text_to_image/train_text_to_image.py` from a diffusers checkout of the
 installed version's line (pass its path; nothing of it is kept in this repository). Both train
-the same tiny SD folder (the shape of plugins/latent_diffusion/tests' adopted model) on the same
+the same tiny SD folder (`emu_latent_diffusion.foreign`, the adoption tests' model) on the same
 world images at 64 px, batch 32, for the same steps, in float32, without validation, and save
 a pipeline at the end. Each pair runs emu, then the peer (the next pair the other way round);
 `--steps 1` pairs, run first, show each command's fixed cost (start-up, indexing, encoding,
@@ -23,35 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def tiny_stable_diffusion(folder: Path) -> None:
-    """A Stable Diffusion folder made with diffusers alone, as a model trained elsewhere is."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,  # fmt: skip
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from emu_cli.kit.text import offline_clip_tokenizer
-
-    torch.manual_seed(0)
-    blocks = ("CrossAttnDownBlock2D", "DownBlock2D"), ("UpBlock2D", "CrossAttnUpBlock2D")
-    StableDiffusionPipeline(
-        vae=AutoencoderKL(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
-                          down_block_types=("DownEncoderBlock2D",) * 2,
-                          up_block_types=("UpDecoderBlock2D",) * 2),
-        text_encoder=CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64,
-                                                  num_hidden_layers=2, num_attention_heads=2)),
-        tokenizer=offline_clip_tokenizer(),
-        unet=UNet2DConditionModel(sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
-                                  cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
-                                  down_block_types=blocks[0], up_block_types=blocks[1]),
-        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(folder, safe_serialization=True)  # fmt: skip
+from emu_latent_diffusion.foreign import save_tiny_stable_diffusion
 
 
 def timed(command: list[str], log: Path) -> float:
@@ -99,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        tiny_stable_diffusion(root / "sd")
+        save_tiny_stable_diffusion(root / "sd")
         subprocess.run([sys.executable, "-m", "emu_cli", "data", "synth", "--num-images",
                         str(args.images), "--out", str(root / "data"), "--clean", "--seed", "1"],
                        check=True, capture_output=True)  # fmt: skip
