@@ -95,6 +95,7 @@ def test_each_judge_loads_from_a_folder_and_scores_as_its_model_does(judge_weigh
 def test_imagereward_reads_its_published_pickle_and_scores_as_blip_runs_it(judge_weights, pictures):
     """The vision tower against timm's ViT (whose names BLIP's checkpoint keeps), then the
     whole reward as ImageReward.score computes it."""
+    from torchvision import transforms
     from transformers import BertTokenizer
 
     images, prompts = pictures
@@ -110,7 +111,13 @@ def test_imagereward_reads_its_published_pickle_and_scores_as_blip_runs_it(judge
     text = blip_text(med).eval()
     text.load_state_dict(part("blip.text_encoder."), strict=False)  # position_ids is a buffer
     w = part("mlp.layers.")
-    preprocess = open_clip.transform.image_transform(32, is_train=False)  # CLIP's, as theirs
+    preprocess = transforms.Compose([  # ImageReward's _transform, written out
+        transforms.Resize(32, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(32),
+        transforms.ToTensor(),
+        transforms.Normalize((0.48145466, 0.4578275, 0.40821073),
+                             (0.26862954, 0.26130258, 0.27577711)),
+    ])  # fmt: skip
     words = BertTokenizer.from_pretrained(folder)(
         prompts, padding="max_length", truncation=True, max_length=35, return_tensors="pt"
     )

@@ -21,7 +21,13 @@ import numpy as np
 from emu_cli.errors import EmuError
 from emu_cli.judges.clip import laion_mlp
 from emu_cli.judges.single import SingleMeasureJudge
-from emu_cli.judges.weights import judge_folder, no_pickles_beside, state_dict
+from emu_cli.judges.weights import (
+    fill,
+    judge_folder,
+    no_pickles_beside,
+    state_dict,
+    with_prefix,
+)
 from emu_cli.kit.scoring import Scale
 
 CHECKPOINT = "ImageReward.pt"
@@ -33,8 +39,6 @@ TOKENS = 35  # ImageReward pads or cuts every prompt to 35 tokens
 MEAN, STD = 0.16717362830052426, 1.0333394966054072
 # ...so its raw reward is about N(0, 1) on its own data: 0 maps to 0.5
 REWARD = Scale(center=0.0, spread=1.0)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HEAD_WIDTH = 64  # BLIP's ViTs (base 12 heads, large 16) use 64 channels a head
 
 
@@ -84,25 +88,18 @@ class ImageRewardModel:
     """ImageReward's three parts on transformers' BLIP classes, sized from the weights."""
 
     def __init__(self, vision: Any, text: Any, head: Any, image_size: int) -> None:
-        from torchvision import transforms
+        import open_clip
 
         self.vision, self.text, self.head = vision, text, head
-        self.preprocess = transforms.Compose(
-            [
-                transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-                transforms.CenterCrop(image_size),
-                lambda image: image.convert("RGB"),
-                transforms.ToTensor(),
-                transforms.Normalize(CLIP_MEAN, CLIP_STD),
-            ]
-        )
+        # ImageReward reads images as CLIP does: bicubic resize, centre crop, CLIP's statistics
+        self.preprocess = open_clip.transform.image_transform(image_size, is_train=False)
 
     @classmethod
     def from_state(cls, tensors: dict, text_config: dict, path: Path) -> ImageRewardModel:
         from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
         parts = {
-            prefix: _part(tensors, prefix)
+            prefix: with_prefix(tensors, prefix)
             for prefix in ("blip.visual_encoder.", "blip.text_encoder.", "mlp.")
         }
         if not all(parts.values()):
@@ -136,9 +133,10 @@ class ImageRewardModel:
             add_pooling_layer=False,
         )
         head = laion_mlp(text.config.hidden_size)
-        _load(vision, {_vision_key(k): v for k, v in vit.items()}, path)
-        _load(text, parts["blip.text_encoder."], path)
-        _load(head, parts["mlp."], path)
+        what = f"'{path}' (ImageReward's layout)"
+        fill(vision, {_vision_key(k): v for k, v in vit.items()}, what)
+        fill(text, parts["blip.text_encoder."], what)  # BERT's position_ids are left out
+        fill(head, parts["mlp."], what)
         return cls(vision.eval(), text.eval(), head.eval(), image_size)
 
     def __call__(self, pixels: Any, input_ids: Any, attention_mask: Any) -> Any:
@@ -152,10 +150,6 @@ class ImageRewardModel:
             encoder_attention_mask=torch.ones(pictures.shape[:-1], dtype=torch.long),
         )
         return ((self.head(out.last_hidden_state[:, 0, :]) - MEAN) / STD).squeeze(1)
-
-
-def _part(tensors: dict, prefix: str) -> dict:
-    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 # BLIP's ViT keeps timm's names; transformers' BlipVisionModel renames them.
@@ -177,17 +171,3 @@ def _vision_key(key: str) -> str:
         if re.match(pattern, key):
             return re.sub(pattern, name, key)
     return key
-
-
-def _load(module: Any, tensors: dict, path: Path) -> None:
-    """Every weight of ``module`` from ``tensors``; buffers the file also keeps (BERT's
-    ``position_ids``) are ignored, anything missing is refused."""
-    try:
-        missing, _ = module.load_state_dict(tensors, strict=False)
-    except RuntimeError as error:  # a tensor of another shape
-        raise EmuError(f"'{path}' does not fit ImageReward's layout: {error}") from error
-    if missing:
-        raise EmuError(
-            f"'{path}' does not fit ImageReward's layout: no {', '.join(missing[:3])}"
-            + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        )

@@ -20,7 +20,13 @@ import numpy as np
 
 from emu_cli.errors import EmuError
 from emu_cli.judges.single import SingleMeasureJudge
-from emu_cli.judges.weights import judge_folder, no_pickles_beside, state_dict
+from emu_cli.judges.weights import (
+    fill,
+    judge_folder,
+    no_pickles_beside,
+    state_dict,
+    with_prefix,
+)
 from emu_cli.kit.scoring import Scale
 
 QUESTION = 'Does this figure show "{}"? Please answer yes or no.'
@@ -71,6 +77,9 @@ class ClipFlanT5:
         self.processor, self.tokenizer, self.select_layer = processor, tokenizer, select_layer
         self.background = tuple(int(255 * m) for m in processor.image_mean)
         self.answer = torch.tensor(tokenizer(ANSWER).input_ids)  # "Yes" and the end mark
+        # the template before <image> is the same for every prompt: tokenised once
+        before, self.after = TEMPLATE.split("<image>")
+        self.before = torch.tensor(tokenizer(before).input_ids, device=self.device)
 
     @classmethod
     def load(cls, folder: Path, judge: str) -> ClipFlanT5:
@@ -105,22 +114,11 @@ class ClipFlanT5:
         vision_folder = judge_folder(vision_source, ["*.json", "*.safetensors"], judge)
         vision = CLIPVisionModel.from_pretrained(vision_folder, use_safetensors=True)
         projector = _projector(config, vision.config.hidden_size, t5_config.d_model)
-        towers = {
-            k.removeprefix("vision_tower.vision_tower."): v
-            for k, v in tensors.items()
-            if k.startswith("vision_tower.vision_tower.")
-        }
+        what = f"the weights in '{folder}' (CLIP-FlanT5)"
+        towers = with_prefix(tensors, "vision_tower.vision_tower.")
         if towers:  # a checkpoint may keep the frozen tower; else its own repo gives it
-            _load(vision, towers, folder)
-        _load(
-            projector,
-            {
-                k.removeprefix("mm_projector."): v
-                for k, v in tensors.items()
-                if k.startswith("mm_projector.")
-            },
-            folder,
-        )
+            fill(vision, towers, what, assign=True)
+        fill(projector, with_prefix(tensors, "mm_projector."), what, assign=True)
         words = {
             k: v for k, v in tensors.items() if not k.startswith(("vision_tower.", "mm_projector."))
         }
@@ -131,7 +129,7 @@ class ClipFlanT5:
         ):
             if "shared.weight" in words:  # a file may keep tied weights once, as shared
                 words.setdefault(tied, words["shared.weight"])
-        _load(t5, words, folder)
+        fill(t5, words, what, assign=True)
         has_tokenizer = any((folder / n).is_file() for n in ("tokenizer.json", "spiece.model"))
         # given the config, since transformers knows no model type clip_t5
         tokenizer = AutoTokenizer.from_pretrained(
@@ -175,14 +173,12 @@ class ClipFlanT5:
         import torch
 
         embed = self.t5.get_input_embeddings()
+        opening = embed(self.before)
         rows = []
         for features, prompt in zip(pictures, prompts, strict=True):
-            before, after = TEMPLATE.format(QUESTION.format(prompt)).split("<image>")
-            ids = [
-                torch.tensor(self.tokenizer(part).input_ids, device=self.device)
-                for part in (before, after)
-            ]
-            rows.append(torch.cat([embed(ids[0]), features, embed(ids[1])]))
+            text = self.after.format(QUESTION.format(prompt))
+            ids = torch.tensor(self.tokenizer(text).input_ids, device=self.device)
+            rows.append(torch.cat([opening, features, embed(ids)]))
         length = max(len(row) for row in rows)
         mask = torch.zeros(len(rows), length, dtype=torch.long, device=self.device)
         padded = torch.zeros(
@@ -217,12 +213,3 @@ def _projector(config: dict, vision_width: int, width: int) -> Any:
     for _ in range(depth - 1):
         layers += [nn.GELU(), nn.Linear(width, width)]
     return nn.Sequential(*layers)
-
-
-def _load(module: Any, tensors: dict, folder: Path) -> None:
-    try:
-        missing, _ = module.load_state_dict(tensors, strict=False, assign=True)
-    except RuntimeError as error:  # a tensor of another shape
-        raise EmuError(f"the weights in '{folder}' do not fit CLIP-FlanT5: {error}") from error
-    if missing:
-        raise EmuError(f"the weights in '{folder}' do not fit CLIP-FlanT5: no {missing[0]}")

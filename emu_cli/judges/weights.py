@@ -70,3 +70,21 @@ def no_pickles_beside(folder: Path, allowed: set[str]) -> None:
     for path in folder.iterdir():
         if path.name not in allowed:
             refuse_pickles(path)
+
+
+def with_prefix(tensors: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The tensors under ``prefix``, named without it (one part of a whole model's file)."""
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def fill(module: Any, tensors: dict[str, Any], what: str, *, assign: bool = False) -> None:
+    """Every weight of ``module`` from ``tensors`` (``assign``: take them as they are, for a
+    module built on the meta device); tensors it has no place for (buffers a file also keeps)
+    are ignored, a missing or misshapen one is refused, naming ``what`` was read."""
+    try:
+        missing, _ = module.load_state_dict(tensors, strict=False, assign=assign)
+    except RuntimeError as error:  # a tensor of another shape
+        raise EmuError(f"{what} does not fit: {error}") from error
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise EmuError(f"{what} does not fit: no {', '.join(missing[:3])}{more}")

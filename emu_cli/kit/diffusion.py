@@ -141,7 +141,7 @@ def diffusion_loss(
     each sample weighted by :func:`snr_weights`), or flow_prediction (:func:`flow_loss`).
     """
     batch = clean.shape[0]
-    noise = offset_noise(clean.shape, generator, noise_offset, clean.dtype)
+    noise = offset_noise(clean.shape, generator, noise_offset, clean.dtype).to(clean.device)
     if scheduler.config.prediction_type == FLOW:
         return flow_loss(denoise, clean, noise, scheduler, generator, **condition)
     timesteps = torch.randint(
@@ -151,7 +151,6 @@ def diffusion_loss(
         generator=generator,
         device=generator.device,
     ).to(clean.device)
-    noise = noise.to(clean.device)
     noisy = scheduler.add_noise(clean, noise, timesteps)
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "epsilon":
@@ -184,7 +183,6 @@ def flow_loss(
     batch = clean.shape[0]
     draw = torch.randn(batch, generator=generator, device=generator.device)
     sigmas = torch.sigmoid(draw).to(clean.device, clean.dtype)
-    noise = noise.to(clean.device)
     shaped = sigmas.view(-1, *([1] * (clean.ndim - 1)))
     noisy = (1 - shaped) * clean + shaped * noise
     prediction = denoise(noisy, sigmas * scheduler.config.num_train_timesteps, **condition)

@@ -76,17 +76,15 @@ def checkpoint_activations(module: torch.nn.Module, what: str) -> list[str]:
     whose trained networks supports it is refused."""
     reached = []
     for name, child in module.named_modules():
-        if not any(p.requires_grad for p in child.parameters()):
-            continue
         supports = getattr(child, "_supports_gradient_checkpointing", False) or getattr(
             child, "supports_gradient_checkpointing", False
-        )
-        if supports and hasattr(child, "enable_gradient_checkpointing"):  # diffusers
-            child.enable_gradient_checkpointing()
-        elif supports and hasattr(child, "gradient_checkpointing_enable"):  # transformers
-            child.gradient_checkpointing_enable()
-        else:
+        )  # diffusers' models say the first, transformers' the second
+        if not supports or not any(p.requires_grad for p in child.parameters()):
             continue
+        if hasattr(child, "enable_gradient_checkpointing"):
+            child.enable_gradient_checkpointing()
+        else:
+            child.gradient_checkpointing_enable()
         reached.append(name)
     if not reached:
         raise ValueError(f"{what} trains no network that supports gradient checkpointing")
