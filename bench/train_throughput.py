@@ -121,7 +121,7 @@ def measure(backend, preset: str, stage: str, args: argparse.Namespace) -> dict:
         torch.manual_seed(0)
         model = backend.build(preset, {}).to(torch.device(args.device))
         dataset = TrainingDataset(index, resolution)
-        images, captions, _ = collate([dataset[i] for i in range(args.batch_size)])
+        images, captions, _, _ = collate([dataset[i] for i in range(args.batch_size)])
         before = plain_loop(backend, model, stage, recipe, images, captions, args.steps)
         run = Path(folder) / "run"
         trained = trainer_rate(backend, model, stage, recipe, index, run, args.device)

@@ -6,6 +6,7 @@ torch: the contract modules are light, and a backend imports its models inside i
 
 from emu_cli.curate.batch import Batch, Item
 from emu_cli.curate.filter import Filter, Threshold
+from emu_cli.data.framing import Framing
 from emu_cli.errors import EmuError
 from emu_cli.plugin.backend import (
     Backend,
@@ -32,6 +33,7 @@ __all__ = [
     "EmuError",
     "Filter",
     "FilteringResult",
+    "Framing",
     "Item",
     "Judge",
     "Model",

@@ -86,10 +86,12 @@ def test_wide_images_keep_their_sides_and_a_killed_run_resumes_exactly(tmp_path)
     index = index_dataset(data)
     sizes = assign_buckets(image_sizes(index.samples), 32, 4).size_of
     view = TrainingDataset(index, 32, random_flip=False, sizes=sizes)
-    wide, _, _ = view[0]
+    wide, _, framing, _ = view[0]
     assert tuple(wide.shape) == (3, 24, 40)
     assert wide[0, :, 0].mean() > 0.9 and wide[2, :, -1].mean() > 0.9, "no side cropped away"
-    square, _, _ = view[20]
+    # scaled to 48 x 24 to cover the bucket, 4 px cut off each side: what SDXL is told
+    assert (framing.original, framing.crop, framing.size) == ((64, 32), (4, 0), (40, 24))
+    square, _, _, _ = view[20]
     assert tuple(square.shape) == (3, 32, 32)
 
     # killed after each stage's step-2 checkpoint (the finished model taken away), it resumes

@@ -64,7 +64,7 @@ def test_bad_samples_are_skipped_counted_and_named(tmp_path):
     assert reasons["images/missing.png"] == "image file is missing"
     assert len(index) == 4  # decoding failures are found when reading, not when indexing
     dataset = TrainingDataset(index, 16, random_flip=False)
-    images, captions, skipped = collate([dataset[i] for i in range(len(dataset))])
+    images, captions, _, skipped = collate([dataset[i] for i in range(len(dataset))])
     assert images.shape == (4, 3, 16, 16)
     assert {key for key, _ in skipped} == {"images/truncated.png", "images/text.png"}
     assert set(captions) <= {"a red thing", "a green thing"}
@@ -88,7 +88,7 @@ def test_webdataset_member_without_caption_and_corrupt_image(tmp_path):
     index = index_dataset(shard)
     assert [s.caption for s in index.samples] == ["a caption", "broken image", "json only"]
     assert index.rejected == [("000.tar:c", "missing or empty caption")]
-    _, _, skipped = TrainingDataset(index, 8)[1]
+    _, _, _, skipped = TrainingDataset(index, 8)[1]
     assert skipped and skipped[0][0] == "000.tar:b"
 
 
@@ -167,7 +167,7 @@ def test_caption_dropout_and_flip_are_deterministic(world):
     dataset = TrainingDataset(index, 16, seed=5, caption_dropout=0.5)
     first = [dataset[i] for i in range(40)]
     again = [dataset[i] for i in range(40)]
-    assert [c for _, c, _ in first] == [c for _, c, _ in again]
+    assert [c for _, c, _, _ in first] == [c for _, c, _, _ in again]
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
-    dropped = sum(c == "" for _, c, _ in first)
+    dropped = sum(c == "" for _, c, _, _ in first)
     assert 8 <= dropped <= 32

@@ -266,7 +266,7 @@ def train_clip(
     swap = WordSwap([sample.caption for sample in index.samples], seed)
     losses: list[float] = []
     bar = tqdm(loader, total=steps, desc="train clip", disable=not progress)
-    for images, captions, _skipped in bar:
+    for images, captions, _framings, _skipped in bar:
         pixels = ((images + 1) / 2 - mean) / std  # the reader gives [-1, 1]; CLIP wants these
         loss = contrastive_loss(model, pixels, tokenizer(captions + swap(captions)))
         optimizer.zero_grad(set_to_none=True)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from emu_cli.data.framing import Framing
 from emu_cli.data.sources import DatasetError, Sample, SampleIndex
 
 # Refuse decompression bombs as bad samples rather than letting PIL only warn about them.
@@ -103,9 +104,10 @@ def sample_generator(seed: int, *keys: int) -> np.random.Generator:
 class TrainingDataset(torch.utils.data.Dataset):
     """Map-style dataset over an index; bad samples are skipped and reported, never raised.
 
-    Each item is ``(image, caption, skipped)``: ``skipped`` lists ``(key, reason)`` of the
-    unreadable samples passed over to reach this one, so the trainer can count them wherever
-    the decoding ran. Positions past the end continue into later epochs (see StepBatches).
+    Each item is ``(image, caption, framing, skipped)``: ``framing`` is how the image was cut
+    from its file (:class:`~emu_cli.data.framing.Framing`); ``skipped`` lists ``(key, reason)``
+    of the unreadable samples passed over to reach this one, so the trainer can count them
+    wherever the decoding ran. Positions past the end continue into later epochs (see StepBatches).
     """
 
     index: SampleIndex
@@ -125,7 +127,9 @@ class TrainingDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index.samples)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, str, list[tuple[str, str]]]:
+    def __getitem__(
+        self, position: int
+    ) -> tuple[torch.Tensor, str, Framing, list[tuple[str, str]]]:
         samples = self.index.samples
         epoch, position = divmod(position, len(samples))
         # an unreadable sample's stand-in is shown at its size: a batch is one bucket
@@ -141,12 +145,18 @@ class TrainingDataset(torch.utils.data.Dataset):
             rng = sample_generator(self.seed, epoch, (position + attempt) % len(samples))
             flip = self.random_flip and rng.random() < 0.5
             caption = "" if rng.random() < self.caption_dropout else sample.caption
-            return training_view(image, size, flip), caption, skipped
+            return (
+                training_view(image, size, flip),
+                caption,
+                Framing.centred(image.size, size),
+                skipped,
+            )
         raise DatasetError(f"dataset '{self.index.source}' has no readable image")
 
-    def variants(self) -> Iterator[tuple[torch.Tensor, str]]:
-        """Every (image, caption) this dataset can yield: each readable sample, mirrored or
-        not, with its caption or the dropped one. What an encoding cache warms up on."""
+    def variants(self) -> Iterator[tuple[torch.Tensor, str, Framing]]:
+        """Every (image, caption, framing) this dataset can yield: each readable sample,
+        mirrored or not, with its caption or the dropped one. What an encoding cache warms up
+        on."""
         flips = (False, True) if self.random_flip else (False,)
         for sample in self.index.samples:
             try:
@@ -154,10 +164,12 @@ class TrainingDataset(torch.utils.data.Dataset):
             except Exception:  # unreadable: __getitem__ skips it too
                 continue
             captions = [sample.caption] + ([""] if self.caption_dropout > 0 else [])
+            size = self.size_of(sample)
+            framing = Framing.centred(image.size, size)
             for flip in flips:
-                view = training_view(image, self.size_of(sample), flip)
+                view = training_view(image, size, flip)
                 for caption in captions:
-                    yield view, caption
+                    yield view, caption, framing
 
     def variant_count(self) -> int:
         return len(self) * (2 if self.random_flip else 1) * (2 if self.caption_dropout > 0 else 1)
@@ -169,11 +181,14 @@ def training_view(image: Image.Image, size: tuple[int, int], flip: bool) -> torc
     return to_tensor(ImageOps.mirror(image) if flip else image)
 
 
-def collate(items: list) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
+def collate(
+    items: list,
+) -> tuple[torch.Tensor, list[str], list[Framing], list[tuple[str, str]]]:
     images = torch.stack([item[0] for item in items])
     captions = [item[1] for item in items]
-    skipped = [entry for item in items for entry in item[2]]
-    return images, captions, skipped
+    framings = [item[2] for item in items]
+    skipped = [entry for item in items for entry in item[3]]
+    return images, captions, framings, skipped
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from emu_cli.data.framing import Framing
     from emu_cli.training.recipe import Recipe
 
 PRESETS = ("tiny", "small", "base")
@@ -183,6 +184,10 @@ class Backend(ABC):
     # output depends on the images alone: quality-tuning's cache then encodes an image once
     # whatever captions it trains with (half the autoencoder passes with caption dropout).
     caption_encodings: tuple[str, ...] = ()
+    # True for a backend whose ``encode`` also takes ``framings=``: one
+    # :class:`~emu_cli.data.framing.Framing` per image, how it was cut from its file (SDXL's
+    # size and crop micro-conditioning). Its outputs may then depend on the framing too.
+    reads_framing: bool = False
 
     def guidance(self, requested: float | None) -> float:
         """The guidance scale to sample with: ``requested``, or the family's default."""
@@ -247,7 +252,8 @@ class Backend(ABC):
     @abstractmethod
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
         """Turn a batch of images in [-1, 1] (N, 3, H, W) and captions into training inputs
-        (latents, pixels or tokens; token ids). Pure and deterministic, so it can be cached."""
+        (latents, pixels or tokens; token ids). Pure and deterministic, so it can be cached.
+        A backend that sets ``reads_framing`` takes ``framings`` as a keyword too."""
 
     @abstractmethod
     def sample(
@@ -300,3 +306,18 @@ class Backend(ABC):
         at: e.g. scaling latents to unit variance, or recording that resolution as the one the
         model generates at. The default does nothing."""
         return None  # noqa: B027 - an optional hook, not an abstract one
+
+
+def encode_batch(
+    backend: Backend,
+    model: Model,
+    stage: str,
+    images: torch.Tensor,
+    captions: list[str],
+    framings: list[Framing],
+) -> dict:
+    """``backend.encode``, given the images' framings where the backend reads them: how the
+    core calls it."""
+    if backend.reads_framing:
+        return backend.encode(model, stage, images, captions, framings=framings)  # type: ignore[call-arg]
+    return backend.encode(model, stage, images, captions)

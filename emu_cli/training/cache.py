@@ -7,7 +7,8 @@ appears. Rows are keyed by the image's bytes and the caption: a flipped image or
 caption is another key, and every variant the data loader can produce is encoded up front.
 Outputs a backend names in :attr:`~emu_cli.plugin.backend.Backend.caption_encodings` depend on
 the caption alone and the rest on the image alone; they are then kept apart, so that an image
-goes through the autoencoder once whatever captions it is trained with.
+goes through the autoencoder once whatever captions it is trained with. For a backend that
+reads framings, an image's row is keyed by its framing too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from emu_cli.plugin.backend import Backend, Model
+from emu_cli.data.framing import Framing
+from emu_cli.plugin.backend import Backend, Model, encode_batch
 
 
 def row_key(image: torch.Tensor, caption: str) -> str:
@@ -29,8 +31,8 @@ def row_key(image: torch.Tensor, caption: str) -> str:
 
 
 class EncodingCache:
-    """``encode(model, stage, images, captions)`` with the backend's signature, answered from
-    rows encoded once. ``encoder_calls`` counts the backend's own calls."""
+    """:func:`~emu_cli.plugin.backend.encode_batch` for one backend, answered from rows
+    encoded once. ``encoder_calls`` counts the backend's own calls."""
 
     def __init__(self, backend: Backend, batch_size: int = 64):
         self.backend, self.batch_size = backend, batch_size
@@ -41,18 +43,24 @@ class EncodingCache:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _keys(self, image: torch.Tensor, caption: str) -> tuple[str, ...]:
+    def _keys(self, image: torch.Tensor, caption: str, framing: Framing) -> tuple[str, ...]:
         """Where a pair's row is kept: one key for both, or the image's and the caption's."""
+        framed = f"{framing}:" if self.backend.reads_framing else ""
         if not self.captioned:
-            return (row_key(image, caption),)
-        return ("image:" + row_key(image, ""), "caption:" + caption)
+            return (framed + row_key(image, caption),)
+        return (f"image:{framed}" + row_key(image, ""), "caption:" + caption)
 
     def _encode_rows(
-        self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
+        self,
+        model: Model,
+        stage: str,
+        images: torch.Tensor,
+        captions: list[str],
+        framings: list[Framing],
     ) -> None:
         self.encoder_calls += 1
         with torch.no_grad():
-            encoded = self.backend.encode(model, stage, images, captions)
+            encoded = encode_batch(self.backend, model, stage, images, captions, framings)
         for i, caption in enumerate(captions):
             row = {}
             for name, value in encoded.items():
@@ -62,7 +70,7 @@ class EncodingCache:
                         "image, so its encodings cannot be cached; see Backend.encode"
                     )
                 row[name] = value[i].detach().cpu()
-            keys = self._keys(images[i], caption)
+            keys = self._keys(images[i], caption, framings[i])
             if len(keys) == 1:
                 self.rows[keys[0]] = row
             else:
@@ -70,37 +78,61 @@ class EncodingCache:
                 self.rows[keys[1]] = {k: v for k, v in row.items() if k in self.captioned}
 
     def warm(
-        self, model: Model, stage: str, variants: Iterator[tuple[torch.Tensor, str]], total: int
+        self,
+        model: Model,
+        stage: str,
+        variants: Iterator[tuple[torch.Tensor, str, Framing]],
+        total: int,
     ) -> None:
-        """Encode every (image, caption) variant before training starts, in batches of one
-        image size (aspect buckets give several); a pair whose image and caption are both
-        known already costs nothing."""
-        device = model.device
-        waiting: dict[tuple[int, ...], tuple[list[torch.Tensor], list[str]]] = {}
+        """Encode every (image, caption, framing) variant before training starts, in batches
+        of one image size (aspect buckets give several); a variant whose rows are all known
+        already costs nothing."""
+        waiting: dict[tuple[int, ...], tuple[list[torch.Tensor], list[str], list[Framing]]] = {}
         queued: set[str] = set()
-        for image, caption in tqdm(variants, total=total, desc="encoding once", leave=False):
-            keys = self._keys(image, caption)
+        for image, caption, framing in tqdm(
+            variants, total=total, desc="encoding once", leave=False
+        ):
+            keys = self._keys(image, caption, framing)
             if all(key in self.rows or key in queued for key in keys):
                 continue
             queued.update(keys)
-            images, captions = waiting.setdefault(tuple(image.shape), ([], []))
+            images, captions, framings = waiting.setdefault(tuple(image.shape), ([], [], []))
             images.append(image)
             captions.append(caption)
+            framings.append(framing)
             if len(images) == self.batch_size:
-                self._encode_rows(model, stage, torch.stack(images).to(device), captions)
-                images.clear()
-                captions.clear()
-        for images, captions in waiting.values():
+                self._encode_waiting(model, stage, images, captions, framings)
+        for images, captions, framings in waiting.values():
             if images:
-                self._encode_rows(model, stage, torch.stack(images).to(device), captions)
+                self._encode_waiting(model, stage, images, captions, framings)
+
+    def _encode_waiting(
+        self,
+        model: Model,
+        stage: str,
+        images: list[torch.Tensor],
+        captions: list[str],
+        framings: list[Framing],
+    ) -> None:
+        """Encode a waiting batch, then empty it."""
+        stacked = torch.stack(images).to(model.device)
+        self._encode_rows(model, stage, stacked, list(captions), list(framings))
+        for items in (images, captions, framings):
+            items.clear()
 
     def encode(
-        self, model: Model, stage: str, images: torch.Tensor, captions: list[str]
+        self,
+        model: Model,
+        stage: str,
+        images: torch.Tensor,
+        captions: list[str],
+        framings: list[Framing],
     ) -> dict[str, Any]:
-        keys = [self._keys(image, caption) for image, caption in zip(images, captions, strict=True)]
+        keys = [self._keys(*variant) for variant in zip(images, captions, framings, strict=True)]
         missing = [i for i, row in enumerate(keys) if any(key not in self.rows for key in row)]
         if missing:  # a variant the warm-up did not foresee: encode it now, once
-            self._encode_rows(model, stage, images[missing], [captions[i] for i in missing])
+            self._encode_rows(model, stage, images[missing], [captions[i] for i in missing],
+                              [framings[i] for i in missing])  # fmt: skip
         rows = [{name: value for key in row for name, value in self.rows[key].items()}
                 for row in keys]  # fmt: skip
         return {

@@ -7,6 +7,7 @@ checkpoint ends with the same weights as one that never stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -26,7 +27,7 @@ from emu_cli.data.dataset import StepBatches, TrainingDataset, collate, image_si
 from emu_cli.data.sources import SampleIndex
 from emu_cli.files import write_atomic
 from emu_cli.images import save_grid
-from emu_cli.plugin.backend import Backend, Model, ScaledLearningRates
+from emu_cli.plugin.backend import Backend, Model, ScaledLearningRates, encode_batch
 from emu_cli.training.divergence import LossGuard, TrainingDiverged, record_divergence
 from emu_cli.training.ema import EMA
 from emu_cli.training.recipe import Recipe
@@ -154,15 +155,15 @@ class Trainer:
         step_offset: int = 0,
         sizes: Mapping[str, tuple[int, int] | None] | None = None,
     ):
-        """``encode`` replaces ``backend.encode`` (quality-tuning passes a cache); ``monitor``,
-        when given, judges the model every ``monitor.every`` steps (see
-        :class:`emu_cli.training.validation.GenerationMonitor`): its best weights are kept in
-        ``folder/best`` and it may stop the stage early. ``step_offset``: the steps of the
-        run's stages before this one, where the trackers' steps go on from. ``sizes``: the
-        samples' image sizes by key where the caller read them already (read here when buckets need
-        them, once for every phase)."""
+        """``encode`` replaces :func:`~emu_cli.plugin.backend.encode_batch` (quality-tuning
+        passes a cache); ``monitor``, when given, judges the model every ``monitor.every``
+        steps (see :class:`emu_cli.training.validation.GenerationMonitor`): its best weights
+        are kept in ``folder/best`` and it may stop the stage early. ``step_offset``: the steps
+        of the run's stages before this one, where the trackers' steps go on from. ``sizes``:
+        the samples' image sizes by key where the caller read them already (read here when
+        buckets need them, once for every phase)."""
         self.backend, self.model, self.stage = backend, model, stage
-        self.encode = encode or backend.encode
+        self.encode = encode or functools.partial(encode_batch, backend)
         self.monitor = monitor
         self.recipe = recipe.validate()
         self.folder = folder
@@ -221,7 +222,7 @@ class Trainer:
         images, captions = [], []
         dataset = TrainingDataset(self.holdout_index, self._resolution_at(step), random_flip=False)
         for i in range(len(dataset)):
-            image, caption, _ = dataset[i]
+            image, caption, _, _ = dataset[i]
             images.append(image)
             captions.append(caption)
         if ema is not None:
@@ -246,7 +247,7 @@ class Trainer:
         final = self.recipe.phases()[-1][0]
         dataset = TrainingDataset(self.train_index, final, random_flip=False)
         items = [dataset[i] for i in range(min(len(dataset), self.recipe.batch_size))]
-        images, captions, _ = collate(items)
+        images, captions, _, _ = collate(items)
         self.backend.prepare_stage(self.model, self.stage, images.to(device), captions)
 
     def _validate(self, step: int, ema: EMA | None, provenance: Provenance) -> Decision:
@@ -374,10 +375,11 @@ class Trainer:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
         recipe, accelerator = self.recipe, self.accelerator
         for micro in range(recipe.gradient_accumulation_steps):
-            images, captions, skipped = next(loader)
+            images, captions, framings, skipped = next(loader)
             self.skipped.extend(skipped)
             with torch.no_grad():
-                batch = self.encode(self.model, self.stage, images.to(accelerator.device), captions)
+                images = images.to(accelerator.device)
+                batch = self.encode(self.model, self.stage, images, captions, framings)
             seed = step_seed(recipe.seed, self.stage, run.step, accelerator.process_index, micro)
             batch["generator"] = torch.Generator(accelerator.device).manual_seed(seed)
             with accelerator.accumulate(run.module):
