@@ -140,10 +140,10 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
         calls = 0
         rows = 0
 
-        def encode(self, model, stage, images, captions):
+        def encode(self, model, stage, images, captions, **framings):
             CountingLatent.calls += 1
             CountingLatent.rows += len(images)
-            return super().encode(model, stage, images, captions)
+            return super().encode(model, stage, images, captions, **framings)
 
     backend = CountingLatent()
     _, model, _ = load_checkpoint(tiny_latent, backend)
@@ -166,8 +166,8 @@ def test_cached_encodings_equal_the_encoder_and_training_never_calls_it(
     assert CountingLatent.rows <= len(pictures) + 1
 
     square = [i for i, s in enumerate(index.samples) if buckets.size_of[s.key] == (32, 32)]
-    images, captions, _ = collate([view[i] for i in square[:6]])
-    cached = cache.encode(model, "denoiser", images, captions)
+    images, captions, framings, _ = collate([view[i] for i in square[:6]])
+    cached = cache.encode(model, "denoiser", images, captions, framings)
     assert CountingLatent.calls == warmed, "every variant the loader yields was warmed"
     direct = LatentDiffusion().encode(model, "denoiser", images, captions)
     for name in direct:

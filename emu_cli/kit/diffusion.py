@@ -193,9 +193,9 @@ def flow_loss(
 class TextConditionedDenoising(nn.Module):
     """``forward(batch) -> loss`` for a UNet2DConditionModel denoising ``batch[key]`` given the
     text encoder's states for ``batch["input_ids"]``: the denoiser stage of every diffusion
-    backend, on latents or on pixels. A subclass may override :meth:`condition` and
-    :meth:`denoise` to give the UNet more inputs (a super-resolution model's low-resolution
-    image)."""
+    backend, on latents or on pixels. A subclass may override :meth:`text_conditioning`,
+    :meth:`condition` and :meth:`denoise` to give the UNet more inputs (a second text encoder's
+    pooled embedding, a super-resolution model's low-resolution image)."""
 
     def __init__(
         self,
@@ -217,12 +217,13 @@ class TextConditionedDenoising(nn.Module):
         self.noise_offset, self.train_text_encoder = noise_offset, train_text_encoder
         self.snr_weighting, self.snr_gamma = snr_weighting, snr_gamma
 
-    def text_states(self, batch: dict) -> torch.Tensor:
+    def text_conditioning(self, batch: dict) -> dict[str, torch.Tensor]:
+        """What :meth:`denoise` reads of the text: ``states``, the encoder's last states."""
         with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
-            return self.text_encoder(batch["input_ids"])[0]
+            return {"states": self.text_encoder(batch["input_ids"])[0]}
 
     def condition(self, batch: dict) -> dict[str, Any]:
-        """Inputs for :meth:`denoise` besides the noisy sample, its timesteps and text states."""
+        """Inputs for :meth:`denoise` besides the noisy sample, its timesteps and the text."""
         return {}
 
     def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, states: torch.Tensor):
@@ -237,7 +238,7 @@ class TextConditionedDenoising(nn.Module):
             noise_offset=self.noise_offset,
             snr_weighting=self.snr_weighting,
             snr_gamma=self.snr_gamma,
-            states=self.text_states(batch),
+            **self.text_conditioning(batch),
             **self.condition(batch),
         )
 

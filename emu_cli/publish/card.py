@@ -10,10 +10,11 @@ from typing import Any
 from emu_cli.checkpoint.provenance import Provenance
 
 # How to open a checkpoint of each built-in backend without emu; other backends get emu's.
+# {pipeline} is the diffusers class the folder's model_index.json names (SD or SDXL).
 LOADING = {
-    "latent": """from diffusers import StableDiffusionPipeline
+    "latent": """from diffusers import {pipeline}
 
-pipe = StableDiffusionPipeline.from_pretrained("{repo}")
+pipe = {pipeline}.from_pretrained("{repo}")
 image = pipe("{prompt}", height={size}, width={size}).images[0]""",
     "pixel": """import torch
 from emu_pixel_diffusion import PixelDiffusionPipeline  # pip install emu-pixel-diffusion
@@ -85,7 +86,11 @@ def model_card(
         license="apache-2.0",
     )
     size = _resolution(provenance)
-    snippet = LOADING.get(backend, EMU_LOADING).format(repo=repo, prompt=PROMPT, size=size)
+    index = Path(checkpoint) / "model_index.json"
+    pipeline = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
+    snippet = LOADING.get(backend, EMU_LOADING).format(
+        repo=repo, prompt=PROMPT, size=size, pipeline=pipeline
+    )
     kind = "quality-tuned" if tuning else "pre-trained"
     sections = [
         f"# {repo.split('/')[-1]}",
@@ -115,6 +120,9 @@ def model_card(
         "|---|---|---|---|---|---|---|",
     ]
     for stage, recipe in provenance.recipes.items():
+        if "steps" not in recipe:  # a stage of an adopted model: only its size is known
+            table.append(f"| {stage} | trained elsewhere | | | {recipe.get('resolution')} | | |")
+            continue
         table.append(
             f"| {stage} | {recipe['steps']} | {recipe['batch_size']} | "
             f"{recipe['learning_rate']} | {recipe['resolution']} | {recipe['noise_offset']} | "

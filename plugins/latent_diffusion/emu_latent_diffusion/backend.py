@@ -1,5 +1,6 @@
 """Latent diffusion as Emu pre-trains it: an AutoencoderKL (stage 1), then a text-conditioned
-UNet2DConditionModel on its latents (stage 2). Checkpoints are StableDiffusionPipeline folders."""
+UNet2DConditionModel on its latents (stage 2). Checkpoints are StableDiffusionPipeline folders;
+Stable Diffusion XL folders made elsewhere are adopted too (``xl.py``)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ if TYPE_CHECKING:
     from PIL import Image
     from torch import nn
 
+    from emu_cli.data.framing import Framing
+
 # torch, diffusers and the model code are imported inside the methods: registering this
 # backend must stay cheap so that `emu --help` and `emu backends` answer at once.
 
 DISCRIMINATOR = "discriminator"
+# The diffusers pipelines whose folders this backend loads: what it writes, and SDXL's.
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 # Options a user may set (`--option KEY=VALUE` or `model_options:` in a config), with defaults;
 # None: the preset's.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -47,7 +52,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 class LatentDiffusion(Backend):
     name = "latent"
     description = "Latent diffusion (Emu): 16-channel AutoencoderKL + UNet2DConditionModel"
-    caption_encodings = ("input_ids",)  # token ids; the rest encodes images
+    caption_encodings = ("input_ids", "input_ids_2")  # token ids; the rest encodes images
+    reads_framing = True  # SDXL's size and crop micro-conditioning
     stages = (
         Stage(
             "autoencoder",
@@ -143,6 +149,12 @@ class LatentDiffusion(Backend):
     def pipeline(self, model: Model) -> Any:
         from diffusers import StableDiffusionPipeline
 
+        from emu_latent_diffusion import xl
+
+        if xl.is_xl(model):
+            pipe = xl.pipeline(model)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         pipe = StableDiffusionPipeline(
             vae=model["vae"],
             text_encoder=model["text_encoder"],
@@ -170,14 +182,15 @@ class LatentDiffusion(Backend):
         from transformers import CLIPTextModel, CLIPTokenizer
 
         from emu_cli.kit.reconstruction import PatchDiscriminator
+        from emu_latent_diffusion import xl
 
         path = Path(path)
         index = path / "model_index.json"
         if not index.is_file():
             raise ValueError(f"'{path}' has no model_index.json: not a latent-diffusion checkpoint")
         pipeline_class = json.loads(index.read_text()).get("_class_name")
-        if pipeline_class != "StableDiffusionPipeline":
-            raise ValueError(f"'{path}' holds a {pipeline_class}, not a StableDiffusionPipeline")
+        if pipeline_class not in PIPELINES:
+            raise ValueError(f"'{path}' holds a {pipeline_class}, not a {' or '.join(PIPELINES)}")
         components = {
             "vae": AutoencoderKL.from_pretrained(path / "vae"),
             "unet": UNet2DConditionModel.from_pretrained(path / "unet"),
@@ -185,18 +198,21 @@ class LatentDiffusion(Backend):
             "tokenizer": CLIPTokenizer.from_pretrained(path / "tokenizer"),
             "scheduler": DPMSolverMultistepScheduler.from_pretrained(path / "scheduler"),
         }
+        if pipeline_class == xl.PIPELINE:
+            components |= xl.load_second_encoder(path)
+            return Model(self.name, components, xl.pipeline_options(path))
         discriminator = PatchDiscriminator.load(path)
         if discriminator is not None:
             components[DISCRIMINATOR] = discriminator
         return Model(self.name, components, {})
 
     def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
-        """A Stable Diffusion folder made elsewhere (SD 1.x, 2.x: one CLIP text encoder): its
-        objective from the scheduler (epsilon or v, no SNR weighting, as those were trained),
-        its text encoder frozen, the Fourier lift read off the autoencoder's input channels
-        (0 for a plain one), the quality-tuning preset the largest whose resolution it
-        reaches (Stable Diffusion's 512 px: ``base``, the paper's recipe)."""
-        if pipeline_class != "StableDiffusionPipeline":
+        """A Stable Diffusion folder made elsewhere (SD 1.x, 2.x: one CLIP text encoder; SDXL:
+        two): its objective from the scheduler (epsilon or v, no SNR weighting, as those were
+        trained), its text encoders frozen, the Fourier lift read off the autoencoder's input
+        channels (0 for a plain one), the quality-tuning preset the largest whose resolution
+        it reaches (Stable Diffusion's 512 px: ``base``, the paper's recipe)."""
+        if pipeline_class not in PIPELINES:
             return None
         vae, unet = component_config(path, "vae"), component_config(path, "unet")
         scheduler = component_config(path, "scheduler", "scheduler_config.json")
@@ -218,8 +234,16 @@ class LatentDiffusion(Backend):
         return adopted_provenance(self, PRESETS, unet["sample_size"], vae, options)
 
     # -- training ----------------------------------------------------------------------------
-    def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
+    def encode(
+        self,
+        model: Model,
+        stage: str,
+        images: torch.Tensor,
+        captions: list[str],
+        framings: list[Framing] | None = None,
+    ) -> dict:
         from emu_cli.kit.text import token_ids
+        from emu_latent_diffusion import xl
         from emu_latent_diffusion.autoencoder import fourier_lift
 
         if stage == "autoencoder":
@@ -227,10 +251,14 @@ class LatentDiffusion(Backend):
         vae = model["vae"]
         lifted = fourier_lift(images, model.options["fourier_frequencies"])
         latents = vae.encode(lifted).latent_dist.mode() * vae.config.scaling_factor
-        return {
+        encoded = {
             "latents": latents,
             "input_ids": token_ids(model["tokenizer"], captions, images.device),
         }
+        if xl.is_xl(model):
+            encoded["input_ids_2"] = token_ids(model["tokenizer_2"], captions, images.device)
+            encoded["time_ids"] = xl.time_ids(framings, images)
+        return encoded
 
     def size_multiple(self, model: Model, stage: str) -> int | None:
         """Both stages are convolutional and take any shape whose sides the autoencoder (and,
@@ -267,10 +295,12 @@ class LatentDiffusion(Backend):
 
         from emu_cli.kit.diffusion import TextConditionedDenoising
         from emu_cli.kit.text import text_encoder_training
+        from emu_latent_diffusion import xl
         from emu_latent_diffusion.autoencoder import AutoencoderTraining
 
-        for component in ("vae", "unet", "text_encoder"):
-            model[component].requires_grad_(False)
+        for component in ("vae", "unet", "text_encoder", "text_encoder_2"):
+            if component in model.components:
+                model[component].requires_grad_(False)
         if stage == "autoencoder":
             model["vae"].requires_grad_(True)
             discriminator = model.components.get(DISCRIMINATOR)
@@ -282,8 +312,22 @@ class LatentDiffusion(Backend):
             )
         if stage == "denoiser":
             model["unet"].requires_grad_(True)
-            train_text, text_rate = text_encoder_training(model)
             noise_schedule = DDPMScheduler.from_config(model["scheduler"].config)
+            objective = {
+                "snr_weighting": model.options.get("snr_weighting", "none"),
+                "snr_gamma": float(model.options.get("snr_gamma", 5.0)),
+            }
+            if xl.is_xl(model):
+                return xl.XLDenoising(
+                    model["unet"],
+                    model["text_encoder"],
+                    model["text_encoder_2"],
+                    noise_schedule,
+                    key="latents",
+                    noise_offset=recipe.noise_offset,
+                    **objective,
+                )
+            train_text, text_rate = text_encoder_training(model)
             return TextConditionedDenoising(
                 model["unet"],
                 model["text_encoder"],
@@ -292,8 +336,7 @@ class LatentDiffusion(Backend):
                 noise_offset=recipe.noise_offset,
                 train_text_encoder=train_text,
                 text_encoder_lr_scale=text_rate,
-                snr_weighting=model.options.get("snr_weighting", "none"),
-                snr_gamma=float(model.options.get("snr_gamma", 5.0)),
+                **objective,
             )
         raise ValueError(f"backend 'latent' has no stage '{stage}'")
 

@@ -1,33 +1,41 @@
-"""A small Stable Diffusion folder made with diffusers alone, as a model trained elsewhere is:
-what the adoption tests and the comparison with diffusers' own training example both start
-from, so that they measure the same model."""
+"""Small Stable Diffusion and SDXL folders made with diffusers alone, as models trained
+elsewhere are: what the adoption tests and the comparison with diffusers' own training example
+start from, so that they measure the same model."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def _autoencoder() -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
+                         down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
+
+
+def _text_config() -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, projection_dim=32)  # fmt: skip
 
 
 def save_tiny_stable_diffusion(folder: Path, seed: int = 0) -> Path:
     """A plain RGB autoencoder with 4 latent channels, SD's UNet blocks without emu's pooled
     text embedding, a PNDM scheduler predicting epsilon, safety checker slots; no emu.json."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,  # fmt: skip
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     from emu_cli.kit.text import offline_clip_tokenizer
 
     torch.manual_seed(seed)
     StableDiffusionPipeline(
-        vae=AutoencoderKL(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
-                          down_block_types=("DownEncoderBlock2D",) * 2,
-                          up_block_types=("UpDecoderBlock2D",) * 2),
-        text_encoder=CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64,
-                                                  num_hidden_layers=2, num_attention_heads=2)),
+        vae=_autoencoder(),
+        text_encoder=CLIPTextModel(_text_config()),
         tokenizer=offline_clip_tokenizer(),
         unet=UNet2DConditionModel(sample_size=16, block_out_channels=(32, 64),
                                   layers_per_block=1, cross_attention_dim=32,
@@ -38,5 +46,39 @@ def save_tiny_stable_diffusion(folder: Path, seed: int = 0) -> Path:
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    ).save_pretrained(folder, safe_serialization=True)  # fmt: skip
+    return folder
+
+
+def save_tiny_stable_diffusion_xl(folder: Path, seed: int = 0) -> Path:
+    """SDXL's classes at a tiny size, as diffusers' own SDXL tests build them: a CLIP text
+    model and a CLIP text model with projection (32 wide each, joined to 64 for
+    cross-attention), a UNet adding the pooled text and the six micro-conditioning numbers to
+    its timestep embedding (6 x 8 + 32 = 80 inputs), the Euler scheduler SDXL ships with;
+    no emu.json."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from emu_cli.kit.text import offline_clip_tokenizer
+
+    torch.manual_seed(seed)
+    StableDiffusionXLPipeline(
+        vae=_autoencoder(),
+        text_encoder=CLIPTextModel(_text_config()),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        tokenizer=offline_clip_tokenizer(),
+        tokenizer_2=offline_clip_tokenizer(),
+        unet=UNet2DConditionModel(sample_size=16, block_out_channels=(32, 64),
+                                  layers_per_block=1, cross_attention_dim=64,
+                                  attention_head_dim=4, norm_num_groups=8,
+                                  use_linear_projection=True,
+                                  addition_embed_type="text_time", addition_time_embed_dim=8,
+                                  projection_class_embeddings_input_dim=80,
+                                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                  up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")),
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                         beta_schedule="scaled_linear",
+                                         timestep_spacing="leading"),
     ).save_pretrained(folder, safe_serialization=True)  # fmt: skip
     return folder

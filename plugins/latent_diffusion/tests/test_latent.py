@@ -192,6 +192,98 @@ def test_a_stable_diffusion_model_made_elsewhere_is_generated_from_and_quality_t
     assert not fetched & left, fetched & left
 
 
+@pytest.fixture(scope="module")
+def stable_diffusion_xl(tmp_path_factory):
+    """An SDXL folder made with diffusers alone, at a tiny size."""
+    from emu_latent_diffusion.foreign import save_tiny_stable_diffusion_xl
+
+    return save_tiny_stable_diffusion_xl(tmp_path_factory.mktemp("elsewhere") / "sdxl")
+
+
+def test_an_sdxl_model_made_elsewhere_goes_through_the_whole_recipe(
+    stable_diffusion_xl, world, tmp_path
+):
+    """Adopted, generated from, quality-tuned (the UNet moves, both text encoders and the
+    autoencoder do not), opened by StableDiffusionXLPipeline, evaluated against its parent,
+    pushed to the Hub with a card that loads it that way, and drawn from by its repo name."""
+    from diffusers import StableDiffusionXLPipeline
+    from hub_server import WRITE_TOKEN, FakeHub
+    from safetensors.torch import load_file
+
+    parent = stable_diffusion_xl
+    draw = ("a red star on a sunset background", "-n", 1, "--sampling-steps", 2, "--device",
+            "cpu")  # fmt: skip
+    emu("generate", "--model", parent, *draw, "--out", tmp_path / "gen")
+    assert Image.open(tmp_path / "gen" / "000-00.png").size == (32, 32)
+    qt = tmp_path / "qt"
+    emu("quality-tune", "--model", parent, "--data", world, "--out", qt, "--steps", 2,
+        "--no-early-stopping", "--device", "cpu")  # fmt: skip
+    record = json.loads((qt / "emu.json").read_text())
+    assert record["options"]["prediction_type"] == "epsilon"
+    assert record["options"]["force_zeros_for_empty_prompt"] is True
+    for component, moved in (("unet", True), ("vae", False), ("text_encoder", False),
+                             ("text_encoder_2", False)):  # fmt: skip
+        name = "diffusion_pytorch_model" if component in ("unet", "vae") else "model"
+        before, after = (load_file(folder / component / f"{name}.safetensors")
+                         for folder in (parent, qt))  # fmt: skip
+        assert any(not torch.equal(before[k], after[k]) for k in before) == moved, component
+    pipe = StableDiffusionXLPipeline.from_pretrained(qt)
+    drawn = pipe("a red star", num_inference_steps=2, height=32, width=32, output_type="np",
+                 generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    assert drawn.shape == (1, 32, 32, 3) and np.isfinite(drawn).all()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\n")
+    emu("evaluate", "--a", qt, "--b", parent, "--prompts", prompts, "--out", tmp_path / "eval",
+        "--sampling-steps", 2, "--device", "cpu", "--resamples", 10, "--judge", "none")  # fmt: skip
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["pairs"] == 1
+
+    emu("generate", "--model", qt, *draw, "--out", tmp_path / "local")
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
+               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
+        emu("push", qt, "--repo", "me/sdxl-qt", env=env)
+        card = hub.files("me/sdxl-qt")["README.md"].decode()
+        emu("generate", "--model", "me/sdxl-qt", *draw, "--out", tmp_path / "hub", env=env)
+    assert 'StableDiffusionXLPipeline.from_pretrained("me/sdxl-qt")' in card
+    assert (tmp_path / "hub" / "000-00.png").read_bytes() == (
+        tmp_path / "local" / "000-00.png"
+    ).read_bytes()
+
+
+def test_sdxl_is_conditioned_on_each_training_image_size_and_crop(stable_diffusion_xl, tmp_path):
+    """SDXL's micro-conditioning comes from the real images: a 64 x 40 photo trained at 32 px
+    is scaled to 51.2 x 32 and cut 10 px in from the left, so its time ids read original
+    (40, 64), crop (0, 10), target (32, 32); a 20 px square is upscaled, uncut. The UNet sees
+    them: other time ids, another loss."""
+    from emu_cli.checkpoint.folder import load_checkpoint
+    from emu_cli.data import index_dataset
+    from emu_cli.data.dataset import TrainingDataset, collate
+    from emu_cli.plugin.backend import encode_batch
+    from emu_cli.training.recipe import Recipe
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, size in (("wide", (64, 40)), ("small", (20, 20))):
+        Image.new("RGB", size, (200, 30, 30)).save(folder / f"{name}.png")
+        (folder / f"{name}.txt").write_text(f"a {name} red picture")
+    backend, model, _ = load_checkpoint(stable_diffusion_xl)
+    index = index_dataset(folder)
+    keys = [sample.key for sample in index.samples]
+    images, captions, framings, _ = collate(
+        [TrainingDataset(index, 32, random_flip=False)[i] for i in range(len(keys))]
+    )
+    batch = encode_batch(backend, model, "denoiser", images, captions, framings)
+    rows = dict(zip(keys, batch["time_ids"].tolist(), strict=True))
+    assert rows == {"wide.png": [40, 64, 0, 10, 32, 32], "small.png": [20, 20, 0, 0, 32, 32]}
+
+    module = backend.training_module(model, "denoiser", Recipe())
+    losses = []
+    for ids in (batch["time_ids"], torch.zeros_like(batch["time_ids"])):
+        generator = torch.Generator().manual_seed(0)
+        losses.append(module({**batch, "time_ids": ids, "generator": generator})["loss"])
+    assert not torch.equal(*losses)
+
+
 def test_existing_run_is_not_overwritten_without_resume(tiny_latent, world):
     result = pretrain_tiny(world, tiny_latent, check=False)
     assert result.returncode == 1 and "--resume latest" in result.stderr
