@@ -192,15 +192,17 @@ def flow_loss(
 
 class TextConditionedDenoising(nn.Module):
     """``forward(batch) -> loss`` for a UNet2DConditionModel denoising ``batch[key]`` given the
-    text encoder's states for ``batch["input_ids"]``: the denoiser stage of every diffusion
-    backend, on latents or on pixels. A subclass may override :meth:`text_conditioning`,
+    text encoder's states for ``batch["input_ids"]``, or, with no ``text_encoder`` (a frozen one
+    that ``encode`` ran: :func:`emu_cli.kit.text.text_inputs`), ``batch["states"]``: the
+    denoiser stage of every diffusion backend, on latents or on pixels. A subclass may override
+    :meth:`text_conditioning`,
     :meth:`condition` and :meth:`denoise` to give the UNet more inputs (a second text encoder's
     pooled embedding, a super-resolution model's low-resolution image)."""
 
     def __init__(
         self,
         unet: nn.Module,
-        text_encoder: nn.Module,
+        text_encoder: nn.Module | None,
         scheduler: Any,
         *,
         key: str,
@@ -219,6 +221,8 @@ class TextConditionedDenoising(nn.Module):
 
     def text_conditioning(self, batch: dict) -> dict[str, torch.Tensor]:
         """What :meth:`denoise` reads of the text: ``states``, the encoder's last states."""
+        if self.text_encoder is None:
+            return {"states": batch["states"]}
         with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
             return {"states": self.text_encoder(batch["input_ids"])[0]}
 

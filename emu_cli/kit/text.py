@@ -155,3 +155,25 @@ def text_encoder_training(model: Model) -> tuple[bool, float]:
         raise EmuError(f"option text_encoder_lr_scale must be a number > 0, got {scale!r}")
     model["text_encoder"].requires_grad_(train)
     return train, float(scale)
+
+
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")  # diffusers' names
+
+
+def frozen_text_encoders(model: Model) -> tuple[str, ...]:
+    """``model``'s text encoders when they are frozen (option ``train_text_encoder`` false):
+    only ``encode`` runs them (:func:`text_inputs`), so quality-tuning's cache holds their
+    outputs and they can leave memory during its steps."""
+    if model.options.get("train_text_encoder", False):
+        return ()
+    return tuple(name for name in TEXT_ENCODERS if name in model.components)
+
+
+def text_inputs(model: Model, captions: list[str], device: Any) -> dict[str, Any]:
+    """What a denoiser reads of ``captions``: token ids where its text encoder trains with it;
+    where the encoder is frozen, its last states (``states``), computed here, so that the
+    training step never runs it and quality-tuning's cache keeps them."""
+    ids = token_ids(model["tokenizer"], captions, device)
+    if not frozen_text_encoders(model):
+        return {"input_ids": ids}
+    return {"states": model["text_encoder"](ids)[0]}

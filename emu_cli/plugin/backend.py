@@ -141,13 +141,16 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        """Where the model's weights are (its first torch module's first parameter)."""
+        """Where the model's weights are (the first parameter of its first torch module that
+        holds data: not one set aside on the meta device during training)."""
         import torch
 
         for component in self.components.values():
             if isinstance(component, torch.nn.Module):
                 for parameter in component.parameters():
-                    return parameter.device
+                    if parameter.device.type != "meta":
+                        return parameter.device
+                    break
         return torch.device("cpu")
 
     def to(self, device: torch.device | str) -> Model:
@@ -291,6 +294,14 @@ class Backend(ABC):
             device=model.device,
         )
         return pictures, {}
+
+    def encoding_components(self, model: Model, stage: str) -> tuple[str, ...]:
+        """Components only :meth:`encode` runs in ``stage`` (frozen text encoders, whose
+        outputs ``encode`` returns): while quality-tuning serves ``encode`` from its cache, the
+        core takes them out of memory during the steps and reads them again from the model's
+        folder (``type(component).from_pretrained(folder / name)``) to sample and save. The
+        default: none."""
+        return ()
 
     def size_multiple(self, model: Model, stage: str) -> int | None:
         """What the width and height of ``stage``'s training images must be multiples of, for

@@ -14,7 +14,8 @@ reads framings, an image's row is keyed by its framing too.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -32,10 +33,17 @@ def row_key(image: torch.Tensor, caption: str) -> str:
 
 class EncodingCache:
     """:func:`~emu_cli.plugin.backend.encode_batch` for one backend, answered from rows
-    encoded once. ``encoder_calls`` counts the backend's own calls."""
+    encoded once. ``encoder_calls`` counts the backend's own calls. A row missed during
+    training is encoded inside ``whole()``: the model made whole where components were set
+    aside (:class:`~emu_cli.training.set_aside.SetAside`)."""
 
-    def __init__(self, backend: Backend, batch_size: int = 64):
-        self.backend, self.batch_size = backend, batch_size
+    def __init__(
+        self,
+        backend: Backend,
+        batch_size: int = 64,
+        whole: Callable[[], AbstractContextManager] = nullcontext,
+    ):
+        self.backend, self.batch_size, self.whole = backend, batch_size, whole
         self.captioned = frozenset(backend.caption_encodings)
         self.rows: dict[str, dict[str, torch.Tensor]] = {}
         self.encoder_calls = 0
@@ -131,8 +139,9 @@ class EncodingCache:
         keys = [self._keys(*variant) for variant in zip(images, captions, framings, strict=True)]
         missing = [i for i, row in enumerate(keys) if any(key not in self.rows for key in row)]
         if missing:  # a variant the warm-up did not foresee: encode it now, once
-            self._encode_rows(model, stage, images[missing], [captions[i] for i in missing],
-                              [framings[i] for i in missing])  # fmt: skip
+            with self.whole():
+                self._encode_rows(model, stage, images[missing], [captions[i] for i in missing],
+                                  [framings[i] for i in missing])  # fmt: skip
         rows = [{name: value for key in row for name, value in self.rows[key].items()}
                 for row in keys]  # fmt: skip
         return {

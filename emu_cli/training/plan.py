@@ -94,6 +94,8 @@ class RunPlan:
     stages: list[StagePlan]
     resume_from: str | None = None
     validation: str | None = None
+    # components out of memory while the steps run (quality-tuning: emu_cli.training.set_aside)
+    set_aside: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         preset = f" (preset {self.preset})" if self.preset else ""
@@ -117,6 +119,11 @@ class RunPlan:
                 lines.append(f"  images read smaller than {side} px (upscaled): {count}")
         if self.validation:
             lines.append(f"  validation: {self.validation}")
+        if self.set_aside:
+            lines.append(
+                f"  out of memory during steps: {', '.join(self.set_aside)} (frozen, outputs "
+                "cached; read again to sample and save)"
+            )
         if self.resume_from:
             lines.append(f"  resuming from {self.resume_from}")
         lines.append(f"  checkpoints: {self.out}/stages/STAGE/checkpoints; model: {self.out}")

@@ -130,6 +130,7 @@ def quality_tune(
     from emu_cli.judges.spec import trained_on_world
     from emu_cli.training.cache import EncodingCache
     from emu_cli.training.early_stopping import EarlyStopping
+    from emu_cli.training.set_aside import SetAside
     from emu_cli.training.trainer import Trainer, bucket_multiple, training_buckets
 
     quiet_libraries()
@@ -159,6 +160,10 @@ def quality_tune(
             log.info(f"resuming quality-tuning from {resume_from}")
             model = load_checkpoint(resume_from / "model", backend)[1]
         accelerator = session.start(device, recipe)
+        # frozen text encoders leave memory during the steps; read again from the folder the
+        # model came from (they do not change) to sample and save
+        source = resume_from / "model" if resume_from is not None else located.path
+        set_aside = SetAside(model, backend.encoding_components(model, stage), source)
         validation = None
         if settings.enabled:
             every = settings.validate_every or QT_PRESETS[preset].validate_every
@@ -167,10 +172,11 @@ def quality_tune(
             "quality-tune", backend.name, preset, data, index, sides, {STAGE_FOLDER: recipe},
             accelerator, session.out, resume_from=str(resume_from) if resume_from else None,
             validation=validation or "none (--no-early-stopping)",
+            set_aside=list(set_aside.names),
         ).announce(session.out, accelerator.is_main_process)  # fmt: skip
         model.to(accelerator.device)
 
-        cache = EncodingCache(backend, batch_size=recipe.batch_size)
+        cache = EncodingCache(backend, batch_size=recipe.batch_size, whole=set_aside.whole)
         multiple = bucket_multiple(backend, model, stage, recipe)
         buckets = training_buckets(sizes, recipe.resolution, multiple)
         view = TrainingDataset(
@@ -212,7 +218,7 @@ def quality_tune(
         )
         trainer = Trainer(
             backend, model, stage, recipe, index, folder, accelerator,
-            encode=cache.encode, monitor=monitor, sizes=sizes,
+            encode=cache.encode, monitor=monitor, sizes=sizes, set_aside=set_aside,
         )  # fmt: skip
         result = trainer.run(resume_from, record)
 

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from emu_cli.training.trackers import StageTrackers
 
 if TYPE_CHECKING:
     from emu_cli.training.early_stopping import Decision
+    from emu_cli.training.set_aside import SetAside
     from emu_cli.training.validation import GenerationMonitor
 
 PREVIEW_SAMPLES = 8
@@ -154,6 +156,7 @@ class Trainer:
         monitor: GenerationMonitor | None = None,
         step_offset: int = 0,
         sizes: Mapping[str, tuple[int, int] | None] | None = None,
+        set_aside: SetAside | None = None,
     ):
         """``encode`` replaces :func:`~emu_cli.plugin.backend.encode_batch` (quality-tuning
         passes a cache); ``monitor``, when given, judges the model every ``monitor.every``
@@ -161,7 +164,8 @@ class Trainer:
         are kept in ``folder/best`` and it may stop the stage early. ``step_offset``: the steps
         of the run's stages before this one, where the trackers' steps go on from. ``sizes``:
         the samples' image sizes by key where the caller read them already (read here when
-        buckets need them, once for every phase)."""
+        buckets need them, once for every phase). ``set_aside``: components released while
+        the steps run (with a cached ``encode``), made whole to sample and save."""
         self.backend, self.model, self.stage = backend, model, stage
         self.encode = encode or functools.partial(encode_batch, backend)
         self.monitor = monitor
@@ -177,6 +181,7 @@ class Trainer:
         self.skipped: list[tuple[str, str]] = []
         self.multiple = bucket_multiple(backend, model, stage, recipe)
         self.sizes = sizes
+        self.set_aside = set_aside
 
     # -- pieces -------------------------------------------------------------------------
     def _loader(self, resolution: int, first: int, count: int) -> torch.utils.data.DataLoader:
@@ -211,10 +216,15 @@ class Trainer:
             dataset, batch_sampler=order, collate_fn=collate, num_workers=workers
         )
 
+    def _whole(self) -> AbstractContextManager:
+        """The model with every component in place, for a block that samples or saves."""
+        return self.set_aside.whole() if self.set_aside else nullcontext()
+
     def _save_model(self, path: Path, provenance: Provenance) -> None:
         from emu_cli.checkpoint.folder import write_model
 
-        write_model(self.backend, self.model, path, provenance)
+        with self._whole():
+            write_model(self.backend, self.model, path, provenance)
 
     def _preview(self, step: int, ema: EMA | None) -> dict[str, float]:
         if not self.accelerator.is_main_process:
@@ -229,9 +239,10 @@ class Trainer:
             ema.swap_in()
         try:
             batch = torch.stack(images).to(self.accelerator.device)
-            pictures, metrics = self.backend.preview(
-                self.model, self.stage, batch, captions, seed=self.recipe.seed
-            )
+            with self._whole():
+                pictures, metrics = self.backend.preview(
+                    self.model, self.stage, batch, captions, seed=self.recipe.seed
+                )
         finally:
             if ema is not None:
                 ema.swap_out()
@@ -262,7 +273,11 @@ class Trainer:
             if ema is not None:
                 ema.swap_in()
             try:
-                decision[0] = self.monitor.check(step, self.model)
+                with self._whole():
+                    decision[0] = self.monitor.check(step, self.model)
+                    if decision[0].best:
+                        record = provenance.with_changes(stage=self.stage, step=step)
+                        save_checkpoint(self.backend, self.model, self.folder / "best", record)
                 point = self.monitor.rule.points[-1]
                 self.log.write(
                     step=step,
@@ -270,9 +285,6 @@ class Trainer:
                     validation_faithfulness=point.faithfulness,
                 )
                 self.log.image(step, "validation", self.monitor.grid_path(step))
-                if decision[0].best:
-                    record = provenance.with_changes(stage=self.stage, step=step)
-                    save_checkpoint(self.backend, self.model, self.folder / "best", record)
             finally:
                 if ema is not None:
                     ema.swap_out()
@@ -311,18 +323,24 @@ class Trainer:
         )
         if self.monitor is not None and run.step == 0:
             self._validate(0, None, run.provenance)  # the starting model: the curve's baseline
-        phase_end = 0
-        for resolution, phase_steps in self.recipe.phases():
-            phase_end += phase_steps
-            if run.step >= phase_end:
-                continue
-            loader = iter(self._loader(resolution, run.step, phase_end - run.step))
-            while run.step < phase_end and run.stop is None:
-                step_started = time.perf_counter()
-                outputs = self._step(run, loader, progress)
-                self._after_step(run, outputs, resolution, step_started, progress)
-            if run.stop is not None:
-                break
+        if self.set_aside is not None:
+            self.set_aside.release()
+        try:
+            phase_end = 0
+            for resolution, phase_steps in self.recipe.phases():
+                phase_end += phase_steps
+                if run.step >= phase_end:
+                    continue
+                loader = iter(self._loader(resolution, run.step, phase_end - run.step))
+                while run.step < phase_end and run.stop is None:
+                    step_started = time.perf_counter()
+                    outputs = self._step(run, loader, progress)
+                    self._after_step(run, outputs, resolution, step_started, progress)
+                if run.stop is not None:
+                    break
+        finally:
+            if self.set_aside is not None and self.set_aside.released:
+                self.set_aside.restore()
         progress.close()
         return self._finish(run)
 

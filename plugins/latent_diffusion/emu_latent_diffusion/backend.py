@@ -52,7 +52,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 class LatentDiffusion(Backend):
     name = "latent"
     description = "Latent diffusion (Emu): 16-channel AutoencoderKL + UNet2DConditionModel"
-    caption_encodings = ("input_ids", "input_ids_2")  # token ids; the rest encodes images
+    # token ids, or a frozen text encoder's outputs; the rest encodes images
+    caption_encodings = ("input_ids", "states", "pooled")
     reads_framing = True  # SDXL's size and crop micro-conditioning
     stages = (
         Stage(
@@ -242,7 +243,7 @@ class LatentDiffusion(Backend):
         captions: list[str],
         framings: list[Framing] | None = None,
     ) -> dict:
-        from emu_cli.kit.text import token_ids
+        from emu_cli.kit.text import text_inputs
         from emu_latent_diffusion import xl
         from emu_latent_diffusion.autoencoder import fourier_lift
 
@@ -251,14 +252,16 @@ class LatentDiffusion(Backend):
         vae = model["vae"]
         lifted = fourier_lift(images, model.options["fourier_frequencies"])
         latents = vae.encode(lifted).latent_dist.mode() * vae.config.scaling_factor
-        encoded = {
-            "latents": latents,
-            "input_ids": token_ids(model["tokenizer"], captions, images.device),
-        }
         if xl.is_xl(model):
-            encoded["input_ids_2"] = token_ids(model["tokenizer_2"], captions, images.device)
-            encoded["time_ids"] = xl.time_ids(framings, images)
-        return encoded
+            text = xl.text_states(model, captions, images.device)
+            return {"latents": latents, **text, "time_ids": xl.time_ids(framings, images)}
+        return {"latents": latents, **text_inputs(model, captions, images.device)}
+
+    def encoding_components(self, model: Model, stage: str) -> tuple[str, ...]:
+        """Frozen text encoders: ``encode`` runs them, the denoiser's steps never do."""
+        from emu_cli.kit.text import frozen_text_encoders
+
+        return frozen_text_encoders(model) if stage == "denoiser" else ()
 
     def size_multiple(self, model: Model, stage: str) -> int | None:
         """Both stages are convolutional and take any shape whose sides the autoencoder (and,
@@ -320,8 +323,6 @@ class LatentDiffusion(Backend):
             if xl.is_xl(model):
                 return xl.XLDenoising(
                     model["unet"],
-                    model["text_encoder"],
-                    model["text_encoder_2"],
                     noise_schedule,
                     key="latents",
                     noise_offset=recipe.noise_offset,
@@ -330,7 +331,7 @@ class LatentDiffusion(Backend):
             train_text, text_rate = text_encoder_training(model)
             return TextConditionedDenoising(
                 model["unet"],
-                model["text_encoder"],
+                model["text_encoder"] if train_text else None,
                 noise_schedule,
                 key="latents",
                 noise_offset=recipe.noise_offset,

@@ -74,21 +74,32 @@ def time_ids(framings: list[Framing] | None, images: torch.Tensor) -> torch.Tens
     return torch.tensor(rows, dtype=torch.float32, device=images.device)
 
 
-class XLDenoising(TextConditionedDenoising):
-    """The denoising loss with SDXL's conditioning: both encoders' penultimate states joined
-    for cross-attention; the second's pooled embedding and the micro-conditioning (encoded
-    by ``time_ids`` in ``batch``) added to the timestep embedding. Both encoders stay frozen."""
+def text_states(model: Model, captions: list[str], device: Any) -> dict[str, torch.Tensor]:
+    """What SDXL's UNet reads of ``captions``, from its two frozen encoders, as its pipeline
+    computes it: both encoders' penultimate states joined (``states``) and the second one's
+    pooled, projected embedding (``pooled``)."""
+    from emu_cli.kit.text import token_ids
 
-    def __init__(self, unet: Any, text_encoder: Any, text_encoder_2: Any, *args, **kwargs):
-        super().__init__(unet, text_encoder, *args, train_text_encoder=False, **kwargs)
-        self.text_encoder_2 = text_encoder_2
+    first = model["text_encoder"](
+        token_ids(model["tokenizer"], captions, device), output_hidden_states=True
+    )
+    second = model["text_encoder_2"](
+        token_ids(model["tokenizer_2"], captions, device), output_hidden_states=True
+    )
+    states = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+    return {"states": states, "pooled": second.text_embeds}
+
+
+class XLDenoising(TextConditionedDenoising):
+    """The denoising loss with SDXL's conditioning: the text as :func:`text_states` gives it
+    (both encoders frozen, run by ``encode``), its pooled embedding and the micro-conditioning
+    (``time_ids``) added to the timestep embedding."""
+
+    def __init__(self, unet: Any, *args, **kwargs):
+        super().__init__(unet, None, *args, train_text_encoder=False, **kwargs)
 
     def text_conditioning(self, batch: dict) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            first = self.text_encoder(batch["input_ids"], output_hidden_states=True)
-            second = self.text_encoder_2(batch["input_ids_2"], output_hidden_states=True)
-        states = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
-        return {"states": states, "pooled": second.text_embeds}
+        return {"states": batch["states"], "pooled": batch["pooled"]}
 
     def condition(self, batch: dict) -> dict[str, Any]:
         return {"time_ids": batch["time_ids"]}

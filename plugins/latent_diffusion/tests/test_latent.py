@@ -284,6 +284,83 @@ def test_sdxl_is_conditioned_on_each_training_image_size_and_crop(stable_diffusi
     assert not torch.equal(*losses)
 
 
+def test_frozen_text_encoders_leave_memory_while_quality_tuning_steps_run(
+    stable_diffusion_xl, world, tmp_path
+):
+    """SDXL's two frozen text encoders run once per caption before the first step (their
+    outputs cached), never between the first step and the last, and hold no weights (meta
+    device) at any training step; they are read again from the folder to save, so the
+    checkpoints and the tuned folder carry them unchanged. The plan says so."""
+    import gc
+
+    from safetensors.torch import load_file
+    from torch.nn.modules.module import register_module_forward_pre_hook
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    parent = shutil.copytree(stable_diffusion_xl, tmp_path / "sdxl")  # a path no other test loads
+    encoders = (CLIPTextModel, CLIPTextModelWithProjection)
+
+    def resident() -> int:
+        gc.collect()
+        loaded = [m for m in gc.get_objects() if isinstance(m, encoders)
+                  and m.config._name_or_path.startswith(str(parent))]  # fmt: skip
+        return sum(any(p.device.type != "meta" for p in m.parameters()) for m in loaded)
+
+    events: list = []
+
+    def watch(module, args):
+        if isinstance(module, encoders):
+            events.append("text")
+        elif type(module).__name__ == "UNet2DConditionModel" and torch.is_grad_enabled():
+            events.append(("step", resident()))  # a training step's forward
+
+    config = tmp_path / "run.yaml"
+    config.write_text("checkpoint_every: 2\n")
+    qt = tmp_path / "qt"
+    handle = register_module_forward_pre_hook(watch)
+    try:
+        emu("quality-tune", "--model", parent, "--data", world, "--out", qt, "--steps", 4,
+            "--config", config, "--no-early-stopping", "--device", "cpu")  # fmt: skip
+    finally:
+        handle.remove()
+    steps = [i for i, event in enumerate(events) if event != "text"]
+    assert [events[i] for i in steps] == [("step", 0)] * 4, "no text encoder holds weights"
+    assert "text" in events[: steps[0]] and "text" not in events[steps[0] : steps[-1]]
+    assert json.loads((qt / "plan.json").read_text())["set_aside"] == [
+        "text_encoder",
+        "text_encoder_2",
+    ]
+    for folder in (qt, qt / "stages" / "quality-tune" / "checkpoints" / "step-00000002" / "model"):
+        for component in ("text_encoder", "text_encoder_2"):
+            before, after = (
+                load_file(f / component / "model.safetensors") for f in (parent, folder)
+            )
+            assert all(torch.equal(before[k], after[k]) for k in before), (folder, component)
+
+
+def test_a_row_missed_while_text_encoders_are_set_aside_is_encoded_whole(stable_diffusion):
+    """A caption the cache's warm-up did not foresee, met during the steps: its row is
+    encoded with the text encoder read back, as it would have been, which then leaves again."""
+    from emu_cli import Framing
+    from emu_cli.checkpoint.folder import load_checkpoint
+    from emu_cli.plugin.backend import encode_batch
+    from emu_cli.training.cache import EncodingCache
+    from emu_cli.training.set_aside import SetAside
+
+    backend, model, _ = load_checkpoint(stable_diffusion)
+    set_aside = SetAside(model, backend.encoding_components(model, "denoiser"), stable_diffusion)
+    assert set_aside.names == ("text_encoder",)
+    images, captions = torch.zeros(1, 3, 32, 32), ["a caption never seen"]
+    framings = [Framing((32, 32), (0, 0), (32, 32))]
+    expected = encode_batch(backend, model, "denoiser", images, captions, framings)
+    set_aside.release()
+    assert model["text_encoder"].device.type == "meta"
+    cache = EncodingCache(backend, whole=set_aside.whole)
+    encoded = cache.encode(model, "denoiser", images, captions, framings)
+    assert torch.equal(encoded["states"], expected["states"])
+    assert set_aside.released and model["text_encoder"].device.type == "meta"
+
+
 def test_existing_run_is_not_overwritten_without_resume(tiny_latent, world):
     result = pretrain_tiny(world, tiny_latent, check=False)
     assert result.returncode == 1 and "--resume latest" in result.stderr

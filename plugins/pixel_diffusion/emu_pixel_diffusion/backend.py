@@ -35,7 +35,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 class PixelDiffusion(Backend):
     name = "pixel"
     description = "Pixel diffusion (Imagen-like): text-conditioned UNet on RGB + super-resolution"
-    caption_encodings = ("input_ids",)  # token ids; the rest encodes images
+    # token ids, or a frozen text encoder's outputs; the rest encodes images
+    caption_encodings = ("input_ids", "states")
     stages = (
         Stage("denoiser", "text-conditioned UNet on pixels", STAGE_DEFAULTS["denoiser"]),
         Stage(
@@ -171,16 +172,19 @@ class PixelDiffusion(Backend):
             model[unet].register_to_config(sample_size=images.shape[-1])
 
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
-        from emu_cli.kit.text import token_ids
+        from emu_cli.kit.text import text_inputs
         from emu_pixel_diffusion.pipeline import low_resolution_view
 
-        batch = {
-            "pixels": images,
-            "input_ids": token_ids(model["tokenizer"], captions, images.device),
-        }
+        batch = {"pixels": images, **text_inputs(model, captions, images.device)}
         if stage == "superres":
             batch["low"] = low_resolution_view(images, self._factor(model))
         return batch
+
+    def encoding_components(self, model: Model, stage: str) -> tuple[str, ...]:
+        """Frozen text encoders: ``encode`` runs them, the denoisers' steps never do."""
+        from emu_cli.kit.text import frozen_text_encoders
+
+        return frozen_text_encoders(model)
 
     def size_multiple(self, model: Model, stage: str) -> int | None:
         """The UNet's downsampling; the super-resolution stage's low-resolution view must be
@@ -209,6 +213,7 @@ class PixelDiffusion(Backend):
             if name in model.components:
                 model[name].requires_grad_(False)
         train_text, text_rate = text_encoder_training(model)
+        text_encoder = model["text_encoder"] if train_text else None  # else encode runs it
         common = {
             "noise_offset": recipe.noise_offset,
             "train_text_encoder": train_text,
@@ -220,7 +225,7 @@ class PixelDiffusion(Backend):
             model["unet"].requires_grad_(True)
             schedule = DDPMScheduler.from_config(model["scheduler"].config)
             return TextConditionedDenoising(
-                model["unet"], model["text_encoder"], schedule, key="pixels", **common
+                model["unet"], text_encoder, schedule, key="pixels", **common
             )
         if stage == "superres":
             self._factor(model)
@@ -228,7 +233,7 @@ class PixelDiffusion(Backend):
             schedule = DDPMScheduler.from_config(model["sr_scheduler"].config)
             return SuperResolutionDenoising(
                 model["sr_unet"],
-                model["text_encoder"],
+                text_encoder,
                 schedule,
                 key="pixels",
                 max_augmentation=int(options.get("max_augmentation", 250)),
