@@ -138,12 +138,14 @@ def diffusion_loss(
     """Training loss for ``denoise(noisy, timesteps, **condition) -> prediction``.
 
     The target follows ``scheduler.config.prediction_type``: epsilon or v_prediction (DDPM,
-    each sample weighted by :func:`snr_weights`), or flow_prediction (:func:`flow_loss`).
+    each sample weighted by :func:`snr_weights`), or flow_prediction (:func:`flow_loss`), as
+    for a flow-matching scheduler (SD3's, Flux's).
     """
     batch = clean.shape[0]
     noise = offset_noise(clean.shape, generator, noise_offset, clean.dtype).to(clean.device)
-    if scheduler.config.prediction_type == FLOW:
-        return flow_loss(denoise, clean, noise, scheduler, generator, **condition)
+    shift = flow_shift(scheduler)
+    if shift is not None:
+        return flow_loss(denoise, clean, noise, scheduler, generator, shift=shift, **condition)
     timesteps = torch.randint(
         0,
         scheduler.config.num_train_timesteps,
@@ -167,22 +169,37 @@ def diffusion_loss(
     return {"loss": (per_sample * weights).mean()}
 
 
+def flow_shift(scheduler: Any) -> float | None:
+    """The shift of a flow-matching scheduler's sigmas (``shift * s / (1 + (shift - 1) * s)``:
+    SD3 samples with 3, so more of its steps are spent near noise); None for a DDPM one."""
+    config = scheduler.config
+    if config.get("prediction_type") == FLOW:  # emu's: DPM-Solver++ on flow sigmas
+        return float(config.get("flow_shift", 1.0))
+    if type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler":
+        return float(config.get("shift", 1.0))
+    return None
+
+
 def flow_loss(
     denoise: Any,
     clean: torch.Tensor,
     noise: torch.Tensor,
     scheduler: Any,
     generator: torch.Generator,
+    shift: float = 1.0,
     **condition: Any,
 ) -> dict[str, torch.Tensor]:
     """Rectified flow: ``noisy = (1 - sigma) * clean + sigma * noise``, the target the velocity
     ``noise - clean``, and the model told the time ``sigma * num_train_timesteps`` (the
     timesteps diffusers' flow sigmas give at sampling). Sigma is drawn logit-normal, as SD3
     trains: ``sigmoid(N(0, 1))``, so the middle of the path, where the image is decided, gets
-    most of the steps. A noise offset is part of ``noise``, so the velocity carries it."""
+    most of the steps; then shifted as the model's sampler shifts it (:func:`flow_shift`), as
+    diffusers' ``train_dreambooth_sd3.py`` does by reading its scheduler's sigmas. A noise
+    offset is part of ``noise``, so the velocity carries it."""
     batch = clean.shape[0]
     draw = torch.randn(batch, generator=generator, device=generator.device)
-    sigmas = torch.sigmoid(draw).to(clean.device, clean.dtype)
+    sigmas = torch.sigmoid(draw)
+    sigmas = (shift * sigmas / (1 + (shift - 1) * sigmas)).to(clean.device, clean.dtype)
     shaped = sigmas.view(-1, *([1] * (clean.ndim - 1)))
     noisy = (1 - shaped) * clean + shaped * noise
     prediction = denoise(noisy, sigmas * scheduler.config.num_train_timesteps, **condition)

@@ -1,6 +1,6 @@
 """Latent diffusion as Emu pre-trains it: an AutoencoderKL (stage 1), then a text-conditioned
 UNet2DConditionModel on its latents (stage 2). Checkpoints are StableDiffusionPipeline folders;
-Stable Diffusion XL folders made elsewhere are adopted too (``xl.py``)."""
+Stable Diffusion XL (``xl.py``) and 3 (``sd3.py``) folders made elsewhere are adopted too."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 # backend must stay cheap so that `emu --help` and `emu backends` answer at once.
 
 DISCRIMINATOR = "discriminator"
-# The diffusers pipelines whose folders this backend loads: what it writes, and SDXL's.
-PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+# The diffusers pipelines whose folders this backend loads: what it writes, SDXL's and SD3's.
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline")
 # Options a user may set (`--option KEY=VALUE` or `model_options:` in a config), with defaults;
 # None: the preset's.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -150,10 +150,10 @@ class LatentDiffusion(Backend):
     def pipeline(self, model: Model) -> Any:
         from diffusers import StableDiffusionPipeline
 
-        from emu_latent_diffusion import xl
+        from emu_latent_diffusion import sd3, xl
 
-        if xl.is_xl(model):
-            pipe = xl.pipeline(model)
+        if xl.is_xl(model) or sd3.is_sd3(model):
+            pipe = (xl if xl.is_xl(model) else sd3).pipeline(model)
             pipe.set_progress_bar_config(disable=True)
             return pipe
         pipe = StableDiffusionPipeline(
@@ -183,7 +183,7 @@ class LatentDiffusion(Backend):
         from transformers import CLIPTextModel, CLIPTokenizer
 
         from emu_cli.kit.reconstruction import PatchDiscriminator
-        from emu_latent_diffusion import xl
+        from emu_latent_diffusion import sd3, xl
 
         path = Path(path)
         index = path / "model_index.json"
@@ -192,6 +192,8 @@ class LatentDiffusion(Backend):
         pipeline_class = json.loads(index.read_text()).get("_class_name")
         if pipeline_class not in PIPELINES:
             raise ValueError(f"'{path}' holds a {pipeline_class}, not a {' or '.join(PIPELINES)}")
+        if pipeline_class == sd3.PIPELINE:  # its flow-matching Euler sampler kept
+            return Model(self.name, sd3.load_components(path), {})
         components = {
             "vae": AutoencoderKL.from_pretrained(path / "vae"),
             "unet": UNet2DConditionModel.from_pretrained(path / "unet"),
@@ -209,14 +211,20 @@ class LatentDiffusion(Backend):
 
     def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
         """A Stable Diffusion folder made elsewhere (SD 1.x, 2.x: one CLIP text encoder; SDXL:
-        two): its objective from the scheduler (epsilon or v, no SNR weighting, as those were
-        trained), its text encoders frozen, the Fourier lift read off the autoencoder's input
-        channels (0 for a plain one), the quality-tuning preset the largest whose resolution
-        it reaches (Stable Diffusion's 512 px: ``base``, the paper's recipe)."""
+        two; SD3: three and a transformer): its objective from the scheduler (epsilon or v, no
+        SNR weighting, as those were trained; flow for SD3), its text encoders frozen, the
+        Fourier lift read off the autoencoder's input channels (0 for a plain one), the
+        quality-tuning preset the largest whose resolution it reaches (Stable Diffusion's
+        512 px: ``base``, the paper's recipe)."""
+        from emu_cli.kit.diffusion import FLOW
+
         if pipeline_class not in PIPELINES:
             return None
-        vae, unet = component_config(path, "vae"), component_config(path, "unet")
+        denoiser = "transformer" if pipeline_class == "StableDiffusion3Pipeline" else "unet"
+        vae, unet = component_config(path, "vae"), component_config(path, denoiser)
         scheduler = component_config(path, "scheduler", "scheduler_config.json")
+        if denoiser == "transformer":  # FlowMatchEulerDiscreteScheduler names no objective
+            scheduler = {"prediction_type": FLOW}
         lift = int(vae.get("in_channels", 3)) - 3
         if lift % 6:
             raise ValueError(
@@ -244,14 +252,18 @@ class LatentDiffusion(Backend):
         framings: list[Framing] | None = None,
     ) -> dict:
         from emu_cli.kit.text import text_inputs
-        from emu_latent_diffusion import xl
+        from emu_latent_diffusion import sd3, xl
         from emu_latent_diffusion.autoencoder import fourier_lift
 
         if stage == "autoencoder":
             return {"pixels": images}
         vae = model["vae"]
         lifted = fourier_lift(images, model.options["fourier_frequencies"])
-        latents = vae.encode(lifted).latent_dist.mode() * vae.config.scaling_factor
+        # SD3's and Flux's autoencoders centre their latents by a shift before scaling them
+        shift = vae.config.get("shift_factor") or 0.0
+        latents = (vae.encode(lifted).latent_dist.mode() - shift) * vae.config.scaling_factor
+        if sd3.is_sd3(model):
+            return {"latents": latents, **sd3.text_states(model, captions, images.device)}
         if xl.is_xl(model):
             text = xl.text_states(model, captions, images.device)
             return {"latents": latents, **text, "time_ids": xl.time_ids(framings, images)}
@@ -269,6 +281,8 @@ class LatentDiffusion(Backend):
         encoder = 2 ** (len(model["vae"].config.block_out_channels) - 1)
         if stage == "autoencoder":
             return encoder
+        if "transformer" in model.components:  # patches of latents
+            return encoder * model["transformer"].config.patch_size
         return encoder * 2 ** (len(model["unet"].config.down_block_types) - 1)
 
     def prepare_stage(
@@ -284,7 +298,7 @@ class LatentDiffusion(Backend):
             return
         vae = model["vae"]
         downsampling = 2 ** (len(vae.config.block_out_channels) - 1)
-        model["unet"].register_to_config(sample_size=images.shape[-1] // downsampling)
+        model[_denoiser(model)].register_to_config(sample_size=images.shape[-1] // downsampling)
         if model.options.get("latent_scale_calibrated"):
             return
         with torch.no_grad():
@@ -297,11 +311,11 @@ class LatentDiffusion(Backend):
         from diffusers import DDPMScheduler
 
         from emu_cli.kit.diffusion import TextConditionedDenoising
-        from emu_cli.kit.text import text_encoder_training
-        from emu_latent_diffusion import xl
+        from emu_cli.kit.text import TEXT_ENCODERS, text_encoder_training
+        from emu_latent_diffusion import sd3, xl
         from emu_latent_diffusion.autoencoder import AutoencoderTraining
 
-        for component in ("vae", "unet", "text_encoder", "text_encoder_2"):
+        for component in ("vae", "unet", "transformer", *TEXT_ENCODERS):
             if component in model.components:
                 model[component].requires_grad_(False)
         if stage == "autoencoder":
@@ -314,7 +328,14 @@ class LatentDiffusion(Backend):
                 adversarial_weight=model.options.get("adversarial_weight", 0.0),
             )
         if stage == "denoiser":
-            model["unet"].requires_grad_(True)
+            model[_denoiser(model)].requires_grad_(True)
+            if sd3.is_sd3(model):  # trained on its own flow-matching scheduler's sigmas
+                return sd3.SD3Denoising(
+                    model["transformer"],
+                    model["scheduler"],
+                    key="latents",
+                    noise_offset=recipe.noise_offset,
+                )
             noise_schedule = DDPMScheduler.from_config(model["scheduler"].config)
             objective = {
                 "snr_weighting": model.options.get("snr_weighting", "none"),
@@ -357,7 +378,7 @@ class LatentDiffusion(Backend):
         pipe = self.pipeline(model)
         # A private scheduler copy: DPM-Solver keeps per-call state.
         pipe.scheduler = copy.deepcopy(model["scheduler"])
-        resolution = model["unet"].config.sample_size * pipe.vae_scale_factor
+        resolution = model[_denoiser(model)].config.sample_size * pipe.vae_scale_factor
         return pipeline_samples(
             pipe,
             prompts,
@@ -393,3 +414,8 @@ class LatentDiffusion(Backend):
         value = float(psnr(reconstruction, images).mean())
         # Originals above their reconstructions.
         return to_images(torch.cat([images, reconstruction])), {"psnr": value}
+
+
+def _denoiser(model: Model) -> str:
+    """The component that denoises: SD's and SDXL's UNet, SD3's transformer."""
+    return "transformer" if "transformer" in model.components else "unet"

@@ -1,4 +1,4 @@
-"""Small Stable Diffusion and SDXL folders made with diffusers alone, as models trained
+"""Small Stable Diffusion, SDXL and SD3 folders made with diffusers alone, as models trained
 elsewhere are: what the adoption tests and the comparison with diffusers' own training example
 start from, so that they measure the same model."""
 
@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 
-def _autoencoder() -> Any:
+def _autoencoder(**extra: Any) -> Any:
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
                          down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
+                         up_block_types=("UpDecoderBlock2D",) * 2, **extra)  # fmt: skip
 
 
 def _text_config() -> Any:
@@ -21,6 +21,26 @@ def _text_config() -> Any:
 
     return CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=2, projection_dim=32)  # fmt: skip
+
+
+def offline_t5_tokenizer() -> Any:
+    """A T5 tokenizer (sentencepiece unigram, as T5's) over single letters: no download, and
+    every caption tokenises."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    letters = string.ascii_lowercase
+    vocabulary = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocabulary += [("\u2581" + c, -2.0) for c in letters] + [(c, -3.0) for c in letters]
+    model = Tokenizer(models.Unigram(vocabulary, unk_id=2))
+    model.pre_tokenizer, model.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    model.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    return T5TokenizerFast(tokenizer_object=model, eos_token="</s>", pad_token="<pad>",
+                           unk_token="<unk>", extra_ids=0)  # fmt: skip
 
 
 def save_tiny_stable_diffusion(folder: Path, seed: int = 0) -> Path:
@@ -80,5 +100,40 @@ def save_tiny_stable_diffusion_xl(folder: Path, seed: int = 0) -> Path:
         scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
                                          beta_schedule="scaled_linear",
                                          timestep_spacing="leading"),
+    ).save_pretrained(folder, safe_serialization=True)  # fmt: skip
+    return folder
+
+
+def save_tiny_stable_diffusion_3(folder: Path, seed: int = 0) -> Path:
+    """SD3's classes at a tiny size, as diffusers' own SD3 tests build them: two CLIP text
+    models with projection (32 wide, joined to 64) and a T5 encoder 64 wide, an MMDiT
+    transformer on 2 x 2 patches of a 4-channel autoencoder's latents (its shift and scale
+    as SD3's), the flow-matching Euler scheduler with SD3's shift of 3; no emu.json."""
+    import torch
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from emu_cli.kit.text import offline_clip_tokenizer
+
+    torch.manual_seed(seed)
+    StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4,
+                                          out_channels=4, num_layers=2, attention_head_dim=8,
+                                          num_attention_heads=4, caption_projection_dim=32,
+                                          joint_attention_dim=64, pooled_projection_dim=64),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_autoencoder(shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False,
+                         use_post_quant_conv=False),
+        text_encoder=CLIPTextModelWithProjection(_text_config()),
+        tokenizer=offline_clip_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+        tokenizer_2=offline_clip_tokenizer(),
+        text_encoder_3=T5EncoderModel(T5Config(vocab_size=64, d_model=64, d_kv=16, d_ff=64,
+                                               num_layers=2, num_heads=4)),
+        tokenizer_3=offline_t5_tokenizer(),
     ).save_pretrained(folder, safe_serialization=True)  # fmt: skip
     return folder

@@ -25,7 +25,8 @@ FORCE_ZEROS = "force_zeros_for_empty_prompt"
 
 
 def is_xl(model: Model) -> bool:
-    return "text_encoder_2" in model.components
+    """A UNet under two text encoders (SD3 and Flux have a second one too, and a transformer)."""
+    return "unet" in model.components and "text_encoder_2" in model.components
 
 
 def load_second_encoder(path: Path) -> dict[str, Any]:

@@ -200,17 +200,36 @@ def stable_diffusion_xl(tmp_path_factory):
     return save_tiny_stable_diffusion_xl(tmp_path_factory.mktemp("elsewhere") / "sdxl")
 
 
-def test_an_sdxl_model_made_elsewhere_goes_through_the_whole_recipe(
-    stable_diffusion_xl, world, tmp_path
+@pytest.fixture(scope="module")
+def stable_diffusion_3(tmp_path_factory):
+    """An SD3 folder made with diffusers alone, at a tiny size."""
+    from emu_latent_diffusion.foreign import save_tiny_stable_diffusion_3
+
+    return save_tiny_stable_diffusion_3(tmp_path_factory.mktemp("elsewhere") / "sd3")
+
+
+# family: (its fixture, pipeline class, objective, the denoiser, the frozen text encoders)
+OPEN_MODELS = {
+    "sdxl": ("stable_diffusion_xl", "StableDiffusionXLPipeline", "epsilon", "unet",
+             ("text_encoder", "text_encoder_2")),
+    "sd3": ("stable_diffusion_3", "StableDiffusion3Pipeline", "flow_prediction", "transformer",
+            ("text_encoder", "text_encoder_2", "text_encoder_3")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", OPEN_MODELS)
+def test_an_open_model_made_elsewhere_goes_through_the_whole_recipe(
+    family, request, world, tmp_path
 ):
-    """Adopted, generated from, quality-tuned (the UNet moves, both text encoders and the
-    autoencoder do not), opened by StableDiffusionXLPipeline, evaluated against its parent,
+    """Adopted, generated from, quality-tuned (the denoiser moves, the text encoders and the
+    autoencoder do not), opened by its own pipeline class, evaluated against its parent,
     pushed to the Hub with a card that loads it that way, and drawn from by its repo name."""
-    from diffusers import StableDiffusionXLPipeline
+    import diffusers
     from hub_server import WRITE_TOKEN, FakeHub
     from safetensors.torch import load_file
 
-    parent = stable_diffusion_xl
+    fixture, pipeline_class, objective, denoiser, encoders = OPEN_MODELS[family]
+    parent = request.getfixturevalue(fixture)
     draw = ("a red star on a sunset background", "-n", 1, "--sampling-steps", 2, "--device",
             "cpu")  # fmt: skip
     emu("generate", "--model", parent, *draw, "--out", tmp_path / "gen")
@@ -219,15 +238,14 @@ def test_an_sdxl_model_made_elsewhere_goes_through_the_whole_recipe(
     emu("quality-tune", "--model", parent, "--data", world, "--out", qt, "--steps", 2,
         "--no-early-stopping", "--device", "cpu")  # fmt: skip
     record = json.loads((qt / "emu.json").read_text())
-    assert record["options"]["prediction_type"] == "epsilon"
-    assert record["options"]["force_zeros_for_empty_prompt"] is True
-    for component, moved in (("unet", True), ("vae", False), ("text_encoder", False),
-                             ("text_encoder_2", False)):  # fmt: skip
-        name = "diffusion_pytorch_model" if component in ("unet", "vae") else "model"
+    assert record["options"]["prediction_type"] == objective
+    for component in (denoiser, "vae", *encoders):
+        name = "model" if component.startswith("text") else "diffusion_pytorch_model"
         before, after = (load_file(folder / component / f"{name}.safetensors")
                          for folder in (parent, qt))  # fmt: skip
-        assert any(not torch.equal(before[k], after[k]) for k in before) == moved, component
-    pipe = StableDiffusionXLPipeline.from_pretrained(qt)
+        moved = any(not torch.equal(before[k], after[k]) for k in before)
+        assert moved == (component == denoiser), component
+    pipe = getattr(diffusers, pipeline_class).from_pretrained(qt)
     drawn = pipe("a red star", num_inference_steps=2, height=32, width=32, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images  # fmt: skip
     assert drawn.shape == (1, 32, 32, 3) and np.isfinite(drawn).all()
@@ -241,10 +259,10 @@ def test_an_sdxl_model_made_elsewhere_goes_through_the_whole_recipe(
     with FakeHub() as hub:
         env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
                "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
-        emu("push", qt, "--repo", "me/sdxl-qt", env=env)
-        card = hub.files("me/sdxl-qt")["README.md"].decode()
-        emu("generate", "--model", "me/sdxl-qt", *draw, "--out", tmp_path / "hub", env=env)
-    assert 'StableDiffusionXLPipeline.from_pretrained("me/sdxl-qt")' in card
+        emu("push", qt, "--repo", f"me/{family}-qt", env=env)
+        card = hub.files(f"me/{family}-qt")["README.md"].decode()
+        emu("generate", "--model", f"me/{family}-qt", *draw, "--out", tmp_path / "hub", env=env)
+    assert f'{pipeline_class}.from_pretrained("me/{family}-qt")' in card
     assert (tmp_path / "hub" / "000-00.png").read_bytes() == (
         tmp_path / "local" / "000-00.png"
     ).read_bytes()
@@ -492,7 +510,7 @@ def test_flow_matching_moves_on_a_straight_line_and_predicts_its_velocity():
     exactly (loss 0), with or without a noise offset, only if the sample lies at
     (1 - sigma) * clean + sigma * noise with sigma = timestep / 1000 and the target is
     noise - clean; sigma is logit-normal, so the path's ends get few steps."""
-    from diffusers import DPMSolverMultistepScheduler
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
     from emu_cli.errors import EmuError
     from emu_cli.kit.diffusion import FLOW, check_objective, diffusion_loss, scheduler_config
@@ -517,6 +535,12 @@ def test_flow_matching_moves_on_a_straight_line_and_predicts_its_velocity():
     assert blind.item() == pytest.approx(1 + 0.7**2, rel=0.02)  # E[(noise - clean)^2]
     with pytest.raises(EmuError, match="takes no SNR weighting"):
         check_objective(FLOW, "soft-min", 5.0)
+    # SD3's sampler shifts its sigmas by 3 (3s / (1 + 2s)): trained on the same ones, the
+    # median sigma is 0.75, not 0.5
+    seen.clear()
+    shifted = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    loss = diffusion_loss(knowing, clean, shifted, torch.Generator().manual_seed(0))["loss"]
+    assert loss.item() < 1e-8 and 0.73 < seen[0].median().item() < 0.77
 
 
 def test_a_flow_model_trains_generates_and_opens_in_stable_diffusion_pipeline(world, tmp_path):
