@@ -176,7 +176,8 @@ def flow_shift(scheduler: Any) -> float | None:
     if config.get("prediction_type") == FLOW:  # emu's: DPM-Solver++ on flow sigmas
         return float(config.get("flow_shift", 1.0))
     if type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler":
-        return float(config.get("shift", 1.0))
+        # Flux shifts by the image's size when it samples and trains unshifted
+        return 1.0 if config.get("use_dynamic_shifting") else float(config.get("shift", 1.0))
     return None
 
 

@@ -1,6 +1,7 @@
 """Latent diffusion as Emu pre-trains it: an AutoencoderKL (stage 1), then a text-conditioned
 UNet2DConditionModel on its latents (stage 2). Checkpoints are StableDiffusionPipeline folders;
-Stable Diffusion XL (``xl.py``) and 3 (``sd3.py``) folders made elsewhere are adopted too."""
+Stable Diffusion XL (``xl.py``) and 3 (``sd3.py``) and Flux.1 (``flux.py``) folders made
+elsewhere are adopted too."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ if TYPE_CHECKING:
 # backend must stay cheap so that `emu --help` and `emu backends` answer at once.
 
 DISCRIMINATOR = "discriminator"
-# The diffusers pipelines whose folders this backend loads: what it writes, SDXL's and SD3's.
-PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusion3Pipeline")
+# The diffusers pipelines whose folders this backend loads: what it writes, and the open
+# models': those with a transformer for a denoiser keep their own flow-matching sampler.
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+TRANSFORMER_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline")
 # Options a user may set (`--option KEY=VALUE` or `model_options:` in a config), with defaults;
 # None: the preset's.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -150,10 +153,9 @@ class LatentDiffusion(Backend):
     def pipeline(self, model: Model) -> Any:
         from diffusers import StableDiffusionPipeline
 
-        from emu_latent_diffusion import sd3, xl
-
-        if xl.is_xl(model) or sd3.is_sd3(model):
-            pipe = (xl if xl.is_xl(model) else sd3).pipeline(model)
+        family = _open_family(model)
+        if family is not None:
+            pipe = family.pipeline(model)
             pipe.set_progress_bar_config(disable=True)
             return pipe
         pipe = StableDiffusionPipeline(
@@ -183,17 +185,18 @@ class LatentDiffusion(Backend):
         from transformers import CLIPTextModel, CLIPTokenizer
 
         from emu_cli.kit.reconstruction import PatchDiscriminator
-        from emu_latent_diffusion import sd3, xl
+        from emu_latent_diffusion import xl
 
         path = Path(path)
         index = path / "model_index.json"
         if not index.is_file():
             raise ValueError(f"'{path}' has no model_index.json: not a latent-diffusion checkpoint")
         pipeline_class = json.loads(index.read_text()).get("_class_name")
-        if pipeline_class not in PIPELINES:
-            raise ValueError(f"'{path}' holds a {pipeline_class}, not a {' or '.join(PIPELINES)}")
-        if pipeline_class == sd3.PIPELINE:  # its flow-matching Euler sampler kept
-            return Model(self.name, sd3.load_components(path), {})
+        known = PIPELINES + TRANSFORMER_PIPELINES
+        if pipeline_class not in known:
+            raise ValueError(f"'{path}' holds a {pipeline_class}, not a {' or '.join(known)}")
+        if pipeline_class in TRANSFORMER_PIPELINES:
+            return Model(self.name, _pipeline_components(path), {})
         components = {
             "vae": AutoencoderKL.from_pretrained(path / "vae"),
             "unet": UNet2DConditionModel.from_pretrained(path / "unet"),
@@ -211,19 +214,21 @@ class LatentDiffusion(Backend):
 
     def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
         """A Stable Diffusion folder made elsewhere (SD 1.x, 2.x: one CLIP text encoder; SDXL:
-        two; SD3: three and a transformer): its objective from the scheduler (epsilon or v, no
-        SNR weighting, as those were trained; flow for SD3), its text encoders frozen, the
-        Fourier lift read off the autoencoder's input channels (0 for a plain one), the
-        quality-tuning preset the largest whose resolution it reaches (Stable Diffusion's
-        512 px: ``base``, the paper's recipe)."""
+        two; SD3 and Flux: a transformer under three or two): its objective from the scheduler
+        (epsilon or v, no SNR weighting, as those were trained; flow for a transformer), its
+        text encoders frozen, the Fourier lift read off the autoencoder's input channels (0
+        for a plain one), the quality-tuning preset the largest whose resolution it reaches
+        (Stable Diffusion's 512 px: ``base``, the paper's recipe)."""
         from emu_cli.kit.diffusion import FLOW
+        from emu_latent_diffusion import flux
 
-        if pipeline_class not in PIPELINES:
+        if pipeline_class not in PIPELINES + TRANSFORMER_PIPELINES:
             return None
-        denoiser = "transformer" if pipeline_class == "StableDiffusion3Pipeline" else "unet"
-        vae, unet = component_config(path, "vae"), component_config(path, denoiser)
+        transformer = pipeline_class in TRANSFORMER_PIPELINES
+        vae = component_config(path, "vae")
+        denoiser = component_config(path, "transformer" if transformer else "unet")
         scheduler = component_config(path, "scheduler", "scheduler_config.json")
-        if denoiser == "transformer":  # FlowMatchEulerDiscreteScheduler names no objective
+        if transformer:  # FlowMatchEulerDiscreteScheduler names no objective
             scheduler = {"prediction_type": FLOW}
         lift = int(vae.get("in_channels", 3)) - 3
         if lift % 6:
@@ -240,7 +245,7 @@ class LatentDiffusion(Backend):
             "adversarial_weight": 0.0,
             "latent_scale_calibrated": True,  # its scaling factor came with it
         }
-        return adopted_provenance(self, PRESETS, unet["sample_size"], vae, options)
+        return adopted_provenance(self, PRESETS, flux.grid(denoiser), vae, options)
 
     # -- training ----------------------------------------------------------------------------
     def encode(
@@ -252,7 +257,7 @@ class LatentDiffusion(Backend):
         framings: list[Framing] | None = None,
     ) -> dict:
         from emu_cli.kit.text import text_inputs
-        from emu_latent_diffusion import sd3, xl
+        from emu_latent_diffusion import xl
         from emu_latent_diffusion.autoencoder import fourier_lift
 
         if stage == "autoencoder":
@@ -262,12 +267,13 @@ class LatentDiffusion(Backend):
         # SD3's and Flux's autoencoders centre their latents by a shift before scaling them
         shift = vae.config.get("shift_factor") or 0.0
         latents = (vae.encode(lifted).latent_dist.mode() - shift) * vae.config.scaling_factor
-        if sd3.is_sd3(model):
-            return {"latents": latents, **sd3.text_states(model, captions, images.device)}
-        if xl.is_xl(model):
-            text = xl.text_states(model, captions, images.device)
-            return {"latents": latents, **text, "time_ids": xl.time_ids(framings, images)}
-        return {"latents": latents, **text_inputs(model, captions, images.device)}
+        family = _open_family(model)
+        if family is None:
+            return {"latents": latents, **text_inputs(model, captions, images.device)}
+        encoded = {"latents": latents, **family.text_states(model, captions, images.device)}
+        if family is xl:
+            encoded["time_ids"] = xl.time_ids(framings, images)
+        return encoded
 
     def encoding_components(self, model: Model, stage: str) -> tuple[str, ...]:
         """Frozen text encoders: ``encode`` runs them, the denoiser's steps never do."""
@@ -278,11 +284,14 @@ class LatentDiffusion(Backend):
     def size_multiple(self, model: Model, stage: str) -> int | None:
         """Both stages are convolutional and take any shape whose sides the autoencoder (and,
         for the denoiser, the UNet's downsampling on its latents) divides."""
+        from emu_latent_diffusion import flux
+
         encoder = 2 ** (len(model["vae"].config.block_out_channels) - 1)
         if stage == "autoencoder":
             return encoder
-        if "transformer" in model.components:  # patches of latents
-            return encoder * model["transformer"].config.patch_size
+        if "transformer" in model.components:  # patches of latents; Flux packs 2 x 2 of them
+            config = model["transformer"].config
+            return encoder * (2 if flux.is_flux(model) else config.patch_size)
         return encoder * 2 ** (len(model["unet"].config.down_block_types) - 1)
 
     def prepare_stage(
@@ -312,7 +321,7 @@ class LatentDiffusion(Backend):
 
         from emu_cli.kit.diffusion import TextConditionedDenoising
         from emu_cli.kit.text import TEXT_ENCODERS, text_encoder_training
-        from emu_latent_diffusion import sd3, xl
+        from emu_latent_diffusion import flux, sd3, xl
         from emu_latent_diffusion.autoencoder import AutoencoderTraining
 
         for component in ("vae", "unet", "transformer", *TEXT_ENCODERS):
@@ -329,8 +338,9 @@ class LatentDiffusion(Backend):
             )
         if stage == "denoiser":
             model[_denoiser(model)].requires_grad_(True)
-            if sd3.is_sd3(model):  # trained on its own flow-matching scheduler's sigmas
-                return sd3.SD3Denoising(
+            if "transformer" in model.components:  # on its flow-matching scheduler's sigmas
+                denoising = sd3.SD3Denoising if sd3.is_sd3(model) else flux.FluxDenoising
+                return denoising(
                     model["transformer"],
                     model["scheduler"],
                     key="latents",
@@ -374,11 +384,12 @@ class LatentDiffusion(Backend):
         device: torch.device,
     ) -> list[Image.Image]:
         from emu_cli.kit.diffusion import pipeline_samples
+        from emu_latent_diffusion import flux
 
         pipe = self.pipeline(model)
         # A private scheduler copy: DPM-Solver keeps per-call state.
         pipe.scheduler = copy.deepcopy(model["scheduler"])
-        resolution = model[_denoiser(model)].config.sample_size * pipe.vae_scale_factor
+        resolution = flux.grid(model[_denoiser(model)].config) * pipe.vae_scale_factor
         return pipeline_samples(
             pipe,
             prompts,
@@ -419,3 +430,24 @@ class LatentDiffusion(Backend):
 def _denoiser(model: Model) -> str:
     """The component that denoises: SD's and SDXL's UNet, SD3's transformer."""
     return "transformer" if "transformer" in model.components else "unet"
+
+
+def _open_family(model: Model) -> Any:
+    """The module of an open model's family (``xl``, ``sd3``, ``flux``); None for SD 1.x and
+    2.x, and for the models emu builds."""
+    from emu_latent_diffusion import flux, sd3, xl
+
+    if xl.is_xl(model):
+        return xl
+    if sd3.is_sd3(model):
+        return sd3
+    return flux if flux.is_flux(model) else None
+
+
+def _pipeline_components(path: Path) -> dict[str, Any]:
+    """Every component of a diffusers folder's pipeline, each with the class its
+    model_index.json names (safetensors only), optional ones it lacks left out."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(path, use_safetensors=True)
+    return {name: part for name, part in pipe.components.items() if part is not None}

@@ -1,4 +1,4 @@
-"""Small Stable Diffusion, SDXL and SD3 folders made with diffusers alone, as models trained
+"""Small Stable Diffusion, SDXL, SD3 and Flux folders made with diffusers alone, as models trained
 elsewhere are: what the adoption tests and the comparison with diffusers' own training example
 start from, so that they measure the same model."""
 
@@ -135,5 +135,41 @@ def save_tiny_stable_diffusion_3(folder: Path, seed: int = 0) -> Path:
         text_encoder_3=T5EncoderModel(T5Config(vocab_size=64, d_model=64, d_kv=16, d_ff=64,
                                                num_layers=2, num_heads=4)),
         tokenizer_3=offline_t5_tokenizer(),
+    ).save_pretrained(folder, safe_serialization=True)  # fmt: skip
+    return folder
+
+
+def save_tiny_flux(folder: Path, seed: int = 0) -> Path:
+    """Flux.1 dev's classes at a tiny size, as diffusers' own Flux tests build them: a CLIP
+    text model (its pooled embedding) and a T5 encoder 32 wide, a transformer on 2 x 2 packs
+    of a 4-channel autoencoder's latents with a guidance embedding, the flow-matching Euler
+    scheduler shifting by image size as Flux's does; its transformer records the size it draws
+    at (real Flux folders do not: emu then takes the pipeline's 1024 px); no emu.json."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    from emu_cli.kit.text import offline_clip_tokenizer
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1,
+                                         num_single_layers=1, attention_head_dim=16,
+                                         num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+                                         guidance_embeds=True)  # fmt: skip
+    transformer.register_to_config(sample_size=16)
+    FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True,
+                                                  base_shift=0.5, max_shift=1.15,
+                                                  base_image_seq_len=256,
+                                                  max_image_seq_len=4096),
+        vae=_autoencoder(shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False,
+                         use_post_quant_conv=False),
+        text_encoder=CLIPTextModel(_text_config()),
+        tokenizer=offline_clip_tokenizer(),
+        text_encoder_2=T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=16, d_ff=64,
+                                               num_layers=2, num_heads=2)),
+        tokenizer_2=offline_t5_tokenizer(),
+        transformer=transformer,
     ).save_pretrained(folder, safe_serialization=True)  # fmt: skip
     return folder

@@ -6,7 +6,6 @@ them, the velocity ``noise - latents`` as the target."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,15 +20,6 @@ PIPELINE = "StableDiffusion3Pipeline"
 
 def is_sd3(model: Model) -> bool:
     return "text_encoder_3" in model.components
-
-
-def load_components(path: Path) -> dict[str, Any]:
-    """Every component the folder's pipeline has, each with the class model_index.json names
-    (safetensors only), the optional image encoder left out."""
-    from diffusers import StableDiffusion3Pipeline
-
-    pipe = StableDiffusion3Pipeline.from_pretrained(path, use_safetensors=True)
-    return {name: part for name, part in pipe.components.items() if part is not None}
 
 
 def pipeline(model: Model) -> Any:

@@ -208,12 +208,22 @@ def stable_diffusion_3(tmp_path_factory):
     return save_tiny_stable_diffusion_3(tmp_path_factory.mktemp("elsewhere") / "sd3")
 
 
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    """A Flux.1 dev folder made with diffusers alone, at a tiny size."""
+    from emu_latent_diffusion.foreign import save_tiny_flux
+
+    return save_tiny_flux(tmp_path_factory.mktemp("elsewhere") / "flux")
+
+
 # family: (its fixture, pipeline class, objective, the denoiser, the frozen text encoders)
 OPEN_MODELS = {
     "sdxl": ("stable_diffusion_xl", "StableDiffusionXLPipeline", "epsilon", "unet",
              ("text_encoder", "text_encoder_2")),
     "sd3": ("stable_diffusion_3", "StableDiffusion3Pipeline", "flow_prediction", "transformer",
             ("text_encoder", "text_encoder_2", "text_encoder_3")),
+    "flux": ("flux", "FluxPipeline", "flow_prediction", "transformer",
+             ("text_encoder", "text_encoder_2")),
 }  # fmt: skip
 
 
@@ -513,7 +523,13 @@ def test_flow_matching_moves_on_a_straight_line_and_predicts_its_velocity():
     from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
     from emu_cli.errors import EmuError
-    from emu_cli.kit.diffusion import FLOW, check_objective, diffusion_loss, scheduler_config
+    from emu_cli.kit.diffusion import (
+        FLOW,
+        check_objective,
+        diffusion_loss,
+        flow_shift,
+        scheduler_config,
+    )
 
     scheduler = DPMSolverMultistepScheduler(**scheduler_config(FLOW))
     clean = torch.full((4096, 4, 4, 4), 0.7)
@@ -541,6 +557,10 @@ def test_flow_matching_moves_on_a_straight_line_and_predicts_its_velocity():
     shifted = FlowMatchEulerDiscreteScheduler(shift=3.0)
     loss = diffusion_loss(knowing, clean, shifted, torch.Generator().manual_seed(0))["loss"]
     assert loss.item() < 1e-8 and 0.73 < seen[0].median().item() < 0.77
+    # Flux shifts by the image's size when it samples, and trains unshifted
+    by_size = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    assert flow_shift(by_size) == 1.0 and flow_shift(shifted) == 3.0
+    assert flow_shift(DPMSolverMultistepScheduler(**scheduler_config("epsilon"))) is None
 
 
 def test_a_flow_model_trains_generates_and_opens_in_stable_diffusion_pipeline(world, tmp_path):
