@@ -63,6 +63,8 @@ def _pretrain_args(world: Path, out: Path, config: Path, backend: str = "latent"
         # two optimizer groups (the text encoder's at half the rate) must resume, each its own
         "--option",
         "text_encoder_lr_scale=0.5",
+        # latent resumes under flow matching, pixel under v-prediction: both objectives' draws
+        *(("--option", "prediction_type=flow_prediction") if backend == "latent" else ()),
     ]
 
 
