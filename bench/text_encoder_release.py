@@ -26,35 +26,13 @@ STEPS = 4
 
 def build_folder(folder: Path) -> int:
     """The model; its text encoder's size in bytes."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from emu_latent_diffusion.foreign import save_tiny_stable_diffusion
+    from transformers import CLIPTextConfig
 
-    from emu_cli.kit.text import offline_clip_tokenizer
-
-    torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=1024, intermediate_size=4096,
-                                        num_hidden_layers=24, num_attention_heads=16))  # fmt: skip
-    StableDiffusionPipeline(
-        vae=AutoencoderKL(block_out_channels=(16, 32), latent_channels=4, norm_num_groups=8,
-                          down_block_types=("DownEncoderBlock2D",) * 2,
-                          up_block_types=("UpDecoderBlock2D",) * 2),
-        text_encoder=text,
-        tokenizer=offline_clip_tokenizer(),
-        unet=UNet2DConditionModel(sample_size=16, block_out_channels=(32, 64),
-                                  layers_per_block=1, cross_attention_dim=1024,
-                                  attention_head_dim=4, norm_num_groups=8,
-                                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
-        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(folder, safe_serialization=True)  # fmt: skip
-    return sum(p.numel() * p.element_size() for p in text.parameters())
+    text = CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                          num_attention_heads=16)  # fmt: skip
+    save_tiny_stable_diffusion(folder, text_config=text)
+    return (folder / "text_encoder" / "model.safetensors").stat().st_size
 
 
 def resident_mib() -> float:

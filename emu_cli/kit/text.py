@@ -61,6 +61,27 @@ def offline_clip_tokenizer(max_length: int = 77) -> Any:
     return CLIPTokenizer(vocab=vocabulary, merges=merges, model_max_length=max_length)
 
 
+def offline_t5_tokenizer() -> Any:
+    """A ``transformers`` T5 tokenizer (a sentencepiece unigram model, as T5's) over single
+    letters, built without network: every caption tokenises. For small T5 encoders built
+    from a config (the tests' SD3, Flux and DeepFloyd IF folders)."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    letters = string.ascii_lowercase
+    vocabulary = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocabulary += [("\u2581" + c, -2.0) for c in letters] + [(c, -3.0) for c in letters]
+    model = Tokenizer(models.Unigram(vocabulary, unk_id=2))
+    model.pre_tokenizer, model.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    model.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    return T5TokenizerFast(tokenizer_object=model, eos_token="</s>", pad_token="<pad>",
+                           unk_token="<unk>", extra_ids=0)  # fmt: skip
+
+
 TEXT_ENCODER_KINDS = ("clip", "clip-projection", "t5")
 
 

@@ -23,42 +23,25 @@ def _text_config() -> Any:
                           num_attention_heads=2, projection_dim=32)  # fmt: skip
 
 
-def offline_t5_tokenizer() -> Any:
-    """A T5 tokenizer (sentencepiece unigram, as T5's) over single letters: no download, and
-    every caption tokenises."""
-    import string
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    letters = string.ascii_lowercase
-    vocabulary = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    vocabulary += [("\u2581" + c, -2.0) for c in letters] + [(c, -3.0) for c in letters]
-    model = Tokenizer(models.Unigram(vocabulary, unk_id=2))
-    model.pre_tokenizer, model.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-    model.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)]
-    )
-    return T5TokenizerFast(tokenizer_object=model, eos_token="</s>", pad_token="<pad>",
-                           unk_token="<unk>", extra_ids=0)  # fmt: skip
-
-
-def save_tiny_stable_diffusion(folder: Path, seed: int = 0) -> Path:
+def save_tiny_stable_diffusion(folder: Path, seed: int = 0, text_config: Any = None) -> Path:
     """A plain RGB autoencoder with 4 latent channels, SD's UNet blocks without emu's pooled
-    text embedding, a PNDM scheduler predicting epsilon, safety checker slots; no emu.json."""
+    text embedding, a PNDM scheduler predicting epsilon, safety checker slots; no emu.json.
+    ``text_config``: the CLIP text model's config where it is not the tiny one."""
     import torch
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     from emu_cli.kit.text import offline_clip_tokenizer
 
+    text_config = text_config or _text_config()
     torch.manual_seed(seed)
     StableDiffusionPipeline(
         vae=_autoencoder(),
-        text_encoder=CLIPTextModel(_text_config()),
+        text_encoder=CLIPTextModel(text_config),
         tokenizer=offline_clip_tokenizer(),
         unet=UNet2DConditionModel(sample_size=16, block_out_channels=(32, 64),
-                                  layers_per_block=1, cross_attention_dim=32,
+                                  layers_per_block=1,
+                                  cross_attention_dim=text_config.hidden_size,
                                   attention_head_dim=4, norm_num_groups=8,
                                   down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
@@ -117,7 +100,7 @@ def save_tiny_stable_diffusion_3(folder: Path, seed: int = 0) -> Path:
     )
     from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-    from emu_cli.kit.text import offline_clip_tokenizer
+    from emu_cli.kit.text import offline_clip_tokenizer, offline_t5_tokenizer
 
     torch.manual_seed(seed)
     StableDiffusion3Pipeline(
@@ -149,7 +132,7 @@ def save_tiny_flux(folder: Path, seed: int = 0) -> Path:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
-    from emu_cli.kit.text import offline_clip_tokenizer
+    from emu_cli.kit.text import offline_clip_tokenizer, offline_t5_tokenizer
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1,
