@@ -94,15 +94,18 @@ def adopted_provenance(
     backend: Backend,
     presets: dict[str, dict[str, Any]],
     grid: int,
-    autoencoder: dict[str, Any],
+    autoencoder: dict[str, Any] | None,
     options: dict[str, Any],
+    stages: list[str] | None = None,
 ) -> dict[str, Any]:
     """What :meth:`Backend.adopt` returns for a complete model whose generator works on a
-    ``grid`` x ``grid`` latent or token map that ``autoencoder`` (its config) decodes: every stage
-    done, the size it draws at (the grid, doubled by each autoencoder block after the first, as
-    diffusers' AutoencoderKL and VQModel do), and the preset (which sizes the quality-tuning
-    recipe) the largest whose resolution that reaches."""
-    resolution = int(grid) * 2 ** (len(autoencoder["block_out_channels"]) - 1)
+    ``grid`` x ``grid`` latent or token map that ``autoencoder`` (its config) decodes, or on
+    pixels (``autoencoder`` None): ``stages`` done (default: every stage), the size it draws at
+    (the grid, doubled by each autoencoder block after the first, as diffusers' AutoencoderKL
+    and VQModel do), and the preset (which sizes the quality-tuning recipe) the largest whose
+    resolution that reaches."""
+    blocks = len(autoencoder["block_out_channels"]) if autoencoder is not None else 1
+    resolution = int(grid) * 2 ** (blocks - 1)
 
     def size(name: str) -> int:
         return presets[name]["resolution"]
@@ -112,7 +115,7 @@ def adopted_provenance(
     return {
         "preset": preset,
         "options": options,
-        "stages_completed": [stage.name for stage in backend.stages],
+        "stages_completed": stages or [stage.name for stage in backend.stages],
         "recipes": {backend.generator_stage(): {"resolution": resolution}},
     }
 

@@ -9,19 +9,29 @@ from typing import Any
 
 from emu_cli.checkpoint.provenance import Provenance
 
-# How to open a checkpoint of each built-in backend without emu; other backends get emu's.
-# {pipeline} is the diffusers class the folder's model_index.json names (SD or SDXL).
-LOADING = {
-    "latent": """from diffusers import {pipeline}
+# How to open a checkpoint without emu, by the pipeline class its model_index.json names;
+# other classes get emu's way.
+DIFFUSERS_LOADING = """from diffusers import {pipeline}
 
 pipe = {pipeline}.from_pretrained("{repo}")
-image = pipe("{prompt}", height={size}, width={size}).images[0]""",
-    "pixel": """import torch
+image = pipe("{prompt}", height={size}, width={size}).images[0]"""
+LOADING = {
+    **dict.fromkeys(
+        (
+            "StableDiffusionPipeline",
+            "StableDiffusionXLPipeline",
+            "StableDiffusion3Pipeline",
+            "FluxPipeline",
+            "IFPipeline",
+        ),
+        DIFFUSERS_LOADING,
+    ),  # fmt: skip
+    "PixelDiffusionPipeline": """import torch
 from emu_pixel_diffusion import PixelDiffusionPipeline  # pip install emu-pixel-diffusion
 
 pipe = PixelDiffusionPipeline.from_pretrained("{repo}")
 image = pipe(["{prompt}"], generator=[torch.Generator().manual_seed(0)]).images[0]""",
-    "masked": """import emu_masked_transformer.uvit  # pip install emu-masked-transformer
+    "AmusedPipeline": """import emu_masked_transformer.uvit  # pip install emu-masked-transformer
 import torch
 from diffusers import AmusedPipeline
 
@@ -88,7 +98,7 @@ def model_card(
     size = _resolution(provenance)
     index = Path(checkpoint) / "model_index.json"
     pipeline = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
-    snippet = LOADING.get(backend, EMU_LOADING).format(
+    snippet = LOADING.get(pipeline or "", EMU_LOADING).format(
         repo=repo, prompt=PROMPT, size=size, pipeline=pipeline
     )
     kind = "quality-tuned" if tuning else "pre-trained"

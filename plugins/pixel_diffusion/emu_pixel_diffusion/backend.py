@@ -1,6 +1,7 @@
 """Pixel diffusion as Imagen: a text-conditioned UNet2DConditionModel on RGB pixels at the base
 resolution (stage ``denoiser``), then optionally a super-resolution UNet (stage ``superres``).
-Checkpoints are ``PixelDiffusionPipeline`` folders."""
+Checkpoints are ``PixelDiffusionPipeline`` folders; DeepFloyd IF's stage I folders made
+elsewhere are adopted too (``deepfloyd.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emu_cli import Backend, Model, Recipe, Stage, checked_options
+from emu_cli import (
+    Backend,
+    Model,
+    Recipe,
+    Stage,
+    adopted_provenance,
+    checked_options,
+    component_config,
+)
 from emu_pixel_diffusion.presets import PRESETS, STAGE_DEFAULTS
 
 if TYPE_CHECKING:
@@ -132,8 +141,13 @@ class PixelDiffusion(Backend):
         return Model(self.name, components, {"preset": preset, **chosen})
 
     def pipeline(self, model: Model) -> Any:
+        from emu_pixel_diffusion import deepfloyd
         from emu_pixel_diffusion.pipeline import PixelDiffusionPipeline
 
+        if deepfloyd.is_if(model):
+            pipe = deepfloyd.pipeline(model)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         pipe = PixelDiffusionPipeline(
             unet=model["unet"],
             text_encoder=model["text_encoder"],
@@ -149,6 +163,9 @@ class PixelDiffusion(Backend):
         self.pipeline(model).save_pretrained(path, safe_serialization=True)
 
     def load(self, path: Path) -> Model:
+        from diffusers import IFPipeline
+
+        from emu_pixel_diffusion import deepfloyd
         from emu_pixel_diffusion.pipeline import PixelDiffusionPipeline
 
         path = Path(path)
@@ -156,11 +173,41 @@ class PixelDiffusion(Backend):
         if not index.is_file():
             raise ValueError(f"'{path}' has no model_index.json: not a pixel-diffusion checkpoint")
         pipeline_class = json.loads(index.read_text()).get("_class_name")
+        if pipeline_class == deepfloyd.PIPELINE:  # its safety checker and watermarker not kept
+            pipe = IFPipeline.from_pretrained(path, use_safetensors=True, safety_checker=None,
+                                              feature_extractor=None, watermarker=None)  # fmt: skip
+            components = {k: v for k, v in pipe.components.items() if v is not None}
+            return Model(self.name, components, {"pipeline": deepfloyd.PIPELINE})
         if pipeline_class != PIPELINE_CLASS:
-            raise ValueError(f"'{path}' holds a {pipeline_class}, not a {PIPELINE_CLASS}")
+            raise ValueError(
+                f"'{path}' holds a {pipeline_class}, not a {PIPELINE_CLASS} or {deepfloyd.PIPELINE}"
+            )
         pipe = PixelDiffusionPipeline.from_pretrained(path)
         components = {k: v for k, v in pipe.components.items() if v is not None}
         return Model(self.name, components, {})
+
+    def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
+        """DeepFloyd IF's stage I made elsewhere (``DeepFloyd/IF-I-XL-v1.0``): its epsilon
+        objective, no SNR weighting, T5 frozen, no super-resolution stage of its own, its size
+        from the UNet's (64 px: the ``small`` quality-tuning preset)."""
+        from emu_pixel_diffusion import deepfloyd
+
+        if pipeline_class != deepfloyd.PIPELINE:
+            return None
+        unet = component_config(path, "unet")
+        scheduler = component_config(path, "scheduler", "scheduler_config.json")
+        options = {
+            **DEFAULT_OPTIONS,
+            "text_encoder_kind": "t5",
+            "train_text_encoder": False,
+            "prediction_type": scheduler.get("prediction_type", "epsilon"),
+            "snr_weighting": "none",
+            "superres_factor": 1,
+            "pipeline": deepfloyd.PIPELINE,
+        }
+        return adopted_provenance(
+            self, PRESETS, unet["sample_size"], None, options, stages=["denoiser"]
+        )
 
     # -- training ----------------------------------------------------------------------------
     def prepare_stage(
@@ -173,9 +220,13 @@ class PixelDiffusion(Backend):
 
     def encode(self, model: Model, stage: str, images: torch.Tensor, captions: list[str]) -> dict:
         from emu_cli.kit.text import text_inputs
+        from emu_pixel_diffusion import deepfloyd
         from emu_pixel_diffusion.pipeline import low_resolution_view
 
-        batch = {"pixels": images, **text_inputs(model, captions, images.device)}
+        text = (deepfloyd.text_states if deepfloyd.is_if(model) else text_inputs)(
+            model, captions, images.device
+        )
+        batch = {"pixels": images, **text}
         if stage == "superres":
             batch["low"] = low_resolution_view(images, self._factor(model))
         return batch
@@ -206,6 +257,7 @@ class PixelDiffusion(Backend):
 
         from emu_cli.kit.diffusion import TextConditionedDenoising
         from emu_cli.kit.text import text_encoder_training
+        from emu_pixel_diffusion import deepfloyd
         from emu_pixel_diffusion.superres import SuperResolutionDenoising
 
         options = model.options
@@ -224,6 +276,9 @@ class PixelDiffusion(Backend):
         if stage == "denoiser":
             model["unet"].requires_grad_(True)
             schedule = DDPMScheduler.from_config(model["scheduler"].config)
+            if deepfloyd.is_if(model):
+                del common["train_text_encoder"], common["text_encoder_lr_scale"]
+                return deepfloyd.IFDenoising(model["unet"], schedule, key="pixels", **common)
             return TextConditionedDenoising(
                 model["unet"], text_encoder, schedule, key="pixels", **common
             )
@@ -253,7 +308,10 @@ class PixelDiffusion(Backend):
         device: torch.device,
     ) -> list[Image.Image]:
         from emu_cli.kit.diffusion import pipeline_samples
+        from emu_pixel_diffusion import deepfloyd
 
+        # IF's pipeline would clean captions with packages it does not install; trained uncleaned
+        extra = {"clean_caption": False} if deepfloyd.is_if(model) else {}
         return pipeline_samples(
             self.pipeline(model),
             prompts,
@@ -261,4 +319,5 @@ class PixelDiffusion(Backend):
             device,
             num_inference_steps=steps,
             guidance_scale=guidance,
+            **extra,
         )

@@ -136,3 +136,52 @@ def test_a_pools_own_images_are_judged_against_what_they_show(world):
     assert result["subjects"] == ["circle", "square", "star"] and 10 < result["images"] < 160
     for name, chance in result["chance"].items():
         assert result[f"{name}_accuracy"] > 2 * chance, (name, result)
+
+
+def test_a_deepfloyd_if_model_made_elsewhere_goes_through_the_whole_recipe(world, tmp_path):
+    """IF's stage I, adopted: generated from at its own size, quality-tuned (the UNet moves,
+    T5 does not and is out of memory during the steps), opened by IFPipeline, evaluated
+    against its parent, pushed with a card that loads it with IFPipeline, drawn from by its
+    repo name with the same image."""
+    from diffusers import IFPipeline
+    from emu_pixel_diffusion.foreign import save_tiny_deepfloyd_if
+    from hub_server import WRITE_TOKEN, FakeHub
+    from safetensors.torch import load_file
+
+    parent = save_tiny_deepfloyd_if(tmp_path / "if")
+    draw = ("a red star on a sunset background", "-n", 1, "--sampling-steps", 2, "--device",
+            "cpu")  # fmt: skip
+    emu("generate", "--model", parent, *draw, "--out", tmp_path / "gen")
+    assert Image.open(tmp_path / "gen" / "000-00.png").size == (32, 32)
+    qt = tmp_path / "qt"
+    tuned = emu("quality-tune", "--model", parent, "--data", world, "--out", qt, "--steps", 2,
+                "--no-early-stopping", "--device", "cpu")  # fmt: skip
+    assert "out of memory during steps: text_encoder" in tuned.stderr
+    record = json.loads((qt / "emu.json").read_text())
+    assert record["options"]["prediction_type"] == "epsilon"
+    assert record["stages_completed"] == ["denoiser"], "no super-resolution stage of its own"
+    for component, name, moved in (("unet", "diffusion_pytorch_model", True),
+                                   ("text_encoder", "model", False)):  # fmt: skip
+        before, after = (load_file(f / component / f"{name}.safetensors") for f in (parent, qt))
+        assert any(not torch.equal(before[k], after[k]) for k in before) == moved, component
+    pipe = IFPipeline.from_pretrained(qt, requires_safety_checker=False)
+    drawn = pipe("a red star", num_inference_steps=2, output_type="np", clean_caption=False,
+                 generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    assert drawn.shape == (1, 32, 32, 3) and np.isfinite(drawn).all()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\n")
+    emu("evaluate", "--a", qt, "--b", parent, "--prompts", prompts, "--out", tmp_path / "eval",
+        "--sampling-steps", 2, "--device", "cpu", "--resamples", 10, "--judge", "none")  # fmt: skip
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["pairs"] == 1
+
+    emu("generate", "--model", qt, *draw, "--out", tmp_path / "local")
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
+               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
+        emu("push", qt, "--repo", "me/if-qt", env=env)
+        card = hub.files("me/if-qt")["README.md"].decode()
+        emu("generate", "--model", "me/if-qt", *draw, "--out", tmp_path / "hub", env=env)
+    assert 'IFPipeline.from_pretrained("me/if-qt"' in card
+    assert (tmp_path / "hub" / "000-00.png").read_bytes() == (
+        tmp_path / "local" / "000-00.png"
+    ).read_bytes()
