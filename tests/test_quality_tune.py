@@ -352,3 +352,39 @@ def test_gradient_checkpointing_trains_to_the_same_weights_and_says_so(
     assert "unet" in reached and model["unet"].is_gradient_checkpointing
     with pytest.raises(ValueError, match="supports gradient checkpointing"):
         checkpoint_activations(torch.nn.Linear(2, 2), "a bare layer")
+
+
+def test_8bit_adamw_keeps_one_byte_moments_and_resumes_to_the_same_weights(
+    tiny_latent, world, tmp_path
+):
+    """--optimizer adamw8bit (bitsandbytes): the plan says so, the checkpoint's moments are
+    one byte a parameter (but for small tensors), and a run killed after its step-2
+    checkpoint resumes to the weights of one that was not; changing the optimizer on resume
+    is refused."""
+    from safetensors.torch import load_file
+    from test_training import _weights
+
+    def args(out):
+        return ["quality-tune", "--model", tiny_latent, "--data", world, "--out", out,
+                "--steps", 4, "--no-early-stopping", "--device", "cpu",
+                "--optimizer", "adamw8bit", "--config", config]  # fmt: skip
+
+    config = tmp_path / "run.yaml"
+    config.write_text("checkpoint_every: 2\n")
+    straight = emu(*args(tmp_path / "straight"))
+    assert "8-bit AdamW" in straight.stderr
+    killed = tmp_path / "killed"
+    kill_after(args(killed), killed / "stages" / "quality-tune" / "checkpoints" / "latest")
+    state = load_file(next((killed / "stages" / "quality-tune" / "checkpoints").glob(
+        "step-*/state.safetensors")))  # fmt: skip
+    moments = [v for k, v in state.items() if k.endswith(("/state1", "/state2"))]
+    # bitsandbytes keeps tensors under 4,096 entries (biases, norms) in 32 bits
+    small = sum(v.numel() for v in moments if v.dtype != torch.uint8)
+    assert moments and small < 0.1 * sum(v.numel() for v in moments)
+    refused = invoke(*[a for a in args(killed) if a != "adamw8bit"][:-3], "--optimizer",
+                     "adamw", "--config", config, "--resume", "latest")  # fmt: skip
+    assert refused.exit_code == 1 and "(optimizer 'adamw8bit' -> 'adamw')" in refused.output
+    emu(*args(killed), "--resume", "latest")
+    expected, again = _weights(tmp_path / "straight"), _weights(killed)
+    assert expected and expected.keys() == again.keys()
+    assert all(torch.equal(expected[k], again[k]) for k in expected)

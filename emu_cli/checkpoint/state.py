@@ -41,23 +41,42 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
+    stored: set[int] = set()
     for index, values in state["state"].items():
         for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
+            # bitsandbytes keeps a parameter's quantised moments in a mapping of their own
+            inner = value if isinstance(value, dict) else {"": value}
+            for sub, item in inner.items():
+                name = f"{key}/{sub}" if isinstance(value, dict) else key
+                if isinstance(item, torch.Tensor):
+                    tensor = item.detach().cpu().contiguous()
+                    if tensor.data_ptr() in stored:  # shared (its quantisation map): a copy,
+                        tensor = tensor.clone()  # as safetensors stores no tensor twice
+                    stored.add(tensor.data_ptr())
+                    tensors[f"optimizer.{index}.{name}"] = tensor
+                else:
+                    scalars.setdefault(str(index), {})[name] = item
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict[str, Any]] = {}
+
+    def put(index: int, name: str, value: Any) -> None:
+        entry = state.setdefault(index, {})
+        if "/" in name:  # an item of a mapping (_flatten_optimizer)
+            key, sub = name.split("/", 1)
+            entry.setdefault(key, {})[sub] = value
+        else:
+            entry[name] = value
+
     for name, value in tensors.items():
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
+            put(int(index), key, value)
     for index, values in meta["scalars"].items():
-        state.setdefault(int(index), {}).update(values)
+        for key, value in values.items():
+            put(int(index), key, value)
     return {"state": state, "param_groups": meta["param_groups"]}
 
 

@@ -75,7 +75,14 @@ def resume_option(function):
 
 
 def mixed_precision_option(function):
-    """Training precision and the memory it takes: autocast, gradient checkpointing."""
+    """Training precision and the memory it takes: autocast, gradient checkpointing, the
+    optimizer's state."""
+    function = click.option(
+        "--optimizer",
+        type=click.Choice(["adamw", "adamw8bit"]),
+        help="AdamW, or bitsandbytes' 8-bit AdamW: its two moments in 1 byte a parameter each, "
+        "not 4 (pip install 'emu-cli[8bit]') [default: adamw].",
+    )(function)
     function = click.option(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         default=None,

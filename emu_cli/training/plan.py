@@ -74,6 +74,7 @@ class StagePlan:
     learning_rate: float
     precision: str
     gradient_checkpointing: bool
+    optimizer: str
     checkpoint_every: int
     done: bool = False  # completed by the run being resumed
 
@@ -111,7 +112,8 @@ class RunPlan:
                 f"  stage {stage.name}{state}: {stage.steps} steps, batch {stage.batch_size} "
                 f"per process ({stage.global_batch} in all), {stage.resolution} px, "
                 f"lr {stage.learning_rate:g}, precision {stage.precision}"
-                f"{', gradient checkpointing' if stage.gradient_checkpointing else ''}, "
+                f"{', gradient checkpointing' if stage.gradient_checkpointing else ''}"
+                f"{', 8-bit AdamW' if stage.optimizer == 'adamw8bit' else ''}, "
                 f"checkpoint every {stage.checkpoint_every} steps"
             )
         for side, count in self.upscaled.items():
@@ -151,6 +153,7 @@ def stage_plan(name: str, recipe: Recipe, processes: int, done: bool = False) ->
         learning_rate=recipe.learning_rate,
         precision="fp32" if recipe.mixed_precision == "no" else recipe.mixed_precision,
         gradient_checkpointing=recipe.gradient_checkpointing,
+        optimizer=recipe.optimizer,
         checkpoint_every=recipe.checkpoint_every,
         done=done,
     )

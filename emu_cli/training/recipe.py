@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from emu_cli.training.trackers import REPORT_TO
 
 if TYPE_CHECKING:
     import torch
+
+OPTIMIZERS = ("adamw", "adamw8bit")
 
 
 @dataclass
@@ -45,6 +48,9 @@ class Recipe:
     # recompute the trained networks' activations in the backward pass: less memory, about a
     # third more compute (diffusers' and transformers' own gradient checkpointing)
     gradient_checkpointing: bool = False
+    # "adamw8bit": bitsandbytes' AdamW with both moments in 1 byte a parameter instead of 4,
+    # 6 of the 20 bytes a trained parameter costs (docs/backends.md)
+    optimizer: str = "adamw"
     checkpoint_every: int = 500
     preview_every: int = 500  # 0 disables preview grids
     keep_checkpoints: int = 2
@@ -87,6 +93,12 @@ class Recipe:
             problems.append(
                 f"report_to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}"
             )
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        elif self.optimizer == "adamw8bit" and importlib.util.find_spec("bitsandbytes") is None:
+            problems.append("optimizer adamw8bit needs bitsandbytes: pip install 'emu-cli[8bit]'")
         if self.attention not in ("auto", "torch", "math"):
             problems.append(f"attention must be auto, torch or math, got {self.attention!r}")
         for name in ("caption_dropout", "ema_decay", "adam_beta1", "adam_beta2"):

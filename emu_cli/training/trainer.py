@@ -73,6 +73,16 @@ def parameter_groups(module: torch.nn.Module, learning_rate: float) -> list[dict
     return [{"params": params, "lr": learning_rate * scale} for scale, params in grouped.items()]
 
 
+def optimizer_class(recipe: Recipe) -> type[torch.optim.Optimizer]:
+    """The optimizer a recipe names: torch's AdamW, or bitsandbytes' 8-bit one (its state
+    quantised blockwise; it steps on CPUs as well as on CUDA)."""
+    if recipe.optimizer == "adamw8bit":
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit
+    return torch.optim.AdamW
+
+
 def checkpoint_activations(module: torch.nn.Module, what: str) -> list[str]:
     """Turn on gradient checkpointing in every trained diffusers or transformers model inside
     ``module`` (their own implementations); the names of those it reached. A stage none of
@@ -356,7 +366,7 @@ class Trainer:
         parameters = [p for group in groups for p in group["params"]]
         if not parameters:
             raise ValueError(f"stage '{self.stage}' of backend '{backend.name}' trains nothing")
-        optimizer = torch.optim.AdamW(
+        optimizer = optimizer_class(recipe)(
             groups,
             lr=recipe.learning_rate,
             betas=(recipe.adam_beta1, recipe.adam_beta2),
