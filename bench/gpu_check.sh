@@ -3,7 +3,10 @@
 #   1. every backend end to end on the GPU (tiny preset): pretrain, then generate twice with the
 #      same seed, which must give the same images; a crash or a difference fails the run;
 #   2. bench/train_throughput.py on the GPU (the trainer against the plain loop);
-#   3. bench/precision_speedup.py on the GPU (bf16 against float32, every stage).
+#   3. bench/precision_speedup.py on the GPU (bf16 against float32, every stage);
+#   4. bench/open_model_memory.py: full quality-tuning steps of SDXL's UNet and Flux.1 dev's
+#      transformer at their real sizes, peak memory and images/s (Flux: 8-bit AdamW, no EMA,
+#      10 bytes a parameter, 119 GB: an H200; it runs out of memory on an 80 GB H100).
 # Each part runs even if one before it failed; the exit status counts the failures.
 #
 #     bash bench/gpu_check.sh [OUT] [BATCH] [DEVICE]
@@ -57,10 +60,16 @@ step train-throughput python bench/train_throughput.py --device "$device" --pres
     --batch-size "$batch" --steps 40 --json "$out/train_throughput_$device.json"
 step precision-speedup python bench/precision_speedup.py --device "$device" --preset small \
     --batch-size "$batch" --steps 40 --json "$out/precision_speedup_$device.json"
+step open-model-sdxl python bench/open_model_memory.py --family sdxl --device "$device" \
+    --batch-size 4 --gradient-checkpointing --json "$out/open_model_sdxl.json"
+step open-model-flux python bench/open_model_memory.py --family flux --device "$device" \
+    --batch-size 1 --optimizer adamw8bit --no-ema --gradient-checkpointing \
+    --json "$out/open_model_flux.json"
 
 for name in train-throughput precision-speedup; do  # their tables, without progress bars
     echo "== $name"
     tr '\r' '\n' <"$out/$name.log" | grep -E '^(backend|latent|masked|pixel) +' || true
 done
+cat "$out"/open_model_*.json 2>/dev/null
 echo "failures: $failures"
 exit "$failures"
