@@ -139,10 +139,10 @@ def test_a_pools_own_images_are_judged_against_what_they_show(world):
 
 
 def test_a_deepfloyd_if_model_made_elsewhere_goes_through_the_whole_recipe(world, tmp_path):
-    """IF's stage I, adopted: generated from at its own size, quality-tuned (the UNet moves,
-    T5 does not and is out of memory during the steps), opened by IFPipeline, evaluated
-    against its parent, pushed with a card that loads it with IFPipeline, drawn from by its
-    repo name with the same image."""
+    """IF's stage I, adopted and quality-tuned (the UNet moves, T5 does not and is out of
+    memory during the steps), opened by IFPipeline, evaluated against its parent (both
+    generate), pushed with a card that loads it with IFPipeline, drawn from by its repo name
+    at its own size, the same image as from the folder."""
     from diffusers import IFPipeline
     from emu_pixel_diffusion.foreign import save_tiny_deepfloyd_if
     from hub_server import WRITE_TOKEN, FakeHub
@@ -151,11 +151,9 @@ def test_a_deepfloyd_if_model_made_elsewhere_goes_through_the_whole_recipe(world
     parent = save_tiny_deepfloyd_if(tmp_path / "if")
     draw = ("a red star on a sunset background", "-n", 1, "--sampling-steps", 2, "--device",
             "cpu")  # fmt: skip
-    emu("generate", "--model", parent, *draw, "--out", tmp_path / "gen")
-    assert Image.open(tmp_path / "gen" / "000-00.png").size == (32, 32)
     qt = tmp_path / "qt"
     tuned = emu("quality-tune", "--model", parent, "--data", world, "--out", qt, "--steps", 2,
-                "--no-early-stopping", "--device", "cpu")  # fmt: skip
+                "--subset", 32, "--no-early-stopping", "--device", "cpu")  # fmt: skip
     assert "out of memory during steps: text_encoder" in tuned.stderr
     record = json.loads((qt / "emu.json").read_text())
     assert record["options"]["prediction_type"] == "epsilon"
@@ -175,6 +173,7 @@ def test_a_deepfloyd_if_model_made_elsewhere_goes_through_the_whole_recipe(world
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["pairs"] == 1
 
     emu("generate", "--model", qt, *draw, "--out", tmp_path / "local")
+    assert Image.open(tmp_path / "local" / "000-00.png").size == (32, 32), "at its own size"
     with FakeHub() as hub:
         env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
                "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
