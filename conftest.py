@@ -3,6 +3,7 @@ a small world, a tiny pre-trained model."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -82,6 +83,33 @@ def kill_after(args: list, marker: Path, timeout: float = 300) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run must be killed before it ends"
+
+
+def evaluate_push_and_load(tuned: Path, parent: Path, repo: str, folder: Path) -> str:
+    """The end of the recipe for a tuned model: evaluated against its parent (both generate),
+    drawn from at 32 px, pushed to a Hub on 127.0.0.1 and drawn from by ``repo`` with the same
+    image. Returns the card the push wrote."""
+    from hub_server import WRITE_TOKEN, FakeHub
+    from PIL import Image
+
+    prompts = folder / "prompts.txt"
+    prompts.write_text("a red star on a sunset background\n")
+    emu("evaluate", "--a", tuned, "--b", parent, "--prompts", prompts, "--out", folder / "eval",
+        "--sampling-steps", 2, "--device", "cpu", "--resamples", 10, "--judge", "none")  # fmt: skip
+    assert json.loads((folder / "eval" / "results.json").read_text())["pairs"] == 1
+    draw = ("a red star on a sunset background", "-n", 1, "--sampling-steps", 2, "--device",
+            "cpu")  # fmt: skip
+    emu("generate", "--model", tuned, *draw, "--out", folder / "local")
+    assert Image.open(folder / "local" / "000-00.png").size == (32, 32), "at its own size"
+    with FakeHub() as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
+               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(folder / "hf-home")}  # fmt: skip
+        emu("push", tuned, "--repo", repo, env=env)
+        card = hub.files(repo)["README.md"].decode()
+        emu("generate", "--model", repo, *draw, "--out", folder / "hub", env=env)
+    local, hub_drawn = (folder / side / "000-00.png" for side in ("local", "hub"))
+    assert hub_drawn.read_bytes() == local.read_bytes()
+    return card
 
 
 def invoke(*args: str):

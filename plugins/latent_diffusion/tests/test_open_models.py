@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import emu
+from conftest import emu, evaluate_push_and_load
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +57,10 @@ def test_an_open_model_made_elsewhere_goes_through_the_whole_recipe(
     pushed to the Hub with a card that loads it that way, and drawn from by its repo name at
     its own size, the same image as from the folder."""
     import diffusers
-    from hub_server import WRITE_TOKEN, FakeHub
     from safetensors.torch import load_file
 
     fixture, pipeline_class, objective, denoiser, encoders = OPEN_MODELS[family]
     parent = request.getfixturevalue(fixture)
-    draw = ("a red star on a sunset background", "-n", 1, "--sampling-steps", 2, "--device",
-            "cpu")  # fmt: skip
     qt = tmp_path / "qt"
     emu("quality-tune", "--model", parent, "--data", world, "--out", qt, "--steps", 2,
         "--subset", 32, "--no-early-stopping", "--device", "cpu")  # fmt: skip
@@ -79,24 +76,8 @@ def test_an_open_model_made_elsewhere_goes_through_the_whole_recipe(
     drawn = pipe("a red star", num_inference_steps=2, height=32, width=32, output_type="np",
                  generator=torch.Generator().manual_seed(0)).images  # fmt: skip
     assert drawn.shape == (1, 32, 32, 3) and np.isfinite(drawn).all()
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red star on a sunset background\n")
-    emu("evaluate", "--a", qt, "--b", parent, "--prompts", prompts, "--out", tmp_path / "eval",
-        "--sampling-steps", 2, "--device", "cpu", "--resamples", 10, "--judge", "none")  # fmt: skip
-    assert json.loads((tmp_path / "eval" / "results.json").read_text())["pairs"] == 1
-
-    emu("generate", "--model", qt, *draw, "--out", tmp_path / "local")
-    assert Image.open(tmp_path / "local" / "000-00.png").size == (32, 32), "at its own size"
-    with FakeHub() as hub:
-        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
-               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
-        emu("push", qt, "--repo", f"me/{family}-qt", env=env)
-        card = hub.files(f"me/{family}-qt")["README.md"].decode()
-        emu("generate", "--model", f"me/{family}-qt", *draw, "--out", tmp_path / "hub", env=env)
+    card = evaluate_push_and_load(qt, parent, f"me/{family}-qt", tmp_path)
     assert f'{pipeline_class}.from_pretrained("me/{family}-qt")' in card
-    assert (tmp_path / "hub" / "000-00.png").read_bytes() == (
-        tmp_path / "local" / "000-00.png"
-    ).read_bytes()
 
 
 def test_sdxl_is_conditioned_on_each_training_image_size_and_crop(stable_diffusion_xl, tmp_path):

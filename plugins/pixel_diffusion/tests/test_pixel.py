@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import emu, train_stage
+from conftest import emu, evaluate_push_and_load, train_stage
 
 
 @pytest.fixture(scope="session")
@@ -145,12 +145,9 @@ def test_a_deepfloyd_if_model_made_elsewhere_goes_through_the_whole_recipe(world
     at its own size, the same image as from the folder."""
     from diffusers import IFPipeline
     from emu_pixel_diffusion.foreign import save_tiny_deepfloyd_if
-    from hub_server import WRITE_TOKEN, FakeHub
     from safetensors.torch import load_file
 
     parent = save_tiny_deepfloyd_if(tmp_path / "if")
-    draw = ("a red star on a sunset background", "-n", 1, "--sampling-steps", 2, "--device",
-            "cpu")  # fmt: skip
     qt = tmp_path / "qt"
     tuned = emu("quality-tune", "--model", parent, "--data", world, "--out", qt, "--steps", 2,
                 "--subset", 32, "--no-early-stopping", "--device", "cpu")  # fmt: skip
@@ -166,21 +163,5 @@ def test_a_deepfloyd_if_model_made_elsewhere_goes_through_the_whole_recipe(world
     drawn = pipe("a red star", num_inference_steps=2, output_type="np", clean_caption=False,
                  generator=torch.Generator().manual_seed(0)).images  # fmt: skip
     assert drawn.shape == (1, 32, 32, 3) and np.isfinite(drawn).all()
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red star on a sunset background\n")
-    emu("evaluate", "--a", qt, "--b", parent, "--prompts", prompts, "--out", tmp_path / "eval",
-        "--sampling-steps", 2, "--device", "cpu", "--resamples", 10, "--judge", "none")  # fmt: skip
-    assert json.loads((tmp_path / "eval" / "results.json").read_text())["pairs"] == 1
-
-    emu("generate", "--model", qt, *draw, "--out", tmp_path / "local")
-    assert Image.open(tmp_path / "local" / "000-00.png").size == (32, 32), "at its own size"
-    with FakeHub() as hub:
-        env = {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": WRITE_TOKEN,
-               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home")}  # fmt: skip
-        emu("push", qt, "--repo", "me/if-qt", env=env)
-        card = hub.files("me/if-qt")["README.md"].decode()
-        emu("generate", "--model", "me/if-qt", *draw, "--out", tmp_path / "hub", env=env)
+    card = evaluate_push_and_load(qt, parent, "me/if-qt", tmp_path)
     assert 'IFPipeline.from_pretrained("me/if-qt"' in card
-    assert (tmp_path / "hub" / "000-00.png").read_bytes() == (
-        tmp_path / "local" / "000-00.png"
-    ).read_bytes()
