@@ -18,6 +18,8 @@ from emu_cli.errors import EmuError
 
 FLOW = "flow_prediction"  # diffusers' name for a velocity target on flow sigmas
 PREDICTION_TYPES = ("epsilon", "v_prediction", FLOW)
+# what ``encode`` may give of a frozen text encoder's run (kit.text.text_inputs, the families')
+TEXT_OUTPUTS = ("states", "pooled")
 
 
 def scheduler_config(prediction_type: str, *, thresholding: bool = False) -> dict[str, Any]:
@@ -238,9 +240,11 @@ class TextConditionedDenoising(nn.Module):
         self.snr_weighting, self.snr_gamma = snr_weighting, snr_gamma
 
     def text_conditioning(self, batch: dict) -> dict[str, torch.Tensor]:
-        """What :meth:`denoise` reads of the text: ``states``, the encoder's last states."""
+        """What :meth:`denoise` reads of the text: ``states``, the encoder's last states; with
+        no encoder here, what ``encode`` gave of the text (``states``, and ``pooled`` for the
+        models that also read a pooled embedding)."""
         if self.text_encoder is None:
-            return {"states": batch["states"]}
+            return {name: batch[name] for name in TEXT_OUTPUTS if name in batch}
         with torch.set_grad_enabled(self.train_text_encoder and torch.is_grad_enabled()):
             return {"states": self.text_encoder(batch["input_ids"])[0]}
 
@@ -263,6 +267,14 @@ class TextConditionedDenoising(nn.Module):
             **self.text_conditioning(batch),
             **self.condition(batch),
         )
+
+
+def pipeline_components(pipeline_class: Any, path: Any, **left_out: Any) -> dict[str, Any]:
+    """Every component of the pipeline in folder ``path``, each with the class its
+    model_index.json names, safetensors only; the optional ones it lacks, and those named
+    in ``left_out`` (``safety_checker=None``), not there."""
+    pipe = pipeline_class.from_pretrained(path, use_safetensors=True, **left_out)
+    return {name: part for name, part in pipe.components.items() if part is not None}
 
 
 def pipeline_samples(

@@ -179,11 +179,13 @@ class LatentDiffusion(Backend):
     def load(self, path: Path) -> Model:
         from diffusers import (
             AutoencoderKL,
+            DiffusionPipeline,
             DPMSolverMultistepScheduler,
             UNet2DConditionModel,
         )
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        from emu_cli.kit.diffusion import pipeline_components
         from emu_cli.kit.reconstruction import PatchDiscriminator
         from emu_latent_diffusion import xl
 
@@ -196,7 +198,7 @@ class LatentDiffusion(Backend):
         if pipeline_class not in known:
             raise ValueError(f"'{path}' holds a {pipeline_class}, not a {' or '.join(known)}")
         if pipeline_class in TRANSFORMER_PIPELINES:
-            return Model(self.name, _pipeline_components(path), {})
+            return Model(self.name, pipeline_components(DiffusionPipeline, path), {})
         components = {
             "vae": AutoencoderKL.from_pretrained(path / "vae"),
             "unet": UNet2DConditionModel.from_pretrained(path / "unet"),
@@ -220,7 +222,6 @@ class LatentDiffusion(Backend):
         for a plain one), the quality-tuning preset the largest whose resolution it reaches
         (Stable Diffusion's 512 px: ``base``, the paper's recipe)."""
         from emu_cli.kit.diffusion import FLOW
-        from emu_latent_diffusion import flux
 
         if pipeline_class not in PIPELINES + TRANSFORMER_PIPELINES:
             return None
@@ -245,7 +246,7 @@ class LatentDiffusion(Backend):
             "adversarial_weight": 0.0,
             "latent_scale_calibrated": True,  # its scaling factor came with it
         }
-        return adopted_provenance(self, PRESETS, flux.grid(denoiser), vae, options)
+        return adopted_provenance(self, PRESETS, _grid(denoiser), vae, options)
 
     # -- training ----------------------------------------------------------------------------
     def encode(
@@ -384,12 +385,11 @@ class LatentDiffusion(Backend):
         device: torch.device,
     ) -> list[Image.Image]:
         from emu_cli.kit.diffusion import pipeline_samples
-        from emu_latent_diffusion import flux
 
         pipe = self.pipeline(model)
         # A private scheduler copy: DPM-Solver keeps per-call state.
         pipe.scheduler = copy.deepcopy(model["scheduler"])
-        resolution = flux.grid(model[_denoiser(model)].config) * pipe.vae_scale_factor
+        resolution = _grid(model[_denoiser(model)].config) * pipe.vae_scale_factor
         return pipeline_samples(
             pipe,
             prompts,
@@ -444,10 +444,9 @@ def _open_family(model: Model) -> Any:
     return flux if flux.is_flux(model) else None
 
 
-def _pipeline_components(path: Path) -> dict[str, Any]:
-    """Every component of a diffusers folder's pipeline, each with the class its
-    model_index.json names (safetensors only), optional ones it lacks left out."""
-    from diffusers import DiffusionPipeline
+def _grid(denoiser_config: Any) -> int:
+    """The side in latents a denoiser draws at: its config's ``sample_size``. Flux's records
+    none (emu writes the size it tuned at); its pipeline's default is 128, 1024 px."""
+    from emu_latent_diffusion import flux
 
-    pipe = DiffusionPipeline.from_pretrained(path, use_safetensors=True)
-    return {name: part for name, part in pipe.components.items() if part is not None}
+    return int(denoiser_config.get("sample_size") or flux.DEFAULT_GRID)

@@ -37,11 +37,6 @@ def pipeline(model: Model) -> Any:
     return FluxPipeline(**{name: model[name] for name in names})
 
 
-def grid(transformer_config: dict[str, Any]) -> int:
-    """The side in latents a Flux model draws at."""
-    return int(transformer_config.get("sample_size") or DEFAULT_GRID)
-
-
 def text_states(model: Model, captions: list[str], device: Any) -> dict[str, torch.Tensor]:
     """What Flux's transformer reads of ``captions``, as its pipeline's ``encode_prompt``
     computes it: T5's states (``states``) and CLIP's pooled embedding (``pooled``)."""
@@ -56,9 +51,6 @@ class FluxDenoising(TextConditionedDenoising):
 
     def __init__(self, transformer: Any, *args: Any, **kwargs: Any):
         super().__init__(transformer, None, *args, train_text_encoder=False, **kwargs)
-
-    def text_conditioning(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {"states": batch["states"], "pooled": batch["pooled"]}
 
     def denoise(self, noisy, timesteps, states, pooled):
         from diffusers import FluxPipeline

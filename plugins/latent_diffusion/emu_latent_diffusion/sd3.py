@@ -51,9 +51,6 @@ class SD3Denoising(TextConditionedDenoising):
     def __init__(self, transformer: Any, *args: Any, **kwargs: Any):
         super().__init__(transformer, None, *args, train_text_encoder=False, **kwargs)
 
-    def text_conditioning(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {"states": batch["states"], "pooled": batch["pooled"]}
-
     def denoise(self, noisy, timesteps, states, pooled):
         return self.unet(
             hidden_states=noisy,

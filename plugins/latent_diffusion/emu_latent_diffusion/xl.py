@@ -77,18 +77,12 @@ def time_ids(framings: list[Framing] | None, images: torch.Tensor) -> torch.Tens
 
 def text_states(model: Model, captions: list[str], device: Any) -> dict[str, torch.Tensor]:
     """What SDXL's UNet reads of ``captions``, from its two frozen encoders, as its pipeline
-    computes it: both encoders' penultimate states joined (``states``) and the second one's
-    pooled, projected embedding (``pooled``)."""
-    from emu_cli.kit.text import token_ids
-
-    first = model["text_encoder"](
-        token_ids(model["tokenizer"], captions, device), output_hidden_states=True
+    computes it (its ``encode_prompt``): both encoders' penultimate states joined (``states``)
+    and the second one's pooled, projected embedding (``pooled``)."""
+    states, _, pooled, _ = pipeline(model).encode_prompt(
+        prompt=captions, device=device, do_classifier_free_guidance=False
     )
-    second = model["text_encoder_2"](
-        token_ids(model["tokenizer_2"], captions, device), output_hidden_states=True
-    )
-    states = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
-    return {"states": states, "pooled": second.text_embeds}
+    return {"states": states, "pooled": pooled}
 
 
 class XLDenoising(TextConditionedDenoising):
@@ -98,9 +92,6 @@ class XLDenoising(TextConditionedDenoising):
 
     def __init__(self, unet: Any, *args, **kwargs):
         super().__init__(unet, None, *args, train_text_encoder=False, **kwargs)
-
-    def text_conditioning(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {"states": batch["states"], "pooled": batch["pooled"]}
 
     def condition(self, batch: dict) -> dict[str, Any]:
         return {"time_ids": batch["time_ids"]}

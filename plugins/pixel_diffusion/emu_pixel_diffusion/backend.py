@@ -165,6 +165,7 @@ class PixelDiffusion(Backend):
     def load(self, path: Path) -> Model:
         from diffusers import IFPipeline
 
+        from emu_cli.kit.diffusion import pipeline_components
         from emu_pixel_diffusion import deepfloyd
         from emu_pixel_diffusion.pipeline import PixelDiffusionPipeline
 
@@ -174,17 +175,14 @@ class PixelDiffusion(Backend):
             raise ValueError(f"'{path}' has no model_index.json: not a pixel-diffusion checkpoint")
         pipeline_class = json.loads(index.read_text()).get("_class_name")
         if pipeline_class == deepfloyd.PIPELINE:  # its safety checker and watermarker not kept
-            pipe = IFPipeline.from_pretrained(path, use_safetensors=True, safety_checker=None,
-                                              feature_extractor=None, watermarker=None)  # fmt: skip
-            components = {k: v for k, v in pipe.components.items() if v is not None}
+            left_out = dict.fromkeys(("safety_checker", "feature_extractor", "watermarker"))
+            components = pipeline_components(IFPipeline, path, **left_out)
             return Model(self.name, components, {"pipeline": deepfloyd.PIPELINE})
         if pipeline_class != PIPELINE_CLASS:
             raise ValueError(
                 f"'{path}' holds a {pipeline_class}, not a {PIPELINE_CLASS} or {deepfloyd.PIPELINE}"
             )
-        pipe = PixelDiffusionPipeline.from_pretrained(path)
-        components = {k: v for k, v in pipe.components.items() if v is not None}
-        return Model(self.name, components, {})
+        return Model(self.name, pipeline_components(PixelDiffusionPipeline, path), {})
 
     def adopt(self, path: Path, pipeline_class: str) -> dict[str, Any] | None:
         """DeepFloyd IF's stage I made elsewhere (``DeepFloyd/IF-I-XL-v1.0``): its epsilon
@@ -276,12 +274,10 @@ class PixelDiffusion(Backend):
         if stage == "denoiser":
             model["unet"].requires_grad_(True)
             schedule = DDPMScheduler.from_config(model["scheduler"].config)
-            if deepfloyd.is_if(model):
-                del common["train_text_encoder"], common["text_encoder_lr_scale"]
-                return deepfloyd.IFDenoising(model["unet"], schedule, key="pixels", **common)
-            return TextConditionedDenoising(
-                model["unet"], text_encoder, schedule, key="pixels", **common
+            denoising = (
+                deepfloyd.IFDenoising if deepfloyd.is_if(model) else TextConditionedDenoising
             )
+            return denoising(model["unet"], text_encoder, schedule, key="pixels", **common)
         if stage == "superres":
             self._factor(model)
             model["sr_unet"].requires_grad_(True)

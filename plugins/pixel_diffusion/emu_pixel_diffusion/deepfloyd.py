@@ -49,10 +49,8 @@ def text_states(model: Model, captions: list[str], device: Any) -> dict[str, tor
 
 class IFDenoising(TextConditionedDenoising):
     """The epsilon loss for IF's UNet, its predicted variance (the second half of its output
-    channels when it learns one) not trained, as in diffusers' example."""
-
-    def __init__(self, unet: Any, *args: Any, **kwargs: Any):
-        super().__init__(unet, None, *args, train_text_encoder=False, **kwargs)
+    channels when it learns one) not trained, as in diffusers' example. T5 is frozen: its
+    states come in the batch."""
 
     def denoise(self, noisy, timesteps, states):
         prediction = super().denoise(noisy, timesteps, states)
